@@ -1,0 +1,9 @@
+//! Actors: the real-time core. `Hub` (registry of rooms), `ChatRoom` (one per chat: the single
+//! writer of its messages and their fan-out), `Session` (one per WebSocket/SSE connection),
+//! `Presence` (who is online, connection limits) and `SearchIndexer` (feeds the search index).
+//!
+//! Actors know nothing of HTTP; they talk to `store`.
+
+pub mod hub;
+pub mod presence;
+pub mod rooms;

@@ -1,0 +1,277 @@
+//! Authentication: register, login, refresh, change password; and brute-force protection.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, bearer_token};
+use crate::auth::TokenError;
+use crate::config::Config;
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::users::{NewUser, UserRow};
+use crate::validate;
+
+#[derive(Deserialize)]
+pub struct RegisterRequest {
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    pub email: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ChangePasswordRequest {
+    pub current_password: Option<String>,
+    pub new_password: Option<String>,
+}
+
+/// The user object of auth responses.
+#[derive(Serialize)]
+pub struct AuthUserBody {
+    pub id: i64,
+    pub email: String,
+    pub username: String,
+    pub avatar_url: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct AuthResponse {
+    pub token: String,
+    pub user: AuthUserBody,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn required<'a>(field: &str, v: &'a Option<String>) -> ApiResult<&'a str> {
+    v.as_deref()
+        .ok_or_else(|| ApiError::validation(field, "is required"))
+}
+
+fn auth_response(state: &AppState, user: &UserRow) -> ApiResult<AuthResponse> {
+    let issued = state.tokens.issue(user.id, user.token_version)?;
+    Ok(AuthResponse {
+        token: issued.token,
+        expires_at: issued.expires_at,
+        user: AuthUserBody {
+            id: user.id,
+            email: user.email.clone(),
+            username: user.username.clone(),
+            avatar_url: user.avatar_url.clone(),
+        },
+    })
+}
+
+/// The client's IP (the socket peer; proxies are not trusted).
+pub fn client_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// `POST /api/auth/register`
+pub async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<RegisterRequest>,
+) -> ApiResult<HttpResponse> {
+    state.limits.check_auth(client_ip(&req))?;
+    let (email, email_key) = validate::email(required("email", &body.email)?)?;
+    let username = validate::username(required("username", &body.username)?)?;
+    let password = required("password", &body.password)?;
+    validate::password("password", password)?;
+    let hash = state.passwords.hash(password.to_string()).await?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            email: &email,
+            email_normalized: &email_key,
+            username: &username,
+            password_hash: &hash,
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::Conflict("Email is already registered".into()),
+            other => other.into(),
+        })?;
+    tracing::info!(user_id = user.id, "user registered");
+    Ok(HttpResponse::Created().json(auth_response(&state, &user)?))
+}
+
+/// `POST /api/auth/login`
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> ApiResult<HttpResponse> {
+    let ip = client_ip(&req);
+    state.limits.check_auth(ip)?;
+    let email = required("email", &body.email)?;
+    let password = required("password", &body.password)?;
+    if password.is_empty() {
+        return Err(ApiError::validation("password", "is required"));
+    }
+    let email_key = email.trim().to_lowercase();
+    state.login_guard.check(&email_key, ip)?;
+    let user = state.store.user_by_email(&email_key).await?;
+    // Always run one verification, so unknown emails take as long as wrong passwords.
+    let ok = state
+        .passwords
+        .verify(
+            password.to_string(),
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
+    match user {
+        Some(user) if ok => {
+            state.login_guard.succeeded(&email_key);
+            Ok(HttpResponse::Ok().json(auth_response(&state, &user)?))
+        }
+        _ => {
+            state.login_guard.failed(&email_key, ip);
+            Err(ApiError::unauthorized("Invalid email or password"))
+        }
+    }
+}
+
+/// `POST /api/auth/refresh` — takes a (possibly expired) token, returns a fresh one.
+pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let token = bearer_token(&req).ok_or_else(|| ApiError::unauthorized("Missing bearer token"))?;
+    let claims = state
+        .tokens
+        .validate_for_refresh(token)
+        .map_err(|e| match e {
+            TokenError::RefreshWindowPassed => {
+                ApiError::unauthorized("Token expired too long ago to refresh; log in again")
+            }
+            _ => ApiError::unauthorized("Invalid token"),
+        })?;
+    match state.token_version(claims.sub).await? {
+        Some(v) if v == claims.tv => {}
+        _ => return Err(ApiError::unauthorized("Token revoked")),
+    }
+    let issued = state.tokens.issue(claims.sub, claims.tv)?;
+    Ok(HttpResponse::Ok().json(TokenResponse {
+        token: issued.token,
+        expires_at: issued.expires_at,
+    }))
+}
+
+/// `PUT /api/auth/change-password` — revokes every token issued before; returns a new one.
+pub async fn change_password(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<ChangePasswordRequest>,
+) -> ApiResult<HttpResponse> {
+    let current = required("current_password", &body.current_password)?;
+    let new = required("new_password", &body.new_password)?;
+    validate::password("new_password", new)?;
+    let row = state
+        .store
+        .user_by_id(user.id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("Invalid token"))?;
+    let ok = state
+        .passwords
+        .verify(current.to_string(), Some(row.password_hash.clone()))
+        .await?;
+    if !ok {
+        return Err(ApiError::validation("current_password", "is incorrect"));
+    }
+    let hash = state.passwords.hash(new.to_string()).await?;
+    let version = state.store.set_password(user.id, &hash).await?;
+    state.set_token_version(user.id, version);
+    let issued = state.tokens.issue(user.id, version)?;
+    tracing::info!(user_id = user.id, "password changed; older tokens revoked");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "message": "Password changed",
+        "token": issued.token,
+        "expires_at": issued.expires_at,
+    })))
+}
+
+/// Failed-login counters per account and per client IP over a fixed window.
+///
+/// Past the threshold further attempts are refused with 429 (before the password is checked,
+/// so a locked account costs no hashing) until the window ends. A success clears the
+/// account's counter. Memory is bounded: expired entries are swept as the maps grow.
+pub struct LoginGuard {
+    per_account: DashMap<String, (u32, Instant)>,
+    per_ip: DashMap<IpAddr, (u32, Instant)>,
+    account_limit: u32,
+    ip_limit: u32,
+    window: Duration,
+}
+
+impl LoginGuard {
+    pub fn new(config: &Config) -> Self {
+        LoginGuard {
+            per_account: DashMap::new(),
+            per_ip: DashMap::new(),
+            account_limit: config.login_failures_per_account,
+            ip_limit: config.login_failures_per_ip,
+            window: Duration::from_secs(15 * 60),
+        }
+    }
+
+    fn remaining_lock<K: std::hash::Hash + Eq>(
+        &self,
+        map: &DashMap<K, (u32, Instant)>,
+        key: &K,
+        limit: u32,
+    ) -> Option<u64> {
+        let entry = map.get(key)?;
+        let (count, since) = *entry;
+        let elapsed = since.elapsed();
+        (count >= limit && elapsed < self.window).then(|| (self.window - elapsed).as_secs() + 1)
+    }
+
+    /// Refuses the attempt if the account or the IP is locked out.
+    pub fn check(&self, account: &str, ip: IpAddr) -> ApiResult<()> {
+        let locked = self
+            .remaining_lock(&self.per_account, &account.to_string(), self.account_limit)
+            .or_else(|| self.remaining_lock(&self.per_ip, &ip, self.ip_limit));
+        match locked {
+            Some(secs) => Err(ApiError::RateLimited {
+                message: "Too many failed login attempts; try again later".into(),
+                retry_after_secs: secs,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn bump<K: std::hash::Hash + Eq + Clone>(&self, map: &DashMap<K, (u32, Instant)>, key: K) {
+        if map.len() > 100_000 {
+            map.retain(|_, (_, since)| since.elapsed() < self.window);
+        }
+        let mut entry = map.entry(key).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= self.window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    pub fn failed(&self, account: &str, ip: IpAddr) {
+        self.bump(&self.per_account, account.to_string());
+        self.bump(&self.per_ip, ip);
+    }
+
+    pub fn succeeded(&self, account: &str) {
+        self.per_account.remove(account);
+    }
+}

@@ -1,0 +1,105 @@
+//! The HTTP API: the route table (below, the whole API at a glance), one module per resource,
+//! the error envelope and the middleware. Handlers are thin: extract, validate, call the store
+//! or an actor, map the result. No SQL here.
+
+pub mod admin;
+pub mod auth;
+pub mod batch;
+pub mod chats;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod list;
+pub mod messages;
+pub mod ratelimit;
+pub mod realtime;
+pub mod request_id;
+pub mod search;
+pub mod users;
+pub mod workspaces;
+
+use actix_web::{HttpRequest, web};
+
+use error::ApiError;
+
+/// Every route of the server.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .route("/health", web::get().to(health::health))
+            // Authentication
+            .route("/auth/register", web::post().to(auth::register))
+            .route("/auth/login", web::post().to(auth::login))
+            .route("/auth/refresh", web::post().to(auth::refresh))
+            .route(
+                "/auth/change-password",
+                web::put().to(auth::change_password),
+            )
+            // Users
+            .route("/users/me", web::get().to(users::me))
+            .route("/users/me", web::put().to(users::update_me))
+            .route("/users", web::get().to(users::list))
+            // Workspaces
+            .route("/workspaces", web::get().to(workspaces::list))
+            .route("/workspaces", web::post().to(workspaces::create))
+            .route("/workspaces/{workspace_id}", web::get().to(workspaces::get))
+            .route(
+                "/workspaces/{workspace_id}/invites",
+                web::post().to(workspaces::invite),
+            )
+            .route(
+                "/invites/{code}/accept",
+                web::post().to(workspaces::accept_invite),
+            )
+            // Chats
+            .route("/chats", web::get().to(chats::list))
+            .route("/chats", web::post().to(chats::create))
+            .route("/chats/direct", web::post().to(chats::create_direct))
+            .route("/chats/{chat_id}", web::get().to(chats::get))
+            .route("/chats/{chat_id}/join", web::post().to(chats::join))
+            .route("/chats/{chat_id}/leave", web::post().to(chats::leave))
+            .route("/chats/{chat_id}/members", web::get().to(chats::members))
+            .route(
+                "/chats/{chat_id}/members",
+                web::post().to(chats::add_member),
+            )
+            .route("/chats/{chat_id}/read", web::post().to(chats::mark_read))
+            // Messages
+            .route("/messages", web::get().to(messages::list))
+            .route("/messages", web::post().to(messages::send))
+            .route("/messages/{message_id}", web::put().to(messages::update))
+            .route("/messages/{message_id}", web::delete().to(messages::delete))
+            .route(
+                "/messages/{message_id}/reactions",
+                web::post().to(messages::add_reaction),
+            )
+            .route(
+                "/messages/{message_id}/reactions/{emoji}",
+                web::delete().to(messages::remove_reaction),
+            )
+            // Real time
+            .route("/events", web::get().to(realtime::sse))
+            // Search
+            .route("/search/messages", web::post().to(search::messages))
+            .route("/search/users", web::get().to(search::users))
+            .route("/search/chats", web::get().to(search::chats))
+            // Batch
+            .route("/batch", web::post().to(batch::batch)),
+    )
+    .route("/ws", web::get().to(realtime::websocket))
+    .route("/admin/production/health", web::get().to(admin::health))
+    .route(
+        "/admin/production/metrics/{service_name}",
+        web::get().to(admin::metrics),
+    )
+    .route("/metrics", web::get().to(admin::prometheus));
+}
+
+/// Fallback for unknown routes: the 404 envelope.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "No route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}

@@ -1,0 +1,131 @@
+//! Users: the caller's profile, and the member list of a workspace.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::AuthUser;
+use crate::state::AppState;
+use crate::store::users::{ProfileUpdate, UserRow};
+use crate::validate;
+
+pub use super::workspaces::list_users as list;
+
+#[derive(Serialize)]
+pub struct Preferences {
+    pub theme: String,
+    pub language: String,
+    pub notifications_enabled: bool,
+}
+
+/// `GET /api/users/me` body.
+#[derive(Serialize)]
+pub struct Profile {
+    pub id: i64,
+    pub email: String,
+    pub username: String,
+    pub avatar_url: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub preferences: Preferences,
+}
+
+impl From<UserRow> for Profile {
+    fn from(u: UserRow) -> Self {
+        Profile {
+            id: u.id,
+            email: u.email,
+            username: u.username,
+            avatar_url: u.avatar_url,
+            created_at: u.created_at,
+            preferences: Preferences {
+                theme: u.theme,
+                language: u.language,
+                notifications_enabled: u.notifications_enabled,
+            },
+        }
+    }
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, Default)]
+pub struct PreferencesUpdate {
+    pub theme: Option<String>,
+    pub language: Option<String>,
+    pub notifications_enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct UpdateProfileRequest {
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub avatar_url: Option<Option<String>>,
+    pub preferences: Option<PreferencesUpdate>,
+}
+
+pub const THEMES: &[&str] = &["light", "dark", "system"];
+
+/// `GET /api/users/me`
+pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
+    let row = state
+        .store
+        .user_by_id(user.id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("Invalid token"))?;
+    Ok(HttpResponse::Ok().json(Profile::from(row)))
+}
+
+/// `PUT /api/users/me` — partial update of username, avatar and preferences.
+pub async fn update_me(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<UpdateProfileRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let mut update = ProfileUpdate::default();
+    if let Some(name) = &body.username {
+        update.username = Some(validate::username(name)?);
+    }
+    if let Some(avatar) = &body.avatar_url {
+        update.avatar_url = Some(match avatar.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(validate::http_url("avatar_url", url)?),
+        });
+    }
+    let prefs = body.preferences.unwrap_or_default();
+    if let Some(theme) = prefs.theme {
+        let theme = theme.trim().to_ascii_lowercase();
+        if !THEMES.contains(&theme.as_str()) {
+            return Err(ApiError::validation(
+                "preferences.theme",
+                "must be one of: light, dark, system",
+            ));
+        }
+        update.theme = Some(theme);
+    }
+    if let Some(lang) = prefs.language {
+        let lang = lang.trim().to_string();
+        let ok = (2..=16).contains(&lang.len())
+            && lang
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && lang.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !ok {
+            return Err(ApiError::validation(
+                "preferences.language",
+                "must be a language tag such as `en` or `zh-CN`",
+            ));
+        }
+        update.language = Some(lang);
+    }
+    update.notifications_enabled = prefs.notifications_enabled;
+    let row = state
+        .store
+        .update_profile(user.id, update)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("Invalid token"))?;
+    Ok(HttpResponse::Ok().json(Profile::from(row)))
+}

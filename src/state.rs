@@ -1,0 +1,117 @@
+//! Shared application state handed to every handler (`web::Data<AppState>`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use dashmap::DashMap;
+
+use crate::actors::hub::Hub;
+use crate::actors::presence::Presence;
+use crate::actors::rooms::Rooms;
+use crate::auth::{Passwords, TokenError, Tokens};
+use crate::config::Config;
+use crate::http::error::ApiError;
+use crate::http::extract::AuthUser;
+use crate::store::Store;
+use crate::store::search::Search;
+
+/// How long a cached token version is trusted before it is re-read (bounds how long a token
+/// outlives a password change made through another server node).
+const TOKEN_VERSION_TTL: Duration = Duration::from_secs(30);
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub passwords: Passwords,
+    /// Registry of chat rooms (the only one).
+    pub hub: Addr<Hub>,
+    /// Front door to the chat rooms (the single writers of their chats).
+    pub rooms: Rooms,
+    /// Who is online, and the per-user connection limit.
+    pub presence: Addr<Presence>,
+    /// The configured search engine.
+    pub search: Search,
+    /// Brute-force protection for logins.
+    pub login_guard: crate::http::auth::LoginGuard,
+    /// Per-user/per-IP request limits.
+    pub limits: crate::http::ratelimit::RateLimits,
+    /// Live counters for the admin endpoints.
+    pub stats: crate::http::admin::Stats,
+    /// user id → (token version, when read). Filled lazily from the database.
+    token_versions: DashMap<i64, (i32, Instant)>,
+    pub started_at: Instant,
+}
+
+/// The parts of [`AppState`] built before the HTTP server starts.
+pub struct StateParts {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub passwords: Passwords,
+    pub hub: Addr<Hub>,
+    pub presence: Addr<Presence>,
+    pub search: Search,
+}
+
+impl AppState {
+    pub fn new(p: StateParts) -> Self {
+        AppState {
+            rooms: Rooms::new(p.hub.clone(), p.store.clone()),
+            login_guard: crate::http::auth::LoginGuard::new(&p.config),
+            limits: crate::http::ratelimit::RateLimits::new(&p.config),
+            stats: crate::http::admin::Stats::default(),
+            config: p.config,
+            store: p.store,
+            tokens: p.tokens,
+            passwords: p.passwords,
+            hub: p.hub,
+            presence: p.presence,
+            search: p.search,
+            token_versions: DashMap::new(),
+            started_at: Instant::now(),
+        }
+    }
+
+    /// Validates an access token (signature, `alg`, expiry) and that it was issued under the
+    /// user's current token version (a password change revokes older tokens).
+    pub async fn authenticate(&self, token: &str) -> Result<AuthUser, ApiError> {
+        let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
+        let claims = self.tokens.validate(token).map_err(|e| match e {
+            TokenError::Expired => ApiError::unauthorized("Token expired"),
+            _ => ApiError::unauthorized("Invalid token"),
+        })?;
+        let current = self.token_version(claims.sub).await?;
+        match current {
+            Some(v) if v == claims.tv => Ok(AuthUser { id: claims.sub }),
+            Some(_) => Err(ApiError::unauthorized("Token revoked")),
+            None => Err(ApiError::unauthorized("Invalid token")),
+        }
+    }
+
+    /// The user's token version, from the cache or the database.
+    pub async fn token_version(&self, user_id: i64) -> Result<Option<i32>, ApiError> {
+        if let Some(entry) = self.token_versions.get(&user_id) {
+            if entry.1.elapsed() < TOKEN_VERSION_TTL {
+                return Ok(Some(entry.0));
+            }
+        }
+        let version = self.store.token_version(user_id).await?;
+        match version {
+            Some(v) => {
+                self.token_versions.insert(user_id, (v, Instant::now()));
+            }
+            None => {
+                self.token_versions.remove(&user_id);
+            }
+        }
+        Ok(version)
+    }
+
+    /// Records a new token version after a password change on this node.
+    pub fn set_token_version(&self, user_id: i64, version: i32) {
+        self.token_versions
+            .insert(user_id, (version, Instant::now()));
+    }
+}

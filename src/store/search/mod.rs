@@ -1,0 +1,18 @@
+//! Search: one interface, two engines (Meilisearch, PostgreSQL full-text), picked by configuration.
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// The configured search engine.
+pub struct Search {}
+
+impl Search {
+    pub async fn from_config(_config: &Config, _store: &Store) -> anyhow::Result<Search> {
+        Ok(Search {})
+    }
+}
+
+/// Rebuilds the search index from PostgreSQL (`fechatter reindex`).
+pub async fn reindex(_config: &Config, _database: &str) -> anyhow::Result<()> {
+    anyhow::bail!("reindex is not implemented yet")
+}

@@ -1,0 +1,9 @@
+//! Black-box API tests: each test starts the real server on a random loopback port against a
+//! fresh database and talks HTTP/WebSocket/SSE to it. One binary, one module per area.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod health;
+mod users;

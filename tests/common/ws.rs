@@ -1,0 +1,1 @@
+//! WebSocket test client (filled by the real-time work).
