@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod embedded_pg;
 pub mod http;
+pub mod metrics;
 pub mod state;
 pub mod store;
 pub mod telemetry;

