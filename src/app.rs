@@ -14,6 +14,7 @@ use actix_web::{App, HttpServer, ResponseError, web};
 use anyhow::Context;
 
 use crate::actors::hub::Hub;
+use crate::actors::indexer::IndexerHandle;
 use crate::actors::presence::Presence;
 use crate::auth::{Passwords, Tokens};
 use crate::config::Config;
@@ -46,8 +47,17 @@ impl Application {
         )?;
         store.migrate().await.context("applying migrations")?;
         let search = Search::from_config(&config, &store).await?;
-        let presence = Presence::new(store.clone(), &config).start();
-        let hub = Hub::new(store.clone(), presence.clone(), &config).start();
+        let presence = Presence::new(store.clone(), &config);
+        let registry = presence.registry();
+        let presence = presence.start();
+        let hub = Hub::new(
+            store.clone(),
+            registry,
+            IndexerHandle::default(),
+            search.needs_outbox(),
+            &config,
+        )
+        .start();
         let state = web::Data::new(AppState::new(StateParts {
             tokens: Tokens::new(
                 &jwt_secret,

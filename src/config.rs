@@ -110,6 +110,10 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_REPLAY_MAX", default_value_t = 1000)]
     pub replay_max: i64,
 
+    /// Workspaces with more online users than this get no pushed presence updates.
+    #[arg(long, env = "FECHATTER_PRESENCE_FANOUT_MAX", default_value_t = 1000)]
+    pub presence_fanout_max: usize,
+
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,

@@ -58,7 +58,7 @@ pub struct StateParts {
 impl AppState {
     pub fn new(p: StateParts) -> Self {
         AppState {
-            rooms: Rooms::new(p.hub.clone(), p.store.clone()),
+            rooms: Rooms::new(p.hub.clone()),
             login_guard: crate::http::auth::LoginGuard::new(&p.config),
             limits: crate::http::ratelimit::RateLimits::new(&p.config),
             stats: crate::http::admin::Stats::default(),

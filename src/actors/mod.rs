@@ -4,7 +4,10 @@
 //!
 //! Actors know nothing of HTTP; they talk to `store`.
 
+pub mod events;
 pub mod hub;
 pub mod indexer;
 pub mod presence;
+pub mod room;
 pub mod rooms;
+pub mod session;

@@ -1,29 +1,272 @@
-//! Messages: send, list, edit, delete, reactions — writes go through the chat's room.
+//! Messages: send, history, edit, delete and reactions. Every write goes to the chat's room
+//! (`state.rooms`), which persists it, answers, then fans it out; history is a plain read.
 
-use actix_web::HttpResponse;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, parse_id};
+use super::list::parse_fields;
+use crate::actors::events::MessageView;
+use crate::state::AppState;
+use crate::validate;
 
-pub async fn list() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+/// Longest idempotency key accepted.
+const IDEMPOTENCY_KEY_MAX: usize = 128;
+/// Longest emoji (a short sequence of code points, e.g. a flag or a ZWJ family).
+const EMOJI_MAX_CHARS: usize = 32;
+
+const MESSAGE_FIELDS: &[&str] = &[
+    "id",
+    "chat_id",
+    "sender_id",
+    "sender",
+    "content",
+    "created_at",
+    "updated_at",
+    "reactions",
+];
+
+#[derive(Deserialize)]
+pub struct SendRequest {
+    pub chat_id: Option<i64>,
+    pub content: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
-pub async fn send() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+#[derive(Deserialize)]
+pub struct UpdateRequest {
+    pub content: Option<String>,
 }
 
-pub async fn update() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+#[derive(Deserialize)]
+pub struct ReactionRequest {
+    pub emoji: Option<String>,
 }
 
-pub async fn delete() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+#[derive(Deserialize)]
+pub struct ListQuery {
+    pub chat_id: Option<String>,
+    pub limit: Option<String>,
+    pub before_id: Option<String>,
+    pub order: Option<String>,
+    pub sort: Option<String>,
+    pub fields: Option<String>,
 }
 
-pub async fn add_reaction() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+fn content_of(raw: &Option<String>) -> ApiResult<String> {
+    let content = raw
+        .as_ref()
+        .ok_or_else(|| ApiError::validation("content", "is required"))?;
+    validate::message_content(content)?;
+    Ok(content.clone())
 }
 
-pub async fn remove_reaction() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+fn emoji_of(raw: &str) -> ApiResult<String> {
+    let e = raw.trim();
+    let n = e.chars().count();
+    if n == 0 || n > EMOJI_MAX_CHARS || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::validation(
+            "emoji",
+            format!("must be 1 to {EMOJI_MAX_CHARS} characters without spaces"),
+        ));
+    }
+    Ok(e.to_string())
+}
+
+/// The chat of a live message the caller can see; 404 for unknown or deleted messages,
+/// 403 when the caller is not a member of its chat.
+async fn visible_message_chat(state: &AppState, user: AuthUser, message_id: i64) -> ApiResult<i64> {
+    let m = state
+        .store
+        .message(message_id)
+        .await?
+        .filter(|m| !m.deleted)
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    if state.store.chat_role(m.chat_id, user.id).await?.is_none() {
+        return Err(ApiError::forbidden("You are not a member of this chat"));
+    }
+    Ok(m.chat_id)
+}
+
+/// `POST /api/messages` — 201 with the message; a repeated idempotency key returns the original.
+pub async fn send(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<SendRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let chat_id = body.chat_id.filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::validation("chat_id", "is required and must be a positive integer")
+    })?;
+    let content = content_of(&body.content)?;
+    let key = match body.idempotency_key {
+        Some(k) if k.is_empty() || k.len() > IDEMPOTENCY_KEY_MAX => {
+            return Err(ApiError::validation(
+                "idempotency_key",
+                format!("must be 1 to {IDEMPOTENCY_KEY_MAX} bytes"),
+            ));
+        }
+        other => other,
+    };
+    if !state.store.chat_exists(chat_id).await? {
+        return Err(ApiError::not_found("chat"));
+    }
+    let (message, _created) = state
+        .rooms
+        .send_message(chat_id, user.id, content, key)
+        .await?;
+    Ok(HttpResponse::Created().json(message))
+}
+
+/// `GET /api/messages?chat_id=&limit=&before_id=&order=` — newest first by default.
+pub async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    let chat_id = parse_id("chat_id", q.chat_id.as_deref())?
+        .ok_or_else(|| ApiError::validation("chat_id", "is required"))?;
+    let limit = match q.limit.as_deref().map(str::trim) {
+        None | Some("") => 50,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return Err(ApiError::validation("limit", "must be between 1 and 100")),
+        },
+    };
+    if let Some(sort) = q.sort.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        if !matches!(sort, "created_at" | "id") {
+            return Err(ApiError::validation(
+                "sort",
+                "messages sort by `created_at` (or `id`) only",
+            ));
+        }
+    }
+    let ascending = match q.order.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(o) if o.is_empty() || o == "desc" => false,
+        Some(o) if o == "asc" => true,
+        Some(_) => return Err(ApiError::validation("order", "must be `asc` or `desc`")),
+    };
+    let fields = parse_fields(q.fields.as_deref(), MESSAGE_FIELDS)?;
+    let before_id = parse_id("before_id", q.before_id.as_deref())?;
+    if !state.store.chat_exists(chat_id).await? {
+        return Err(ApiError::not_found("chat"));
+    }
+    if state.store.chat_role(chat_id, user.id).await?.is_none() {
+        return Err(ApiError::forbidden("You are not a member of this chat"));
+    }
+    let before_seq = match before_id {
+        None => None,
+        Some(id) => match state.store.message(id).await? {
+            Some(m) if m.chat_id == chat_id => Some(m.seq),
+            _ => {
+                return Err(ApiError::validation(
+                    "before_id",
+                    "is not a message of this chat",
+                ));
+            }
+        },
+    };
+    let mut rows = state
+        .store
+        .messages_page(chat_id, before_seq, limit + 1)
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    if ascending {
+        rows.reverse();
+    }
+    let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
+    let mut reactions = state.store.reactions_for(&ids).await?;
+    let mut messages: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|m| {
+            let r = reactions.remove(&m.id).unwrap_or_default();
+            serde_json::to_value(MessageView::new(m, &r)).unwrap_or_default()
+        })
+        .collect();
+    for m in &mut messages {
+        if let Some(obj) = m.as_object_mut() {
+            obj.remove("idempotency_key");
+        }
+        super::list::select(m, &fields);
+    }
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages, "has_more": has_more })))
+}
+
+/// `PUT /api/messages/{id}` — the sender edits; `updated_at` changes.
+pub async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<i64>,
+    body: web::Json<UpdateRequest>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path.into_inner();
+    let content = content_of(&body.content)?;
+    let chat_id = visible_message_chat(&state, user, message_id).await?;
+    let view = state
+        .rooms
+        .edit_message(chat_id, user.id, message_id, content)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `DELETE /api/messages/{id}` — the sender, or the chat's owner/admin.
+pub async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<i64>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path.into_inner();
+    let chat_id = visible_message_chat(&state, user, message_id).await?;
+    state
+        .rooms
+        .delete_message(chat_id, user.id, message_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": message_id, "chat_id": chat_id, "deleted": true })))
+}
+
+/// `POST /api/messages/{id}/reactions` — idempotent per user and emoji (201 added, 200 already).
+pub async fn add_reaction(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<i64>,
+    body: web::Json<ReactionRequest>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path.into_inner();
+    let emoji = emoji_of(
+        body.emoji
+            .as_deref()
+            .ok_or_else(|| ApiError::validation("emoji", "is required"))?,
+    )?;
+    let chat_id = visible_message_chat(&state, user, message_id).await?;
+    let (reactions, changed) = state
+        .rooms
+        .react(chat_id, user.id, message_id, emoji.clone(), true)
+        .await?;
+    let body = json!({ "message_id": message_id, "emoji": emoji, "reactions": reactions });
+    Ok(if changed {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+/// `DELETE /api/messages/{id}/reactions/{emoji}` — idempotent.
+pub async fn remove_reaction(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, String)>,
+) -> ApiResult<HttpResponse> {
+    let (message_id, emoji) = path.into_inner();
+    let emoji = emoji_of(&emoji)?;
+    let chat_id = visible_message_chat(&state, user, message_id).await?;
+    let (reactions, _) = state
+        .rooms
+        .react(chat_id, user.id, message_id, emoji.clone(), false)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "message_id": message_id, "emoji": emoji, "reactions": reactions })))
 }

@@ -5,7 +5,6 @@
 
 pub mod chats;
 pub mod events;
-pub mod members;
 pub mod messages;
 pub mod search;
 pub mod users;

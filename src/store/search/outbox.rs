@@ -22,7 +22,10 @@ impl OutboxOp {
 }
 
 /// Records `ops` inside the caller's transaction.
-pub async fn record(tx: &deadpool_postgres::Transaction<'_>, ops: &[(i64, OutboxOp)]) -> StoreResult<()> {
+pub async fn record(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ops: &[(i64, OutboxOp)],
+) -> StoreResult<()> {
     if ops.is_empty() {
         return Ok(());
     }
