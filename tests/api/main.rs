@@ -6,4 +6,6 @@ mod common;
 
 mod auth;
 mod health;
+mod messages;
+mod realtime;
 mod users;
