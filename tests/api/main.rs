@@ -5,5 +5,7 @@
 mod common;
 
 mod auth;
+mod chats;
 mod health;
 mod users;
+mod workspaces;
