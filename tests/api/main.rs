@@ -5,7 +5,9 @@
 mod common;
 
 mod auth;
+mod chats;
 mod health;
 mod messages;
 mod realtime;
 mod users;
+mod workspaces;
