@@ -682,7 +682,6 @@ async fn members_list() {
 /// unread_count counts others' messages after the read marker, last_message is the newest
 /// message with its sender, and the read marker moves forward only.
 #[actix_web::test]
-#[ignore = "needs POST /api/messages"]
 async fn unread_last_message_and_read_marker() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
@@ -755,7 +754,6 @@ async fn unread_last_message_and_read_marker() {
 
 /// The read marker takes only a message of this chat, and only from members.
 #[actix_web::test]
-#[ignore = "needs POST /api/messages"]
 async fn read_marker_validates() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
@@ -790,7 +788,6 @@ async fn read_marker_validates() {
 
 /// Deleted messages are neither unread nor the last message.
 #[actix_web::test]
-#[ignore = "needs POST /api/messages"]
 async fn deleted_messages_do_not_count() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;

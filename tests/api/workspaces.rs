@@ -259,7 +259,6 @@ async fn stats_are_counted() {
 
 /// message_count counts the workspace's messages, excluding deleted ones.
 #[actix_web::test]
-#[ignore = "needs POST /api/messages"]
 async fn message_count_excludes_deleted() {
     let app = spawn_app().await;
     let owner = app.register("owner").await;
