@@ -14,7 +14,7 @@ use actix_web::{App, HttpServer, ResponseError, web};
 use anyhow::Context;
 
 use crate::actors::hub::Hub;
-use crate::actors::indexer::IndexerHandle;
+use crate::actors::indexer::SearchIndexer;
 use crate::actors::presence::Presence;
 use crate::auth::{Passwords, Tokens};
 use crate::config::Config;
@@ -46,14 +46,18 @@ impl Application {
             Duration::from_millis(config.db_pool_timeout_ms),
         )?;
         store.migrate().await.context("applying migrations")?;
-        let search = Search::from_config(&config, &store).await?;
+        let mut search = Search::from_config(&config, &store).await?;
+        if let Some(meili) = search.meili() {
+            // The rooms get it from `Search::indexer()` (below, through the Hub).
+            search.set_indexer(SearchIndexer::start(store.clone(), meili.clone()));
+        }
         let presence = Presence::new(store.clone(), &config);
         let registry = presence.registry();
         let presence = presence.start();
         let hub = Hub::new(
             store.clone(),
             registry,
-            IndexerHandle::default(),
+            search.indexer(),
             search.needs_outbox(),
             &config,
         )

@@ -1,17 +1,502 @@
-//! Search: messages, users and chats.
+//! Search: messages (`POST /api/search/messages`), users and chats (`GET /api/search/users`,
+//! `GET /api/search/chats`), all within one workspace the caller belongs to.
+//!
+//! Message search covers only chats the caller is a member of: the handler computes that set
+//! from `chat_members` and the engine filters on it inside the query. A `filters.chat_ids`
+//! entry naming any other chat (another user's private chat, a chat of another workspace, a
+//! channel the caller has not joined) is refused with 403, not silently dropped, so a client
+//! never mistakes "no access" for "no matches".
 
-use actix_web::HttpResponse;
+use std::collections::HashSet;
+use std::time::Instant;
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, require_id};
+use super::list::{ListQuery, ListSpec};
+use crate::state::AppState;
+use crate::store::search::scope::WorkspaceAccess;
+use crate::store::search::{MessageQuery, SearchError};
 
-pub async fn messages() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+/// Longest message query, in characters.
+pub const QUERY_MAX_CHARS: usize = 512;
+/// Longest user or chat query, in characters.
+pub const NAME_QUERY_MAX_CHARS: usize = 100;
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+/// Most ids in one `chat_ids` or `sender_ids` filter.
+const MAX_FILTER_IDS: usize = 1000;
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Unavailable(m) => {
+                tracing::warn!(error = %m, "search engine unavailable");
+                ApiError::Unavailable("Search is temporarily unavailable, retry shortly".into())
+            }
+            SearchError::Store(s) => s.into(),
+        }
+    }
 }
 
-pub async fn users() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+#[derive(Serialize)]
+struct SearchResponse {
+    results: Vec<ResultItem>,
+    total: i64,
+    page: i64,
+    processing_time_ms: u64,
 }
 
-pub async fn chats() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+#[derive(Serialize)]
+struct ResultItem {
+    message_id: i64,
+    chat_id: i64,
+    chat_name: String,
+    content: String,
+    sender: Sender,
+    created_at: DateTime<Utc>,
+    score: f64,
+}
+
+#[derive(Serialize)]
+struct Sender {
+    id: i64,
+    username: String,
+}
+
+/// `POST /api/search/messages`
+#[tracing::instrument(name = "Searching messages", skip_all, fields(user_id = user.id))]
+pub async fn messages(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> ApiResult<HttpResponse> {
+    let started = Instant::now();
+    let req = MessageSearch::parse(&body)?;
+    check_workspace(&state, req.workspace_id, user.id).await?;
+    let mine = state
+        .store
+        .member_chat_ids(req.workspace_id, user.id)
+        .await?;
+    let chat_ids = match &req.chat_ids {
+        None => mine,
+        Some(asked) => {
+            let mine: HashSet<i64> = mine.into_iter().collect();
+            if let Some(other) = asked.iter().find(|id| !mine.contains(id)) {
+                return Err(ApiError::forbidden(format!(
+                    "Chat {other} is not one of your chats in this workspace"
+                )));
+            }
+            asked.clone()
+        }
+    };
+    let query = MessageQuery {
+        text: req.query,
+        workspace_id: req.workspace_id,
+        chat_ids,
+        sender_ids: req.sender_ids,
+        from: req.from,
+        until: req.until,
+        page: req.page,
+        limit: req.limit,
+    };
+    let found = state.search.search_messages(&query).await?;
+    let results = found
+        .hits
+        .into_iter()
+        .map(|h| ResultItem {
+            message_id: h.message_id,
+            chat_id: h.chat_id,
+            chat_name: h.chat_name,
+            content: h.content,
+            sender: Sender {
+                id: h.sender_id,
+                username: h.sender_username,
+            },
+            created_at: h.created_at,
+            score: (h.score * 10_000.0).round() / 10_000.0,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SearchResponse {
+        results,
+        total: found.total,
+        page: query.page,
+        processing_time_ms: started.elapsed().as_millis() as u64,
+    }))
+}
+
+/// 404 for a missing workspace, 403 when the caller is not a member.
+async fn check_workspace(state: &AppState, workspace_id: i64, user_id: i64) -> ApiResult<()> {
+    match state.store.workspace_access(workspace_id, user_id).await? {
+        WorkspaceAccess::Missing => Err(ApiError::not_found("Workspace")),
+        WorkspaceAccess::Outsider => Err(ApiError::forbidden(
+            "You are not a member of this workspace",
+        )),
+        WorkspaceAccess::Member => Ok(()),
+    }
+}
+
+/// A validated message search body.
+#[derive(Debug, PartialEq)]
+struct MessageSearch {
+    query: String,
+    workspace_id: i64,
+    chat_ids: Option<Vec<i64>>,
+    sender_ids: Option<Vec<i64>>,
+    /// Inclusive.
+    from: Option<DateTime<Utc>>,
+    /// Exclusive (a `date_to` day or instant is included: this is just past it).
+    until: Option<DateTime<Utc>>,
+    page: i64,
+    limit: i64,
+}
+
+impl MessageSearch {
+    /// Validates the body field by field, naming the field of the first problem.
+    fn parse(body: &Value) -> ApiResult<Self> {
+        let empty = Map::new();
+        let obj = body
+            .as_object()
+            .ok_or_else(|| ApiError::validation("body", "must be a JSON object"))?;
+        let query = match obj.get("query") {
+            None | Some(Value::Null) => return Err(ApiError::validation("query", "is required")),
+            Some(Value::String(s)) => s.trim().to_string(),
+            Some(_) => return Err(ApiError::validation("query", "must be a string")),
+        };
+        if query.is_empty() {
+            return Err(ApiError::validation("query", "must not be empty"));
+        }
+        if query.chars().count() > QUERY_MAX_CHARS {
+            return Err(ApiError::validation(
+                "query",
+                format!("must be at most {QUERY_MAX_CHARS} characters"),
+            ));
+        }
+        if query.contains('\0') {
+            return Err(ApiError::validation(
+                "query",
+                "must not contain NUL characters",
+            ));
+        }
+        let workspace_id = positive(obj, "workspace_id", "workspace_id")?
+            .ok_or_else(|| ApiError::validation("workspace_id", "is required"))?;
+        let filters = match obj.get("filters") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(f)) => f,
+            Some(_) => return Err(ApiError::validation("filters", "must be an object")),
+        };
+        let chat_ids = ids(filters, "chat_ids")?;
+        let sender_ids = ids(filters, "sender_ids")?;
+        let from = date(filters, "date_from")?.map(|d| d.start);
+        let until = date(filters, "date_to")?.map(|d| d.end);
+        if let (Some(from), Some(until)) = (from, until) {
+            if from >= until {
+                return Err(ApiError::validation(
+                    "filters.date_from",
+                    "must not be after date_to",
+                ));
+            }
+        }
+        let page = positive(obj, "page", "page")?.unwrap_or(1);
+        if page > 1_000_000 {
+            return Err(ApiError::validation("page", "must be at most 1000000"));
+        }
+        let limit = match obj.get("limit") {
+            None | Some(Value::Null) => DEFAULT_LIMIT,
+            Some(v) => v
+                .as_i64()
+                .filter(|l| (1..=MAX_LIMIT).contains(l))
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    )
+                })?,
+        };
+        Ok(MessageSearch {
+            query,
+            workspace_id,
+            chat_ids,
+            sender_ids,
+            from,
+            until,
+            page,
+            limit,
+        })
+    }
+}
+
+/// An optional positive integer member of `obj`.
+fn positive(obj: &Map<String, Value>, key: &str, field: &str) -> ApiResult<Option<i64>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| ApiError::validation(field, "must be a positive integer")),
+    }
+}
+
+/// An optional list of positive ids under `filters.<key>`, deduplicated.
+fn ids(filters: &Map<String, Value>, key: &str) -> ApiResult<Option<Vec<i64>>> {
+    let field = format!("filters.{key}");
+    let list = match filters.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(ApiError::validation(field, "must be an array of ids")),
+    };
+    if list.is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    if list.len() > MAX_FILTER_IDS {
+        return Err(ApiError::validation(
+            field,
+            format!("must hold at most {MAX_FILTER_IDS} ids"),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for v in list {
+        match v.as_i64().filter(|n| *n >= 1) {
+            Some(id) if !out.contains(&id) => out.push(id),
+            Some(_) => {}
+            None => {
+                return Err(ApiError::validation(
+                    field,
+                    "must hold positive integer ids",
+                ));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The instants a date filter stands for: from `start` (inclusive) to `end` (exclusive).
+struct DateBound {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+/// `filters.<key>` as `YYYY-MM-DD` (a whole UTC day) or an RFC 3339 instant.
+fn date(filters: &Map<String, Value>, key: &str) -> ApiResult<Option<DateBound>> {
+    let field = format!("filters.{key}");
+    let raw = match filters.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.trim(),
+        Some(_) => return Err(ApiError::validation(field, "must be a date string")),
+    };
+    parse_date(raw)
+        .map(Some)
+        .ok_or_else(|| ApiError::validation(field, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
+}
+
+fn parse_date(raw: &str) -> Option<DateBound> {
+    if let Ok(day) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        let start = day.and_hms_opt(0, 0, 0)?.and_utc();
+        let end = day
+            .checked_add_days(Days::new(1))?
+            .and_hms_opt(0, 0, 0)?
+            .and_utc();
+        return Some(DateBound { start, end });
+    }
+    let at = DateTime::parse_from_rfc3339(raw).ok()?.with_timezone(&Utc);
+    Some(DateBound {
+        start: at,
+        end: at.checked_add_signed(TimeDelta::microseconds(1))?,
+    })
+}
+
+/// Query string of the user and chat searches.
+#[derive(Debug, Deserialize)]
+pub struct NameSearchQuery {
+    q: Option<String>,
+    workspace_id: Option<String>,
+    page: Option<String>,
+    limit: Option<String>,
+}
+
+const NAME_LIST: ListSpec = ListSpec {
+    sortable: &[],
+    default_sort: ("", false),
+    selectable: &[],
+    default_limit: DEFAULT_LIMIT,
+    max_limit: MAX_LIMIT,
+};
+
+/// Validated (q, workspace id, limit, offset, page).
+fn parse_name_query(p: &NameSearchQuery) -> ApiResult<(String, i64, i64, i64, i64)> {
+    let q = p.q.as_deref().map(str::trim).unwrap_or("");
+    if q.is_empty() {
+        return Err(ApiError::validation("q", "is required"));
+    }
+    if q.chars().count() > NAME_QUERY_MAX_CHARS || q.contains('\0') {
+        return Err(ApiError::validation(
+            "q",
+            format!("must be 1 to {NAME_QUERY_MAX_CHARS} characters"),
+        ));
+    }
+    let workspace_id = require_id("workspace_id", p.workspace_id.as_deref())?;
+    let list = ListQuery {
+        page: p.page.clone(),
+        limit: p.limit.clone(),
+        ..ListQuery::default()
+    }
+    .parse(&NAME_LIST)?;
+    Ok((
+        q.to_string(),
+        workspace_id,
+        list.limit,
+        list.offset(),
+        list.page,
+    ))
+}
+
+#[derive(Serialize)]
+struct UserItem {
+    id: i64,
+    username: String,
+    avatar_url: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ChatItem {
+    id: i64,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    description: Option<String>,
+    is_private: bool,
+}
+
+/// `GET /api/search/users?q=&workspace_id=`: members of the workspace by username or email
+/// local part.
+pub async fn users(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<NameSearchQuery>,
+) -> ApiResult<HttpResponse> {
+    let (q, workspace_id, limit, offset, page) = parse_name_query(&query)?;
+    check_workspace(&state, workspace_id, user.id).await?;
+    let (found, total) = state
+        .store
+        .search_workspace_users(workspace_id, &q, limit, offset)
+        .await?;
+    let users: Vec<UserItem> = found
+        .into_iter()
+        .map(|u| UserItem {
+            id: u.id,
+            username: u.username,
+            avatar_url: u.avatar_url,
+        })
+        .collect();
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({ "users": users, "total": total, "page": page })),
+    )
+}
+
+/// `GET /api/search/chats?q=&workspace_id=`: public channels of the workspace and the private
+/// chats and direct messages the caller is a member of.
+pub async fn chats(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<NameSearchQuery>,
+) -> ApiResult<HttpResponse> {
+    let (q, workspace_id, limit, offset, page) = parse_name_query(&query)?;
+    check_workspace(&state, workspace_id, user.id).await?;
+    let (found, total) = state
+        .store
+        .search_visible_chats(workspace_id, user.id, &q, limit, offset)
+        .await?;
+    let chats: Vec<ChatItem> = found
+        .into_iter()
+        .map(|c| ChatItem {
+            id: c.id,
+            name: c.name,
+            kind: c.kind,
+            description: c.description,
+            is_private: c.is_private,
+        })
+        .collect();
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({ "chats": chats, "total": total, "page": page })),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(body: Value) -> String {
+        match MessageSearch::parse(&body) {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validates_each_field() {
+        let ok = json!({"query": "x", "workspace_id": 1});
+        assert!(MessageSearch::parse(&ok).is_ok());
+        assert_eq!(field(json!({"workspace_id": 1})), "query");
+        assert_eq!(field(json!({"query": "  ", "workspace_id": 1})), "query");
+        assert_eq!(
+            field(json!({"query": "a".repeat(513), "workspace_id": 1})),
+            "query"
+        );
+        assert_eq!(field(json!({"query": "x"})), "workspace_id");
+        assert_eq!(
+            field(json!({"query": "x", "workspace_id": 1, "limit": 101})),
+            "limit"
+        );
+        assert_eq!(
+            field(json!({"query": "x", "workspace_id": 1, "limit": 0})),
+            "limit"
+        );
+        assert_eq!(
+            field(json!({"query": "x", "workspace_id": 1, "page": 0})),
+            "page"
+        );
+        assert_eq!(
+            field(json!({"query": "x", "workspace_id": 1, "filters": {"date_to": "2024-13-01"}})),
+            "filters.date_to"
+        );
+        assert_eq!(
+            field(json!({"query": "x", "workspace_id": 1,
+                         "filters": {"date_from": "2024-02-01", "date_to": "2024-01-31"}})),
+            "filters.date_from"
+        );
+        assert_eq!(
+            field(json!({"query": "x", "workspace_id": 1, "filters": {"chat_ids": ["a"]}})),
+            "filters.chat_ids"
+        );
+    }
+
+    #[test]
+    fn date_to_includes_the_whole_day() {
+        let r = MessageSearch::parse(&json!({"query": "x", "workspace_id": 1,
+            "filters": {"date_from": "2024-01-01", "date_to": "2024-01-01"}}))
+        .expect("valid");
+        assert_eq!(
+            r.from.map(|d| d.to_rfc3339()).as_deref(),
+            Some("2024-01-01T00:00:00+00:00")
+        );
+        assert_eq!(
+            r.until.map(|d| d.to_rfc3339()).as_deref(),
+            Some("2024-01-02T00:00:00+00:00")
+        );
+        let r = MessageSearch::parse(&json!({"query": "x", "workspace_id": 1,
+            "filters": {"date_to": "2024-01-01T10:00:00+02:00"}}))
+        .expect("valid");
+        assert_eq!(
+            r.until.map(|d| d.to_rfc3339()).as_deref(),
+            Some("2024-01-01T08:00:00.000001+00:00")
+        );
+    }
 }

@@ -9,5 +9,6 @@ mod chats;
 mod health;
 mod messages;
 mod realtime;
+mod search;
 mod users;
 mod workspaces;

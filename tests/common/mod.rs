@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod meili;
 pub mod ws;
 
 use std::fs::File;

@@ -1,26 +1,178 @@
 //! Search: one interface, two engines (Meilisearch, PostgreSQL full-text), picked by configuration.
+//!
+//! [`Search`] is what the HTTP layer and the chat rooms hold. Message search goes to the
+//! configured engine; user and chat search (small, per-workspace) are always answered by
+//! PostgreSQL (`directory`). Callers pass the chats a search may cover ([`MessageQuery::chat_ids`],
+//! computed from `chat_members` by [`Store::member_chat_ids`]); both engines filter on them
+//! inside the query, so a result page, its total and its highlights only ever come from those.
+//!
+//! # Layout
+//! - `postgres`: the embedded engine (`tsvector` + GIN, `websearch_to_tsquery`, `ts_headline`,
+//!   and a substring fallback for what the stemmer cannot split).
+//! - `meili`: the Meilisearch engine (index settings, queries, document writes).
+//! - `outbox`: rows recorded with each message write and drained by the `SearchIndexer`.
+//! - `scope`: who may search what (workspace membership, the caller's chats).
+//! - `directory`: user and chat search.
+//! - `highlight`: turning engine highlights into safe `<mark>` HTML.
+//! - `reindex`: `fechatter reindex`.
 
+pub mod directory;
+pub mod highlight;
+pub mod meili;
 pub mod outbox;
+pub mod postgres;
+mod reindex;
+pub mod scope;
 
+use chrono::{DateTime, Utc};
+
+use crate::actors::indexer::IndexerHandle;
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
-/// The configured search engine. Cheap to clone.
-#[derive(Clone)]
-pub struct Search {}
+pub use reindex::reindex;
 
-impl Search {
-    /// Whether message writes must record outbox rows (an external index is configured).
-    pub fn needs_outbox(&self) -> bool {
-        false
-    }
+/// One message search, already validated and scoped to the caller.
+#[derive(Debug, Clone)]
+pub struct MessageQuery {
+    /// The user's query (websearch syntax: `"quoted phrases"`, `-exclusions`, `or`).
+    pub text: String,
+    pub workspace_id: i64,
+    /// The chats searched: the caller's chats in the workspace, or the subset the caller asked
+    /// for. Never empty (an empty scope is answered without asking an engine).
+    pub chat_ids: Vec<i64>,
+    /// Only messages from these senders.
+    pub sender_ids: Option<Vec<i64>>,
+    /// Only messages created at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Only messages created strictly before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// 1-based.
+    pub page: i64,
+    pub limit: i64,
+}
 
-    pub async fn from_config(_config: &Config, _store: &Store) -> anyhow::Result<Search> {
-        Ok(Search {})
+impl MessageQuery {
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * self.limit
     }
 }
 
-/// Rebuilds the search index from PostgreSQL (`fechatter reindex`).
-pub async fn reindex(_config: &Config, _database: &str) -> anyhow::Result<()> {
-    anyhow::bail!("reindex is not implemented yet")
+/// One matching message.
+#[derive(Debug, Clone)]
+pub struct MessageHit {
+    pub message_id: i64,
+    pub chat_id: i64,
+    pub chat_name: String,
+    /// HTML: the message text escaped, matches wrapped in `<mark>`…`</mark>`.
+    pub content: String,
+    pub sender_id: i64,
+    pub sender_username: String,
+    pub created_at: DateTime<Utc>,
+    /// Relevance in 0..=1, higher is better.
+    pub score: f64,
+}
+
+/// A page of matches and the number of matches in all pages.
+#[derive(Debug, Clone, Default)]
+pub struct MessageHits {
+    pub hits: Vec<MessageHit>,
+    pub total: i64,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The external index cannot be reached or did not answer in time.
+    #[error("search index unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The engine behind message search.
+#[derive(Clone)]
+enum Engine {
+    Postgres,
+    Meili(meili::MeiliEngine),
+}
+
+/// The configured search engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Search {
+    store: Store,
+    engine: Engine,
+    /// Wakes the `SearchIndexer` (a no-op handle with the PostgreSQL engine).
+    indexer: IndexerHandle,
+}
+
+impl Search {
+    /// Picks the engine: Meilisearch when `MEILI_URL` is set, PostgreSQL otherwise. With
+    /// Meilisearch the index and its settings are applied now when the server is reachable;
+    /// when it is not, start-up goes on (sends must keep working) and the indexer applies them
+    /// on first contact.
+    pub async fn from_config(config: &Config, store: &Store) -> anyhow::Result<Search> {
+        let engine = match &config.meili_url {
+            None => Engine::Postgres,
+            Some(url) => {
+                let engine = meili::MeiliEngine::new(
+                    url,
+                    config.meili_master_key.as_deref(),
+                    &config.meili_index,
+                )?;
+                if let Err(e) = engine.ensure_index().await {
+                    tracing::warn!(error = %e, index = %config.meili_index,
+                        "Meilisearch not ready at start-up; the indexer will retry");
+                }
+                Engine::Meili(engine)
+            }
+        };
+        Ok(Search {
+            store: store.clone(),
+            engine,
+            indexer: IndexerHandle::default(),
+        })
+    }
+
+    /// Whether message writes must record outbox rows (an external index is configured).
+    pub fn needs_outbox(&self) -> bool {
+        matches!(self.engine, Engine::Meili(_))
+    }
+
+    /// The Meilisearch engine, when configured (start-up hands it to the `SearchIndexer`).
+    pub fn meili(&self) -> Option<&meili::MeiliEngine> {
+        match &self.engine {
+            Engine::Meili(m) => Some(m),
+            Engine::Postgres => None,
+        }
+    }
+
+    /// Name of the engine, for logs and health checks.
+    pub fn engine_name(&self) -> &'static str {
+        match self.engine {
+            Engine::Postgres => "postgres",
+            Engine::Meili(_) => "meilisearch",
+        }
+    }
+
+    /// Attaches the running indexer (start-up, before the `Search` is shared).
+    pub fn set_indexer(&mut self, handle: IndexerHandle) {
+        self.indexer = handle;
+    }
+
+    /// The handle the chat rooms call `notify()` on after committing outbox rows.
+    pub fn indexer(&self) -> IndexerHandle {
+        self.indexer.clone()
+    }
+
+    /// Searches messages within `q.chat_ids`.
+    pub async fn search_messages(&self, q: &MessageQuery) -> Result<MessageHits, SearchError> {
+        if q.chat_ids.is_empty() {
+            return Ok(MessageHits::default());
+        }
+        match &self.engine {
+            Engine::Postgres => Ok(postgres::search(&self.store, q).await?),
+            Engine::Meili(m) => m.search(&self.store, q).await,
+        }
+    }
 }
