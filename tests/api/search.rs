@@ -67,41 +67,23 @@ async fn spawn(engine: Engine) -> Option<TestApp> {
     Some(spawn_app_with(config).await)
 }
 
-// ---- fixtures: rows written the way the chat rooms write them (message + outbox row in one
-// transaction, then a wake-up for the indexer) ----
+// ---- fixtures: through the API (messages go through the chat rooms, which record the outbox
+// row in the same transaction and wake the indexer) ----
 
 async fn db(app: &TestApp) -> deadpool_postgres::Object {
     app.state.store.client().await.expect("db")
 }
 
+/// A workspace owned by `owner` with `members` invited and accepted.
 async fn workspace(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> i64 {
-    let c = db(app).await;
-    let ws: i64 = c
-        .query_one(
-            "INSERT INTO workspaces (name, owner_id) VALUES ('acme', $1) RETURNING id",
-            &[&owner.id],
-        )
-        .await
-        .expect("workspace")
-        .get(0);
-    c.execute(
-        "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, 'owner')",
-        &[&ws, &owner.id],
-    )
-    .await
-    .expect("owner");
+    let ws = app.create_workspace(owner, "acme").await;
     for m in members {
-        c.execute(
-            "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, 'member')",
-            &[&ws, &m.id],
-        )
-        .await
-        .expect("member");
+        app.add_to_workspace(owner, ws, m).await;
     }
     ws
 }
 
-/// A chat of `kind` (`channel`/`direct`) with `members` (the first is its owner).
+/// A chat of `kind` (`channel`/`direct`) with `members` (the first creates it).
 async fn chat(
     app: &TestApp,
     ws: i64,
@@ -110,29 +92,43 @@ async fn chat(
     private: bool,
     members: &[&TestUser],
 ) -> i64 {
-    let c = db(app).await;
-    let dm_key = (kind == "direct").then(|| {
-        let mut ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-        ids.sort_unstable();
-        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-    });
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO chats (workspace_id, name, kind, description, is_private, created_by, dm_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            &[&ws, &name, &kind, &format!("about {name}"), &private, &members[0].id, &dm_key],
+    let owner = members[0];
+    if kind == "direct" {
+        let others: Vec<i64> = members[1..].iter().map(|m| m.id).collect();
+        let r = app
+            .post(
+                "/api/chats/direct",
+                &owner.token,
+                json!({"workspace_id": ws, "user_ids": others}),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+        return r.body["id"].as_i64().expect("chat id");
+    }
+    let id = app
+        .post(
+            "/api/chats",
+            &owner.token,
+            json!({"workspace_id": ws, "name": name, "type": "channel",
+                   "description": format!("about {name}"), "is_private": private}),
         )
         .await
-        .expect("chat")
-        .get(0);
-    for (i, m) in members.iter().enumerate() {
-        let role = if i == 0 { "owner" } else { "member" };
-        c.execute(
-            "INSERT INTO chat_members (chat_id, user_id, role) VALUES ($1, $2, $3)",
-            &[&id, &m.id, &role],
-        )
-        .await
-        .expect("chat member");
+        .ok(201)["id"]
+        .as_i64()
+        .expect("chat id");
+    for m in &members[1..] {
+        if private {
+            let r = app
+                .post(
+                    &format!("/api/chats/{id}/members"),
+                    &owner.token,
+                    json!({"user_id": m.id}),
+                )
+                .await;
+            assert!(r.status.is_success(), "{}", r.body);
+        } else {
+            app.join(m, id).await;
+        }
     }
     id
 }
@@ -141,7 +137,30 @@ async fn channel(app: &TestApp, ws: i64, name: &str, members: &[&TestUser]) -> i
     chat(app, ws, name, "channel", false, members).await
 }
 
-/// Runs `sql` (with `params`) and records `op` for the message it returns, in one transaction.
+async fn send(app: &TestApp, user: &TestUser, chat: i64, content: &str) -> i64 {
+    app.send(user, chat, content).await["id"]
+        .as_i64()
+        .expect("message id")
+}
+
+async fn edit(app: &TestApp, user: &TestUser, message: i64, content: &str) {
+    app.put(
+        &format!("/api/messages/{message}"),
+        &user.token,
+        json!({ "content": content }),
+    )
+    .await
+    .ok(200);
+}
+
+async fn delete(app: &TestApp, user: &TestUser, message: i64) {
+    app.delete(&format!("/api/messages/{message}"), &user.token)
+        .await
+        .ok(200);
+}
+
+/// Runs `sql` (with `params`) and records `op` for the message it returns, in one transaction,
+/// as the rooms do (for what the API cannot do, such as back-dating a message).
 async fn write(
     app: &TestApp,
     sql: &str,
@@ -157,38 +176,6 @@ async fn write(
     tx.commit().await.expect("commit");
     app.state.search.indexer().notify();
     id
-}
-
-async fn send(app: &TestApp, user: &TestUser, chat: i64, content: &str) -> i64 {
-    write(
-        app,
-        "WITH s AS (UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq) \
-         INSERT INTO messages (chat_id, seq, sender_id, content) \
-         SELECT $1, s.last_seq, $2, $3 FROM s RETURNING id",
-        &[&chat, &user.id, &content],
-        OutboxOp::Upsert,
-    )
-    .await
-}
-
-async fn edit(app: &TestApp, message: i64, content: &str) {
-    write(
-        app,
-        "UPDATE messages SET content = $2, updated_at = now() WHERE id = $1 RETURNING id",
-        &[&message, &content],
-        OutboxOp::Upsert,
-    )
-    .await;
-}
-
-async fn delete(app: &TestApp, message: i64) {
-    write(
-        app,
-        "UPDATE messages SET deleted_at = now() WHERE id = $1 RETURNING id",
-        &[&message],
-        OutboxOp::Delete,
-    )
-    .await;
 }
 
 async fn set_created_at(app: &TestApp, message: i64, at: &str) {
@@ -491,7 +478,7 @@ async fn edits_and_deletes_reach_the_index(engine: Engine) {
         2
     );
 
-    edit(&app, m, "changed cherry pie").await;
+    edit(&app, &alice, m, "changed cherry pie").await;
     settle(&app).await;
     let r = search(&app, &alice, ws, "banana", json!({})).await;
     assert_eq!(ids(&r), vec![keep], "{r}");
@@ -502,7 +489,7 @@ async fn edits_and_deletes_reach_the_index(engine: Engine) {
         "changed <mark>cherry</mark> pie"
     );
 
-    delete(&app, m).await;
+    delete(&app, &alice, m).await;
     settle(&app).await;
     let r = search(&app, &alice, ws, "cherry", json!({})).await;
     assert_eq!(r["total"], 0, "{r}");
