@@ -809,3 +809,78 @@ async fn deleted_messages_do_not_count() {
     assert_eq!(c["unread_count"], 1);
     assert_eq!(c["last_message"]["id"], first["id"]);
 }
+
+/// A participant who left a DM is back in when the same set is asked for again.
+#[actix_web::test]
+async fn direct_message_brings_back_a_leaver() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let w = workspace_with(&app, &alice, &[&bob]).await;
+    let (_, dm) = direct(&app, &alice, w, json!([bob.id])).await;
+    let id = dm["id"].as_i64().expect("id");
+    app.post(&format!("/api/chats/{id}/leave"), &bob.token, json!({}))
+        .await
+        .ok(200);
+    app.get(&format!("/api/chats/{id}"), &bob.token)
+        .await
+        .err(403, "FORBIDDEN");
+    let (status, again) = direct(&app, &alice, w, json!([bob.id])).await;
+    assert_eq!((status, again["id"].as_i64()), (200, Some(id)));
+    assert_eq!(again["member_count"], 2);
+    let c = app
+        .get(&format!("/api/chats/{id}"), &bob.token)
+        .await
+        .ok(200);
+    assert_eq!(c["role"], "member");
+}
+
+/// Messages sent before someone joined are not unread for them; later ones are.
+#[actix_web::test]
+async fn unread_starts_at_join() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let w = workspace_with(&app, &alice, &[&bob]).await;
+    let chat = app.create_channel(&alice, w, "general").await;
+    app.send(&alice, chat, "before one").await;
+    app.send(&alice, chat, "before two").await;
+    app.join(&bob, chat).await;
+    let c = app
+        .get(&format!("/api/chats/{chat}"), &bob.token)
+        .await
+        .ok(200);
+    assert_eq!(c["unread_count"], 0);
+    assert_eq!(c["last_message"]["content"], "before two");
+    app.send(&alice, chat, "after").await;
+    let listed = app.get("/api/chats", &bob.token).await.ok(200);
+    assert_eq!(listed["chats"][0]["unread_count"], 1);
+    assert_eq!(listed["chats"][0]["last_message"]["content"], "after");
+}
+
+/// A public channel's details and members are visible to a workspace member who has not
+/// joined, without a read marker of their own (unread 0, role null).
+#[actix_web::test]
+async fn public_channel_visible_to_workspace_members() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let w = workspace_with(&app, &alice, &[&bob]).await;
+    let chat = app.create_channel(&alice, w, "general").await;
+    app.send(&alice, chat, "hello").await;
+    let c = app
+        .get(&format!("/api/chats/{chat}"), &bob.token)
+        .await
+        .ok(200);
+    assert_eq!(c["unread_count"], 0);
+    assert!(c["role"].is_null());
+    assert_eq!(c["last_message"]["content"], "hello");
+    let m = app
+        .get(&format!("/api/chats/{chat}/members"), &bob.token)
+        .await
+        .ok(200);
+    assert_eq!(ids(&m, "members", "user_id"), vec![alice.id]);
+    // Not listed among bob's chats until he joins.
+    let listed = app.get("/api/chats", &bob.token).await.ok(200);
+    assert_eq!(listed["total"], 0);
+}
