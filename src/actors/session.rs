@@ -541,7 +541,9 @@ impl Handler<Push> for Session {
                 self.emit_event(&event, ctx);
             }
             Push::Subscribed { chat_id, seq, room } => {
-                if let std::collections::btree_map::Entry::Vacant(e) = self.positions.0.entry(chat_id) {
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    self.positions.0.entry(chat_id)
+                {
                     e.insert(seq);
                     self.rooms.insert(chat_id, room);
                 }

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, bearer_token};
+use super::extract::{AuthUser, Json, bearer_token};
 use crate::auth::TokenError;
 use crate::config::Config;
 use crate::state::AppState;
@@ -88,7 +88,7 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<RegisterRequest>,
+    body: Json<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
     state.limits.check_auth(client_ip(&req))?;
     let (email, email_key) = validate::email(required("email", &body.email)?)?;
@@ -117,7 +117,7 @@ pub async fn register(
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let ip = client_ip(&req);
     state.limits.check_auth(ip)?;
@@ -176,7 +176,7 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<
 pub async fn change_password(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<ChangePasswordRequest>,
+    body: Json<ChangePasswordRequest>,
 ) -> ApiResult<HttpResponse> {
     let current = required("current_password", &body.current_password)?;
     let new = required("new_password", &body.new_password)?;

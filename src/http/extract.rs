@@ -122,3 +122,61 @@ pub fn parse_id(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError>
 pub fn require_id(field: &str, raw: Option<&str>) -> Result<i64, ApiError> {
     parse_id(field, raw)?.ok_or_else(|| ApiError::validation(field, "is required"))
 }
+
+/// A JSON body: like `web::Json`, but a wrongly typed value names its field in
+/// `details.field` (`content`, `preferences.theme`), malformed JSON is a 422 on `body`, and the
+/// size limit is the server's `FECHATTER_MAX_BODY_BYTES`.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Parses `bytes` as `T`, naming the offending field on failure.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::validation("body", "a JSON body is required"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path.is_empty() || path == "." {
+            json_field(&inner)
+        } else {
+            path
+        };
+        ApiError::validation(field, deserialize_reason(&inner))
+    })
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|e| {
+                let reason = match e.as_error::<actix_web::error::PayloadError>() {
+                    Some(actix_web::error::PayloadError::Overflow) => {
+                        "request body is too large".to_string()
+                    }
+                    _ => format!("could not read the request body: {e}"),
+                };
+                ApiError::validation("body", reason)
+            })?;
+            parse_json(&bytes).map(Json)
+        })
+    }
+}

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, parse_id};
+use super::extract::{AuthUser, Json, parse_id};
 use super::list::parse_fields;
 use crate::actors::events::MessageView;
 use crate::state::AppState;
@@ -94,7 +94,7 @@ async fn visible_message_chat(state: &AppState, user: AuthUser, message_id: i64)
 pub async fn send(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<SendRequest>,
+    body: Json<SendRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let chat_id = body.chat_id.filter(|id| *id > 0).ok_or_else(|| {
@@ -201,7 +201,7 @@ pub async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<UpdateRequest>,
+    body: Json<UpdateRequest>,
 ) -> ApiResult<HttpResponse> {
     let message_id = path.into_inner();
     let content = content_of(&body.content)?;
@@ -233,7 +233,7 @@ pub async fn add_reaction(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<ReactionRequest>,
+    body: Json<ReactionRequest>,
 ) -> ApiResult<HttpResponse> {
     let message_id = path.into_inner();
     let emoji = emoji_of(

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::AuthUser;
+use super::extract::{AuthUser, Json};
 use crate::state::AppState;
 use crate::store::users::{ProfileUpdate, UserRow};
 use crate::validate;
@@ -82,7 +82,7 @@ pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpRes
 pub async fn update_me(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<UpdateProfileRequest>,
+    body: Json<UpdateProfileRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let mut update = ProfileUpdate::default();

@@ -24,7 +24,13 @@ pub async fn fixture(app: &TestApp) -> Fixture {
     app.add_to_workspace(&owner, workspace, &outsider).await;
     let chat = app.create_channel(&owner, workspace, "general").await;
     app.join(&member, chat).await;
-    Fixture { owner, member, outsider, workspace, chat }
+    Fixture {
+        owner,
+        member,
+        outsider,
+        workspace,
+        chat,
+    }
 }
 
 /// A sent message has the contract's fields, and is listed with its sender.
@@ -38,7 +44,10 @@ async fn send_and_list() {
     assert_eq!(m["sender_id"], f.member.id);
     assert_eq!(m["content"], "Hello everyone!");
     assert!(m["created_at"].is_string() && m["updated_at"].is_string());
-    let list = app.get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token).await.ok(200);
+    let list = app
+        .get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token)
+        .await
+        .ok(200);
     assert_eq!(list["has_more"], false);
     let msgs = list["messages"].as_array().expect("messages");
     assert_eq!(msgs.len(), 1);
@@ -54,17 +63,40 @@ async fn send_and_list() {
 async fn content_rules() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
-    for text in ["  padded  ", "emoji 👍🏽 family 👨‍👩‍👧", "עברית RTL", "e\u{301} combining", "line1\nline2\ttab"] {
+    for text in [
+        "  padded  ",
+        "emoji 👍🏽 family 👨‍👩‍👧",
+        "עברית RTL",
+        "e\u{301} combining",
+        "line1\nline2\ttab",
+    ] {
         let m = app.send(&f.owner, f.chat, text).await;
         assert_eq!(m["content"], text);
-        let list = app.get(&format!("/api/messages?chat_id={}&limit=1", f.chat), &f.owner.token).await.ok(200);
+        let list = app
+            .get(
+                &format!("/api/messages?chat_id={}&limit=1", f.chat),
+                &f.owner.token,
+            )
+            .await
+            .ok(200);
         assert_eq!(list["messages"][0]["content"], text);
     }
     let max = "字".repeat(4000);
     assert_eq!(app.send(&f.owner, f.chat, &max).await["content"], max);
-    for bad in [json!(""), json!("   \n "), json!("x".repeat(4001)), json!("nul\u{0}byte"), json!(5), json!(null)] {
+    for bad in [
+        json!(""),
+        json!("   \n "),
+        json!("x".repeat(4001)),
+        json!("nul\u{0}byte"),
+        json!(5),
+        json!(null),
+    ] {
         let err = app
-            .post("/api/messages", &f.owner.token, json!({"chat_id": f.chat, "content": bad}))
+            .post(
+                "/api/messages",
+                &f.owner.token,
+                json!({"chat_id": f.chat, "content": bad}),
+            )
             .await
             .err(422, "VALIDATION_ERROR");
         assert_eq!(err["error"]["details"]["field"], "content");
@@ -80,28 +112,53 @@ async fn authorization_and_bad_ids() {
     let stranger = app.register("stranger").await;
     for u in [&f.outsider, &stranger] {
         let body = app
-            .post("/api/messages", &u.token, json!({"chat_id": f.chat, "content": "hi"}))
+            .post(
+                "/api/messages",
+                &u.token,
+                json!({"chat_id": f.chat, "content": "hi"}),
+            )
             .await
             .err(403, "FORBIDDEN");
         assert!(!body.to_string().contains("secret plans"));
-        let body = app.get(&format!("/api/messages?chat_id={}", f.chat), &u.token).await.err(403, "FORBIDDEN");
+        let body = app
+            .get(&format!("/api/messages?chat_id={}", f.chat), &u.token)
+            .await
+            .err(403, "FORBIDDEN");
         assert!(!body.to_string().contains("secret plans"));
     }
-    app.post("/api/messages", &f.owner.token, json!({"chat_id": 999_999, "content": "hi"}))
+    app.post(
+        "/api/messages",
+        &f.owner.token,
+        json!({"chat_id": 999_999, "content": "hi"}),
+    )
+    .await
+    .err(404, "NOT_FOUND");
+    app.get("/api/messages?chat_id=999999", &f.owner.token)
         .await
         .err(404, "NOT_FOUND");
-    app.get("/api/messages?chat_id=999999", &f.owner.token).await.err(404, "NOT_FOUND");
-    app.get("/api/messages?chat_id=abc", &f.owner.token).await.err(422, "VALIDATION_ERROR");
-    app.get("/api/messages", &f.owner.token).await.err(422, "VALIDATION_ERROR");
-    app.post("/api/messages", &f.owner.token, json!({"chat_id": "x", "content": "hi"}))
+    app.get("/api/messages?chat_id=abc", &f.owner.token)
         .await
         .err(422, "VALIDATION_ERROR");
+    app.get("/api/messages", &f.owner.token)
+        .await
+        .err(422, "VALIDATION_ERROR");
+    app.post(
+        "/api/messages",
+        &f.owner.token,
+        json!({"chat_id": "x", "content": "hi"}),
+    )
+    .await
+    .err(422, "VALIDATION_ERROR");
     app.put("/api/messages/abc", &f.owner.token, json!({"content": "x"}))
         .await
         .err(422, "VALIDATION_ERROR");
-    app.put("/api/messages/999999", &f.owner.token, json!({"content": "x"}))
-        .await
-        .err(404, "NOT_FOUND");
+    app.put(
+        "/api/messages/999999",
+        &f.owner.token,
+        json!({"content": "x"}),
+    )
+    .await
+    .err(404, "NOT_FOUND");
 }
 
 /// Pages go backwards with `before_id`; `has_more` is exact at the edges; limits are bounded.
@@ -111,19 +168,36 @@ async fn pagination_edges() {
     let f = fixture(&app).await;
     let mut ids = Vec::new();
     for i in 0..7 {
-        ids.push(app.send(&f.owner, f.chat, &format!("m{i}")).await["id"].as_i64().expect("id"));
+        ids.push(
+            app.send(&f.owner, f.chat, &format!("m{i}")).await["id"]
+                .as_i64()
+                .expect("id"),
+        );
     }
     let page = |q: String| {
         let app = &app;
         let token = f.owner.token.clone();
-        async move { app.get(&format!("/api/messages?chat_id={}{q}", f.chat), &token).await }
+        async move {
+            app.get(&format!("/api/messages?chat_id={}{q}", f.chat), &token)
+                .await
+        }
     };
     let p1 = page("&limit=3".into()).await.ok(200);
-    let got: Vec<i64> = p1["messages"].as_array().expect("msgs").iter().map(|m| m["id"].as_i64().expect("id")).collect();
+    let got: Vec<i64> = p1["messages"]
+        .as_array()
+        .expect("msgs")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(got, vec![ids[6], ids[5], ids[4]]);
     assert_eq!(p1["has_more"], true);
     let p2 = page(format!("&limit=3&before_id={}", ids[4])).await.ok(200);
-    let got: Vec<i64> = p2["messages"].as_array().expect("msgs").iter().map(|m| m["id"].as_i64().expect("id")).collect();
+    let got: Vec<i64> = p2["messages"]
+        .as_array()
+        .expect("msgs")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(got, vec![ids[3], ids[2], ids[1]]);
     assert_eq!(p2["has_more"], true);
     let p3 = page(format!("&limit=3&before_id={}", ids[1])).await.ok(200);
@@ -132,18 +206,41 @@ async fn pagination_edges() {
     let exact = page(format!("&limit=1&before_id={}", ids[1])).await.ok(200);
     assert_eq!(exact["has_more"], false);
     let asc = page("&limit=3&order=asc".into()).await.ok(200);
-    let got: Vec<i64> = asc["messages"].as_array().expect("msgs").iter().map(|m| m["id"].as_i64().expect("id")).collect();
+    let got: Vec<i64> = asc["messages"]
+        .as_array()
+        .expect("msgs")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(got, vec![ids[4], ids[5], ids[6]]);
     let fields = page("&limit=1&fields=id,content".into()).await.ok(200);
     assert_eq!(fields["messages"][0].as_object().expect("obj").len(), 2);
-    for bad in ["&limit=0", "&limit=101", "&limit=x", "&before_id=0", "&order=up", "&fields=password", "&sort=content"] {
+    for bad in [
+        "&limit=0",
+        "&limit=101",
+        "&limit=x",
+        "&before_id=0",
+        "&order=up",
+        "&fields=password",
+        "&sort=content",
+    ] {
         page(bad.to_string()).await.err(422, "VALIDATION_ERROR");
     }
     // A message id of another chat is not a valid cursor.
     let other = app.create_channel(&f.owner, f.workspace, "other").await;
-    let foreign = app.send(&f.owner, other, "elsewhere").await["id"].as_i64().expect("id");
-    page(format!("&before_id={foreign}")).await.err(422, "VALIDATION_ERROR");
-    assert_eq!(page("&limit=100".into()).await.ok(200)["messages"].as_array().expect("msgs").len(), 7);
+    let foreign = app.send(&f.owner, other, "elsewhere").await["id"]
+        .as_i64()
+        .expect("id");
+    page(format!("&before_id={foreign}"))
+        .await
+        .err(422, "VALIDATION_ERROR");
+    assert_eq!(
+        page("&limit=100".into()).await.ok(200)["messages"]
+            .as_array()
+            .expect("msgs")
+            .len(),
+        7
+    );
 }
 
 /// The same idempotency key fired 20 times at once stores one message; every answer is it.
@@ -152,14 +249,25 @@ async fn idempotent_send_under_concurrency() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
     let body = json!({"chat_id": f.chat, "content": "once", "idempotency_key": "key-123"});
-    let results = join_all((0..20).map(|_| app.post("/api/messages", &f.member.token, body.clone()))).await;
-    let ids: Vec<i64> = results.into_iter().map(|r| r.ok(201)["id"].as_i64().expect("id")).collect();
+    let results =
+        join_all((0..20).map(|_| app.post("/api/messages", &f.member.token, body.clone()))).await;
+    let ids: Vec<i64> = results
+        .into_iter()
+        .map(|r| r.ok(201)["id"].as_i64().expect("id"))
+        .collect();
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-    let list = app.get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token).await.ok(200);
+    let list = app
+        .get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token)
+        .await
+        .ok(200);
     assert_eq!(list["messages"].as_array().expect("msgs").len(), 1);
     // The key is per sender: another user may use it.
     let other = app
-        .post("/api/messages", &f.owner.token, json!({"chat_id": f.chat, "content": "mine", "idempotency_key": "key-123"}))
+        .post(
+            "/api/messages",
+            &f.owner.token,
+            json!({"chat_id": f.chat, "content": "mine", "idempotency_key": "key-123"}),
+        )
         .await
         .ok(201);
     assert_ne!(other["id"], ids[0]);
@@ -171,13 +279,22 @@ async fn idempotency_survives_restart() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
     let body = json!({"chat_id": f.chat, "content": "durable", "idempotency_key": "restart-key"});
-    let first = app.post("/api/messages", &f.member.token, body.clone()).await.ok(201);
+    let first = app
+        .post("/api/messages", &f.member.token, body.clone())
+        .await
+        .ok(201);
     app.stop().await;
     let app2 = spawn_app_on(test_config(&[]), app.database.clone()).await;
-    let again = app2.post("/api/messages", &f.member.token, body).await.ok(201);
+    let again = app2
+        .post("/api/messages", &f.member.token, body)
+        .await
+        .ok(201);
     assert_eq!(first["id"], again["id"]);
     assert_eq!(again["content"], "durable");
-    let list = app2.get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token).await.ok(200);
+    let list = app2
+        .get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token)
+        .await
+        .ok(200);
     assert_eq!(list["messages"].as_array().expect("msgs").len(), 1);
 }
 
@@ -188,15 +305,30 @@ async fn ordering_under_concurrent_senders() {
     let f = fixture(&app).await;
     let sends = (0..50).map(|i| {
         let u = if i % 2 == 0 { &f.owner } else { &f.member };
-        app.post("/api/messages", &u.token, json!({"chat_id": f.chat, "content": format!("c{i}")}))
+        app.post(
+            "/api/messages",
+            &u.token,
+            json!({"chat_id": f.chat, "content": format!("c{i}")}),
+        )
     });
     let results = join_all(sends).await;
-    let mut sent: Vec<i64> = results.into_iter().map(|r| r.ok(201)["id"].as_i64().expect("id")).collect();
+    let mut sent: Vec<i64> = results
+        .into_iter()
+        .map(|r| r.ok(201)["id"].as_i64().expect("id"))
+        .collect();
     let list = app
-        .get(&format!("/api/messages?chat_id={}&limit=100&order=asc", f.chat), &f.owner.token)
+        .get(
+            &format!("/api/messages?chat_id={}&limit=100&order=asc", f.chat),
+            &f.owner.token,
+        )
         .await
         .ok(200);
-    let listed: Vec<i64> = list["messages"].as_array().expect("msgs").iter().map(|m| m["id"].as_i64().expect("id")).collect();
+    let listed: Vec<i64> = list["messages"]
+        .as_array()
+        .expect("msgs")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(listed.len(), 50);
     sent.sort();
     let mut sorted = listed.clone();
@@ -205,7 +337,10 @@ async fn ordering_under_concurrent_senders() {
     // Seqs are gap-free per chat: 50 messages occupy seqs 1..=50 (after the member's join).
     let client = fechatter_db(&app).await;
     let row = client
-        .query_one("SELECT min(seq), max(seq), count(*) FROM messages WHERE chat_id = $1", &[&f.chat])
+        .query_one(
+            "SELECT min(seq), max(seq), count(*) FROM messages WHERE chat_id = $1",
+            &[&f.chat],
+        )
         .await
         .expect("query");
     let (min, max, n): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
@@ -214,7 +349,9 @@ async fn ordering_under_concurrent_senders() {
 }
 
 pub async fn fechatter_db(app: &TestApp) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&app.database, tokio_postgres::NoTls).await.expect("db");
+    let (client, conn) = tokio_postgres::connect(&app.database, tokio_postgres::NoTls)
+        .await
+        .expect("db");
     actix_web::rt::spawn(conn);
     client
 }
@@ -226,20 +363,42 @@ async fn edit_rules() {
     let f = fixture(&app).await;
     let m = app.send(&f.member, f.chat, "draft").await;
     let id = m["id"].as_i64().expect("id");
-    app.put(&format!("/api/messages/{id}"), &f.owner.token, json!({"content": "hijack"}))
+    app.put(
+        &format!("/api/messages/{id}"),
+        &f.owner.token,
+        json!({"content": "hijack"}),
+    )
+    .await
+    .err(403, "FORBIDDEN");
+    app.put(
+        &format!("/api/messages/{id}"),
+        &f.outsider.token,
+        json!({"content": "hijack"}),
+    )
+    .await
+    .err(403, "FORBIDDEN");
+    app.put(
+        &format!("/api/messages/{id}"),
+        &f.member.token,
+        json!({"content": ""}),
+    )
+    .await
+    .err(422, "VALIDATION_ERROR");
+    let edited = app
+        .put(
+            &format!("/api/messages/{id}"),
+            &f.member.token,
+            json!({"content": "final"}),
+        )
         .await
-        .err(403, "FORBIDDEN");
-    app.put(&format!("/api/messages/{id}"), &f.outsider.token, json!({"content": "hijack"}))
-        .await
-        .err(403, "FORBIDDEN");
-    app.put(&format!("/api/messages/{id}"), &f.member.token, json!({"content": ""}))
-        .await
-        .err(422, "VALIDATION_ERROR");
-    let edited = app.put(&format!("/api/messages/{id}"), &f.member.token, json!({"content": "final"})).await.ok(200);
+        .ok(200);
     assert_eq!(edited["content"], "final");
     assert_eq!(edited["created_at"], m["created_at"]);
     assert_ne!(edited["updated_at"], m["updated_at"]);
-    let list = app.get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token).await.ok(200);
+    let list = app
+        .get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token)
+        .await
+        .ok(200);
     assert_eq!(list["messages"][0]["content"], "final");
 }
 
@@ -248,17 +407,38 @@ async fn edit_rules() {
 async fn delete_rules() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
-    let by_member = app.send(&f.member, f.chat, "mine").await["id"].as_i64().expect("id");
-    let by_owner = app.send(&f.owner, f.chat, "owner's").await["id"].as_i64().expect("id");
-    app.delete(&format!("/api/messages/{by_owner}"), &f.member.token).await.err(403, "FORBIDDEN");
-    app.delete(&format!("/api/messages/{by_member}"), &f.outsider.token).await.err(403, "FORBIDDEN");
-    app.delete(&format!("/api/messages/{by_member}"), &f.owner.token).await.ok(200);
-    app.delete(&format!("/api/messages/{by_owner}"), &f.owner.token).await.ok(200);
-    app.delete(&format!("/api/messages/{by_owner}"), &f.owner.token).await.err(404, "NOT_FOUND");
-    app.put(&format!("/api/messages/{by_member}"), &f.member.token, json!({"content": "x"}))
+    let by_member = app.send(&f.member, f.chat, "mine").await["id"]
+        .as_i64()
+        .expect("id");
+    let by_owner = app.send(&f.owner, f.chat, "owner's").await["id"]
+        .as_i64()
+        .expect("id");
+    app.delete(&format!("/api/messages/{by_owner}"), &f.member.token)
+        .await
+        .err(403, "FORBIDDEN");
+    app.delete(&format!("/api/messages/{by_member}"), &f.outsider.token)
+        .await
+        .err(403, "FORBIDDEN");
+    app.delete(&format!("/api/messages/{by_member}"), &f.owner.token)
+        .await
+        .ok(200);
+    app.delete(&format!("/api/messages/{by_owner}"), &f.owner.token)
+        .await
+        .ok(200);
+    app.delete(&format!("/api/messages/{by_owner}"), &f.owner.token)
         .await
         .err(404, "NOT_FOUND");
-    let list = app.get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token).await.ok(200);
+    app.put(
+        &format!("/api/messages/{by_member}"),
+        &f.member.token,
+        json!({"content": "x"}),
+    )
+    .await
+    .err(404, "NOT_FOUND");
+    let list = app
+        .get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token)
+        .await
+        .ok(200);
     assert_eq!(list["messages"], json!([]));
 }
 
@@ -267,22 +447,54 @@ async fn delete_rules() {
 async fn reactions_aggregate() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
-    let id = app.send(&f.member, f.chat, "react to me").await["id"].as_i64().expect("id");
+    let id = app.send(&f.member, f.chat, "react to me").await["id"]
+        .as_i64()
+        .expect("id");
     let path = format!("/api/messages/{id}/reactions");
-    app.post(&path, &f.owner.token, json!({"emoji": "👍"})).await.ok(201);
-    app.post(&path, &f.owner.token, json!({"emoji": "👍"})).await.ok(200);
-    app.post(&path, &f.member.token, json!({"emoji": "👍"})).await.ok(201);
-    let r = app.post(&path, &f.member.token, json!({"emoji": "🎉"})).await.ok(201);
-    assert_eq!(r["reactions"][0], json!({"emoji": "👍", "count": 2, "users": [f.owner.id, f.member.id]}));
-    let list = app.get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token).await.ok(200);
+    app.post(&path, &f.owner.token, json!({"emoji": "👍"}))
+        .await
+        .ok(201);
+    app.post(&path, &f.owner.token, json!({"emoji": "👍"}))
+        .await
+        .ok(200);
+    app.post(&path, &f.member.token, json!({"emoji": "👍"}))
+        .await
+        .ok(201);
+    let r = app
+        .post(&path, &f.member.token, json!({"emoji": "🎉"}))
+        .await
+        .ok(201);
+    assert_eq!(
+        r["reactions"][0],
+        json!({"emoji": "👍", "count": 2, "users": [f.owner.id, f.member.id]})
+    );
+    let list = app
+        .get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token)
+        .await
+        .ok(200);
     assert_eq!(
         list["messages"][0]["reactions"],
         json!([{"emoji": "👍", "count": 2, "users": [f.owner.id, f.member.id]}, {"emoji": "🎉", "count": 1, "users": [f.member.id]}])
     );
-    let r = app.delete(&format!("{path}/%F0%9F%91%8D"), &f.owner.token).await.ok(200);
-    assert_eq!(r["reactions"][0], json!({"emoji": "👍", "count": 1, "users": [f.member.id]}));
-    app.post(&path, &f.outsider.token, json!({"emoji": "👍"})).await.err(403, "FORBIDDEN");
-    for bad in [json!({"emoji": ""}), json!({"emoji": "has space"}), json!({}), json!({"emoji": "x".repeat(33)})] {
-        app.post(&path, &f.owner.token, bad).await.err(422, "VALIDATION_ERROR");
+    let r = app
+        .delete(&format!("{path}/%F0%9F%91%8D"), &f.owner.token)
+        .await
+        .ok(200);
+    assert_eq!(
+        r["reactions"][0],
+        json!({"emoji": "👍", "count": 1, "users": [f.member.id]})
+    );
+    app.post(&path, &f.outsider.token, json!({"emoji": "👍"}))
+        .await
+        .err(403, "FORBIDDEN");
+    for bad in [
+        json!({"emoji": ""}),
+        json!({"emoji": "has space"}),
+        json!({}),
+        json!({"emoji": "x".repeat(33)}),
+    ] {
+        app.post(&path, &f.owner.token, bad)
+            .await
+            .err(422, "VALIDATION_ERROR");
     }
 }

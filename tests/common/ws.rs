@@ -12,7 +12,8 @@ use super::TestApp;
 /// How long a test waits for an expected event before failing.
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
 
-type Stream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket client speaking the server's protocol.
 pub struct WsClient {
@@ -25,7 +26,9 @@ impl WsClient {
     /// Opens a socket without authenticating.
     pub async fn connect_raw(app: &TestApp) -> WsClient {
         let url = format!("ws://{}/ws", app.addr);
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
         WsClient {
             stream,
             last_event_id: None,
@@ -46,14 +49,19 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.stream.send(Message::Text(v.to_string().into())).await.expect("ws send");
+        self.stream
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
     }
 
     /// The next JSON frame within `within`; `None` on timeout or close.
     pub async fn next_within(&mut self, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()??;
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
             match msg.ok()? {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
@@ -70,7 +78,9 @@ impl WsClient {
 
     /// The next JSON frame (fails the test after the deadline).
     pub async fn next(&mut self) -> Value {
-        self.next_within(EVENT_DEADLINE).await.expect("expected a frame")
+        self.next_within(EVENT_DEADLINE)
+            .await
+            .expect("expected a frame")
     }
 
     /// The next frame of type `kind`, skipping other types (presence, typing, ...).
@@ -113,13 +123,17 @@ impl WsClient {
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
         // Drain until the server acknowledges, so the server has seen the close.
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), self.stream.next()).await {}
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_secs(5), self.stream.next()).await
+        {}
     }
 }
 
 /// An SSE client.
 pub struct SseClient {
-    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<eventsource_stream::Event, String>> + Send>>,
+    stream: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<eventsource_stream::Event, String>> + Send>,
+    >,
     pub last_event_id: Option<String>,
 }
 
@@ -133,14 +147,22 @@ pub struct SseEvent {
 
 impl SseClient {
     /// Opens `/api/events` with a bearer header (or `?access_token=` when `via_query`).
-    pub async fn connect(app: &TestApp, token: &str, last_event_id: Option<&str>, via_query: bool) -> Result<SseClient, reqwest::StatusCode> {
+    pub async fn connect(
+        app: &TestApp,
+        token: &str,
+        last_event_id: Option<&str>,
+        via_query: bool,
+    ) -> Result<SseClient, reqwest::StatusCode> {
         use eventsource_stream::Eventsource;
         let mut req = if via_query {
-            app.http.get(app.url(&format!("/api/events?access_token={token}")))
+            app.http
+                .get(app.url(&format!("/api/events?access_token={token}")))
         } else {
             app.http.get(app.url("/api/events")).bearer_auth(token)
         };
-        req = req.header("Accept", "text/event-stream").timeout(Duration::from_secs(600));
+        req = req
+            .header("Accept", "text/event-stream")
+            .timeout(Duration::from_secs(600));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
@@ -148,7 +170,10 @@ impl SseClient {
         if !resp.status().is_success() {
             return Err(resp.status());
         }
-        let stream = resp.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string()));
+        let stream = resp
+            .bytes_stream()
+            .eventsource()
+            .map(|r| r.map_err(|e| e.to_string()));
         let mut client = SseClient {
             stream: Box::pin(stream),
             last_event_id: None,
