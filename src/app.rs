@@ -24,6 +24,9 @@ use crate::state::{AppState, StateParts};
 use crate::store::Store;
 use crate::store::search::Search;
 
+/// How often idle rate-limiter keys are dropped (and metric buffers drained).
+const LIMITER_EVICTION_EVERY: Duration = Duration::from_secs(60);
+
 /// A built server, bound and ready to run.
 pub struct Application {
     server: Server,
@@ -39,6 +42,8 @@ impl Application {
         jwt_secret: Vec<u8>,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        // Before anything records a metric (idempotent: tests build many servers per process).
+        crate::metrics::prometheus();
         let pg: tokio_postgres::Config = database.parse().context("parsing the database URL")?;
         let store = Store::new(
             pg,
@@ -90,6 +95,7 @@ impl Application {
                         .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
                 )
                 .wrap(from_fn(http::ratelimit::middleware))
+                .wrap(from_fn(http::stats::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
@@ -104,6 +110,8 @@ impl Application {
             .bind(config.addr)
             .with_context(|| format!("binding {}", config.addr))?;
         let addr = *server.addrs().first().context("no bound address")?;
+        state.loopback.set_addr(addr);
+        http::ratelimit::spawn_eviction(&state, LIMITER_EVICTION_EVERY);
         let server = server.run();
         tracing::info!(%addr, "listening");
         Ok(Application {

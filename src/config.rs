@@ -248,6 +248,8 @@ impl Config {
 }
 
 #[derive(clap::Parser)]
+// A later flag overrides an earlier one (test rigs append to a default argument list).
+#[command(args_override_self = true)]
 struct ConfigOnly {
     #[command(flatten)]
     config: Config,

@@ -39,6 +39,8 @@ pub struct AppState {
     pub limits: crate::http::ratelimit::RateLimits,
     /// Live counters for the admin endpoints.
     pub stats: crate::http::admin::Stats,
+    /// How `POST /api/batch` reaches this server (bound address, sub-request secret).
+    pub loopback: crate::http::batch::Loopback,
     /// user id → (token version, when read). Filled lazily from the database.
     token_versions: DashMap<i64, (i32, Instant)>,
     pub started_at: Instant,
@@ -62,6 +64,7 @@ impl AppState {
             login_guard: crate::http::auth::LoginGuard::new(&p.config),
             limits: crate::http::ratelimit::RateLimits::new(&p.config),
             stats: crate::http::admin::Stats::default(),
+            loopback: crate::http::batch::Loopback::default(),
             config: p.config,
             store: p.store,
             tokens: p.tokens,

@@ -1,21 +1,293 @@
-//! Admin: production health and metrics.
+//! Admin: production health and per-service metrics behind `FECHATTER_ADMIN_TOKEN`, and the
+//! Prometheus scrape endpoint `/metrics`.
+//!
+//! Every figure is measured when asked: dependency latencies by a round trip, CPU and memory from
+//! `/proc/self`, request rates from the [`Stats`] ring the stats middleware fills.
 
-use actix_web::HttpResponse;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, ApiResult};
+use super::extract::bearer_token;
+use crate::state::AppState;
 
-pub async fn health() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+pub use super::stats::Stats;
+
+/// How long a dependency may take to answer a health probe before it counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Lets the request through only with `Authorization: Bearer <FECHATTER_ADMIN_TOKEN>`: 401 without
+/// a bearer token, 403 with a wrong one, and 404 (as if the route did not exist) when no admin
+/// token is configured. The comparison takes the same time wherever the tokens differ.
+fn authorize(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
+    let Some(expected) = state.config.admin_token.as_deref() else {
+        return Err(ApiError::NotFound(format!(
+            "No route for {} {}",
+            req.method(),
+            req.path()
+        )));
+    };
+    let token = bearer_token(req).ok_or_else(|| {
+        ApiError::unauthorized("Missing admin bearer token (Authorization: Bearer <token>)")
+    })?;
+    if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("Invalid admin token"))
+    }
 }
 
-pub async fn metrics() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+/// The status of one dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Degraded,
+    Unhealthy,
 }
 
-pub async fn prometheus() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound("not implemented yet".into()))
+/// One probe's outcome.
+struct Probe {
+    status: Health,
+    latency: Option<Duration>,
+    error: Option<String>,
 }
 
-/// Live counters for the admin endpoints.
-#[derive(Default)]
-pub struct Stats {}
+impl Probe {
+    fn from_result(r: Result<Duration, String>) -> Self {
+        match r {
+            Ok(latency) => Probe {
+                status: Health::Healthy,
+                latency: Some(latency),
+                error: None,
+            },
+            Err(e) => Probe {
+                status: Health::Unhealthy,
+                latency: None,
+                error: Some(e),
+            },
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut v = json!({
+            "status": self.status,
+            "latency_ms": self.latency.map(millis),
+        });
+        if let Some(e) = &self.error {
+            v["error"] = json!(e);
+        }
+        v
+    }
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn probe_database(state: &AppState) -> Probe {
+    let r = match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(latency)) => Ok(latency),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    };
+    Probe::from_result(r)
+}
+
+/// Which search engine serves queries.
+fn search_engine(state: &AppState) -> &'static str {
+    if state.config.meili_url.is_some() {
+        "meilisearch"
+    } else {
+        "postgres"
+    }
+}
+
+/// The search engine's round trip: Meilisearch's `/health`, or for PostgreSQL full-text search
+/// the database itself (the same dependency, probed once).
+async fn probe_search(state: &AppState, database: &Probe) -> Probe {
+    let Some(base) = state.config.meili_url.as_deref() else {
+        return Probe {
+            status: database.status,
+            latency: database.latency,
+            error: database.error.clone(),
+        };
+    };
+    let url = format!("{}/health", base.trim_end_matches('/'));
+    let started = Instant::now();
+    let r = match probe_client().get(&url).send().await {
+        Ok(resp) if resp.status().is_success() => Ok(started.elapsed()),
+        Ok(resp) => Err(format!("Meilisearch answered {}", resp.status())),
+        Err(e) if e.is_timeout() => Err(format!(
+            "Meilisearch: no answer within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+        Err(e) if e.is_connect() => Err("Meilisearch: connection refused".to_string()),
+        Err(e) => Err(format!("Meilisearch: {e}")),
+    };
+    Probe::from_result(r)
+}
+
+fn probe_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .no_proxy()
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+fn memory_mb() -> Option<f64> {
+    crate::metrics::process::rss_bytes()
+        .map(|b| (b as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0)
+}
+
+/// `GET /admin/production/health`: each dependency with its status and measured latency, and the
+/// server's load. `unhealthy` (HTTP 503) when the database is down; `degraded` when search is.
+pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    authorize(&req, &state)?;
+    let database = probe_database(&state).await;
+    let search = probe_search(&state, &database).await;
+    let status = if database.status != Health::Healthy {
+        Health::Unhealthy
+    } else if search.status != Health::Healthy {
+        Health::Degraded
+    } else {
+        Health::Healthy
+    };
+    let mut search_json = search.json();
+    search_json["engine"] = json!(search_engine(&state));
+    let body = json!({
+        "status": status,
+        "timestamp": unix_now(),
+        "services": {
+            "database": database.json(),
+            "search": search_json,
+        },
+        "metrics": {
+            "requests_per_second": round2(state.stats.requests_per_second()),
+            "active_connections": crate::metrics::active_connections(),
+            "cpu_usage_percent": round2(state.stats.cpu_usage_percent()),
+            "memory_usage_mb": memory_mb(),
+        },
+    });
+    Ok(if status == Health::Unhealthy {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The services `GET /admin/production/metrics/{service_name}` knows.
+pub const SERVICES: &[&str] = &[
+    "database",
+    "search",
+    "http",
+    "realtime",
+    "websocket",
+    "system",
+];
+
+/// `GET /admin/production/metrics/{service_name}`: one service's figures; unknown name → 404.
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    authorize(&req, &state)?;
+    let name = name.into_inner();
+    let figures = match name.as_str() {
+        "database" => {
+            let probe = probe_database(&state).await;
+            let (in_use, open, max) = state.store.pool_status();
+            let mut v = probe.json();
+            v["pool"] = json!({ "in_use": in_use, "open": open, "max": max });
+            v
+        }
+        "search" => {
+            let database = if state.config.meili_url.is_none() {
+                probe_database(&state).await
+            } else {
+                Probe::from_result(Ok(Duration::ZERO))
+            };
+            let probe = probe_search(&state, &database).await;
+            let (queries, last, mean) = crate::metrics::search_stats();
+            let mut v = probe.json();
+            v["engine"] = json!(search_engine(&state));
+            v["queries"] = json!(queries);
+            v["last_query_ms"] = json!(last.map(millis));
+            v["mean_query_ms"] = json!(mean.map(millis));
+            v
+        }
+        "http" => {
+            let [c1, c2, c3, c4, c5] = state.stats.by_class();
+            json!({
+                "requests_per_second": round2(state.stats.requests_per_second()),
+                "requests_total": state.stats.total(),
+                "status_classes": { "1xx": c1, "2xx": c2, "3xx": c3, "4xx": c4, "5xx": c5 },
+                "latency_ms": state.stats.latency(),
+                "rate_limiter_keys": state.limits.keys(),
+            })
+        }
+        "realtime" | "websocket" => {
+            let r = crate::metrics::realtime();
+            let mut v = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
+            v["active_connections"] = json!(crate::metrics::active_connections());
+            v
+        }
+        "system" => {
+            let cpu = crate::metrics::process::cpu_time();
+            json!({
+                "cpu_usage_percent": round2(state.stats.cpu_usage_percent()),
+                "cpu_seconds_total": cpu.map(|d| round2(d.as_secs_f64())),
+                "memory_usage_mb": memory_mb(),
+                "rss_bytes": crate::metrics::process::rss_bytes(),
+                "open_fds": crate::metrics::process::open_fds(),
+                "uptime_seconds": state.stats.uptime().as_secs(),
+            })
+        }
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "Unknown service `{name}`; known: {}",
+                SERVICES.join(", ")
+            )));
+        }
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "service": name,
+        "timestamp": unix_now(),
+        "metrics": figures,
+    })))
+}
+
+/// `GET /metrics`: Prometheus text format. Unauthenticated (scrapers rarely carry tokens) and not
+/// rate limited; operators should keep it off the public network (firewall or proxy rule).
+pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
+    let (in_use, open, max) = state.store.pool_status();
+    ::metrics::gauge!("fechatter_db_pool_connections", "state" => "in_use").set(in_use as f64);
+    ::metrics::gauge!("fechatter_db_pool_connections", "state" => "open").set(open as f64);
+    ::metrics::gauge!("fechatter_db_pool_connections", "state" => "max").set(max as f64);
+    ::metrics::gauge!("fechatter_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
+    ::metrics::gauge!("fechatter_rate_limiter_keys").set(state.limits.keys() as f64);
+    crate::metrics::publish_gauges();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::prometheus().render())
+}

@@ -15,6 +15,7 @@ pub mod ratelimit;
 pub mod realtime;
 pub mod request_id;
 pub mod search;
+pub mod stats;
 pub mod users;
 pub mod workspaces;
 

@@ -4,10 +4,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin;
 mod auth;
+mod batch;
 mod chats;
 mod health;
 mod messages;
+mod ratelimit;
 mod realtime;
 mod search;
 mod users;

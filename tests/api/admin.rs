@@ -1,0 +1,242 @@
+//! Admin health and metrics (token-protected) and the Prometheus scrape endpoint.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::{TestApp, spawn_app, spawn_app_with, test_config};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+async fn admin_app(extra: &[&str]) -> TestApp {
+    let mut args = vec!["--admin-token", ADMIN];
+    args.extend_from_slice(extra);
+    spawn_app_with(test_config(&args)).await
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// With no admin token configured the admin routes do not exist (404), token or not.
+#[actix_web::test]
+async fn admin_is_disabled_without_a_configured_token() {
+    let app = spawn_app().await;
+    for path in ["/admin/production/health", "/admin/production/metrics/http"] {
+        app.call(Method::GET, path, None, None)
+            .await
+            .err(404, "NOT_FOUND");
+        app.get(path, ADMIN).await.err(404, "NOT_FOUND");
+    }
+}
+
+/// No bearer token is 401, a wrong one 403, the right one 200.
+#[actix_web::test]
+async fn admin_requires_the_token() {
+    let app = admin_app(&[]).await;
+    for path in [
+        "/admin/production/health",
+        "/admin/production/metrics/system",
+    ] {
+        app.call(Method::GET, path, None, None)
+            .await
+            .err(401, "UNAUTHORIZED");
+        app.get(path, "admin-token-0123456789abcdeX")
+            .await
+            .err(403, "FORBIDDEN");
+        app.get(path, "short").await.err(403, "FORBIDDEN");
+        app.get(path, ADMIN).await.ok(200);
+    }
+}
+
+/// Health reports each real dependency with a measured latency and the server's load figures.
+#[actix_web::test]
+async fn health_reports_dependencies_and_load() {
+    let app = admin_app(&[]).await;
+    let body = app.get("/admin/production/health", ADMIN).await.ok(200);
+    assert_eq!(body["status"], "healthy", "{body}");
+    assert!(
+        body["timestamp"]
+            .as_u64()
+            .is_some_and(|t| t > 1_700_000_000)
+    );
+    let services = body["services"].as_object().expect("services");
+    assert!(services.get("redis").is_none(), "no fake dependencies");
+    for name in ["database", "search"] {
+        assert_eq!(services[name]["status"], "healthy", "{body}");
+        assert!(
+            services[name]["latency_ms"]
+                .as_f64()
+                .is_some_and(|l| l > 0.0)
+        );
+    }
+    assert_eq!(services["search"]["engine"], "postgres");
+    let m = &body["metrics"];
+    assert!(m["requests_per_second"].is_number(), "{body}");
+    assert!(m["active_connections"].as_i64().is_some_and(|n| n >= 0));
+    assert!(m["cpu_usage_percent"].as_f64().is_some_and(|c| c >= 0.0));
+    assert!(m["memory_usage_mb"].as_f64().is_some_and(|mb| mb > 1.0));
+}
+
+/// An unreachable search engine makes health `degraded` (the server still starts and serves).
+#[actix_web::test]
+async fn health_is_degraded_when_search_is_unreachable() {
+    let meili = format!("http://127.0.0.1:{}", closed_port());
+    let app = admin_app(&["--meili-url", &meili, "--meili-master-key", "master-key"]).await;
+    let body = app.get("/admin/production/health", ADMIN).await.ok(200);
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["services"]["database"]["status"], "healthy");
+    assert_eq!(body["services"]["search"]["status"], "unhealthy");
+    assert_eq!(body["services"]["search"]["engine"], "meilisearch");
+    assert!(body["services"]["search"]["error"].is_string());
+    let search = app
+        .get("/admin/production/metrics/search", ADMIN)
+        .await
+        .ok(200);
+    assert_eq!(search["metrics"]["status"], "unhealthy");
+}
+
+/// Every service has metrics; an unknown service is a 404 envelope.
+#[actix_web::test]
+async fn service_metrics_by_name() {
+    let app = admin_app(&[]).await;
+    for name in [
+        "database",
+        "search",
+        "http",
+        "realtime",
+        "websocket",
+        "system",
+    ] {
+        let body = app
+            .get(&format!("/admin/production/metrics/{name}"), ADMIN)
+            .await
+            .ok(200);
+        assert_eq!(body["service"], name);
+        assert!(body["metrics"].is_object(), "{body}");
+    }
+    let db = app
+        .get("/admin/production/metrics/database", ADMIN)
+        .await
+        .ok(200);
+    let pool = &db["metrics"]["pool"];
+    assert!(pool["max"].as_u64().is_some_and(|m| m > 0), "{db}");
+    assert!(pool["open"].as_u64().is_some_and(|o| o >= 1), "{db}");
+    let sys = app
+        .get("/admin/production/metrics/system", ADMIN)
+        .await
+        .ok(200);
+    assert!(sys["metrics"]["open_fds"].as_u64().is_some_and(|n| n > 0));
+    assert!(sys["metrics"]["rss_bytes"].as_u64().is_some_and(|n| n > 0));
+    app.get("/admin/production/metrics/redis", ADMIN)
+        .await
+        .err(404, "NOT_FOUND");
+}
+
+/// HTTP figures move with traffic: totals, status classes, rate and latency percentiles.
+#[actix_web::test]
+async fn http_metrics_move_after_traffic() {
+    let app = admin_app(&[]).await;
+    let before = app
+        .get("/admin/production/metrics/http", ADMIN)
+        .await
+        .ok(200);
+    let u = app.register("traffic").await;
+    for _ in 0..10 {
+        app.get("/api/users/me", &u.token).await.ok(200);
+        app.get("/api/nope", &u.token).await.err(404, "NOT_FOUND");
+    }
+    let after = app
+        .get("/admin/production/metrics/http", ADMIN)
+        .await
+        .ok(200);
+    let count = |v: &Value, k: &str| v["metrics"]["status_classes"][k].as_u64().expect(k);
+    assert!(
+        count(&after, "2xx") >= count(&before, "2xx") + 11,
+        "{after}"
+    );
+    assert!(
+        count(&after, "4xx") >= count(&before, "4xx") + 10,
+        "{after}"
+    );
+    let total = |v: &Value| v["metrics"]["requests_total"].as_u64().expect("total");
+    assert!(total(&after) >= total(&before) + 21);
+    assert!(
+        after["metrics"]["requests_per_second"]
+            .as_f64()
+            .expect("rps")
+            > 0.0
+    );
+    assert!(
+        after["metrics"]["latency_ms"]["p99_ms"]
+            .as_f64()
+            .expect("p99")
+            > 0.0
+    );
+    let health = app.get("/admin/production/health", ADMIN).await.ok(200);
+    assert!(
+        health["metrics"]["requests_per_second"]
+            .as_f64()
+            .expect("rps")
+            > 0.0
+    );
+}
+
+/// `/metrics` is Prometheus text: every sample line parses, and the expected families appear
+/// with route patterns (not raw paths) as labels.
+#[actix_web::test]
+async fn prometheus_text_is_parseable() {
+    let app = spawn_app().await;
+    let u = app.register("scraped").await;
+    app.get("/api/users/me", &u.token).await.ok(200);
+    app.get("/api/workspaces/12345", &u.token).await;
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let ctype = r.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+    let text = r.text().await.expect("text");
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (_, value) = line.rsplit_once(' ').expect("sample line");
+        assert!(value.parse::<f64>().is_ok(), "bad sample: {line}");
+        let name_end = line.find(['{', ' ']).expect("name");
+        assert!(
+            line[..name_end]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+    }
+    for family in [
+        "fechatter_http_requests_total",
+        "fechatter_http_request_duration_seconds_bucket",
+        "fechatter_db_pool_connections",
+        "fechatter_websocket_connections",
+        "fechatter_sse_connections",
+        "fechatter_messages_persisted_total",
+        "fechatter_fanout_deliveries_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(family), "missing {family}:\n{text}");
+    }
+    assert!(text.contains(r#"route="/api/users/me""#), "{text}");
+    assert!(
+        text.contains(r#"route="/api/workspaces/{workspace_id}""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/api/workspaces/12345"),
+        "raw paths leak into labels"
+    );
+}
