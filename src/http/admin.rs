@@ -107,11 +107,7 @@ async fn probe_database(state: &AppState) -> Probe {
 
 /// Which search engine serves queries.
 fn search_engine(state: &AppState) -> &'static str {
-    if state.config.meili_url.is_some() {
-        "meilisearch"
-    } else {
-        "postgres"
-    }
+    state.search.engine_name()
 }
 
 /// The search engine's round trip: Meilisearch's `/health`, or for PostgreSQL full-text search

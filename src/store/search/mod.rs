@@ -170,9 +170,12 @@ impl Search {
         if q.chat_ids.is_empty() {
             return Ok(MessageHits::default());
         }
-        match &self.engine {
+        let started = std::time::Instant::now();
+        let result = match &self.engine {
             Engine::Postgres => Ok(postgres::search(&self.store, q).await?),
             Engine::Meili(m) => m.search(&self.store, q).await,
-        }
+        };
+        crate::metrics::search_latency(started.elapsed());
+        result
     }
 }
