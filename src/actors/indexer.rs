@@ -50,6 +50,8 @@ pub struct SearchIndexer {
     draining: bool,
     /// Woken during a drain: drain again when it ends.
     again: bool,
+    /// The last drain failed (logged once per outage, not every second).
+    failing: bool,
 }
 
 impl SearchIndexer {
@@ -60,6 +62,7 @@ impl SearchIndexer {
             engine,
             draining: false,
             again: false,
+            failing: false,
         });
         IndexerHandle { addr: Some(addr) }
     }
@@ -76,10 +79,20 @@ impl SearchIndexer {
             .into_actor(self)
             .map(|result, act, ctx| {
                 act.draining = false;
-                if let Err(e) = result {
-                    // Retried on the next tick; nothing is lost.
-                    tracing::warn!(error = %e, "search indexing failed; will retry");
-                    act.again = false;
+                match result {
+                    Err(e) => {
+                        // Retried on the next tick; nothing is lost.
+                        if !act.failing {
+                            tracing::warn!(error = %e, "search indexing failed; retrying every second");
+                        }
+                        act.failing = true;
+                        act.again = false;
+                    }
+                    Ok(()) if act.failing => {
+                        tracing::info!("search indexing recovered");
+                        act.failing = false;
+                    }
+                    Ok(()) => {}
                 }
                 if std::mem::take(&mut act.again) {
                     act.kick(ctx);

@@ -13,5 +13,6 @@ mod messages;
 mod ratelimit;
 mod realtime;
 mod search;
+mod search_latency;
 mod users;
 mod workspaces;

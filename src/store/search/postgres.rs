@@ -1,7 +1,7 @@
 //! The PostgreSQL engine: `websearch_to_tsquery('english', …)` over the generated `content_tsv`
-//! column (GIN), scored `0.5 · ts_rank/(rank+1)` plus `0.5` when the query's words appear
-//! verbatim as whole words (so exact matches rank above stemmed ones), highlighted by
-//! `ts_headline`. When full-text search finds nothing (CJK text the English parser keeps as one
+//! column (GIN), scored `0.5 · ts_rank/(rank+1)` plus `0.5` when the query's words appear as
+//! written, adjacent and unstemmed (the `content_words` column), so exact matches rank above
+//! stemmed ones; highlighted by `ts_headline`. When full-text search finds nothing (CJK text the English parser keeps as one
 //! token, prefixes, stop words), a substring search over the trigram index answers instead.
 //!
 //! Only the final page is highlighted; `total` is a window count over all matches.
@@ -57,29 +57,11 @@ impl QueryWords {
         words
     }
 
-    /// A case-insensitive regex matching the positive words in order as whole words, or `None`.
-    pub fn exact_regex(&self) -> Option<String> {
-        let first = self.positive.first()?.chars().next()?;
-        let last = self.positive.last()?.chars().last()?;
-        let body: Vec<String> = self.positive.iter().map(|w| regex_escape(w)).collect();
-        Some(format!(
-            "{}{}{}",
-            if first.is_alphanumeric() { "\\m" } else { "" },
-            body.join("\\s+"),
-            if last.is_alphanumeric() { "\\M" } else { "" },
-        ))
+    /// The positive words as one phrase (for `phraseto_tsquery('simple', …)` against the
+    /// unstemmed `content_words`: the words exactly as written, adjacent and in order), or `None`.
+    pub fn phrase(&self) -> Option<String> {
+        (!self.positive.is_empty()).then(|| self.positive.join(" "))
     }
-}
-
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.^$|?*+()[]{}".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `%s%` for ILIKE, with LIKE's wildcards in `s` escaped.
@@ -143,16 +125,18 @@ async fn full_text(
     q: &MessageQuery,
     words: &QueryWords,
 ) -> StoreResult<MessageHits> {
-    let exact = words.exact_regex();
+    let exact = words.phrase();
     let f = filters(q, 4);
     let limit_param = 4 + f.params.len();
+    // The tsqueries are parsed once (`q`), not once per matching row.
     let hits_cte = format!(
         "SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
-                (0.5 * ts_rank(m.content_tsv, websearch_to_tsquery('english', $1), 32) \
-                 + CASE WHEN m.content ~* $3 THEN 0.5 ELSE 0 END)::float8 AS score \
-         FROM messages m \
-         WHERE m.content_tsv @@ websearch_to_tsquery('english', $1) \
-           AND m.deleted_at IS NULL AND m.chat_id = ANY($2){}",
+                (0.5 * ts_rank(m.content_tsv, q.q, 32) \
+                 + CASE WHEN m.content_words @@ q.exact THEN 0.5 ELSE 0 END)::float8 AS score \
+         FROM (SELECT websearch_to_tsquery('english', $1) AS q, \
+                      phraseto_tsquery('simple', $3) AS exact OFFSET 0) q \
+         JOIN messages m ON m.content_tsv @@ q.q \
+         WHERE m.deleted_at IS NULL AND m.chat_id = ANY($2){}",
         f.sql
     );
     let headline = format!(
@@ -216,7 +200,7 @@ async fn substring(
         .map(|w| like_pattern(w))
         .collect();
     let phrase = like_pattern(&words.positive.join(" "));
-    let exact = words.exact_regex();
+    let exact = words.phrase();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&q.chat_ids, &phrase, &exact];
     let mut conditions = String::new();
     for p in &positive {
@@ -232,7 +216,8 @@ async fn substring(
     let hits_cte = format!(
         "SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
                 (0.25 + CASE WHEN m.content ILIKE $2 THEN 0.25 ELSE 0 END \
-                      + CASE WHEN m.content ~* $3 THEN 0.5 ELSE 0 END)::float8 AS score \
+                      + CASE WHEN m.content_words @@ phraseto_tsquery('simple', $3) \
+                             THEN 0.5 ELSE 0 END)::float8 AS score \
          FROM messages m \
          WHERE m.deleted_at IS NULL AND m.chat_id = ANY($1){conditions}{}",
         f.sql
@@ -288,11 +273,8 @@ mod tests {
         let w = QueryWords::parse("\"important meeting\" or -lunch  c++");
         assert_eq!(w.positive, vec!["important", "meeting", "c++"]);
         assert_eq!(w.negative, vec!["lunch"]);
-        assert_eq!(
-            w.exact_regex().as_deref(),
-            Some("\\mimportant\\s+meeting\\s+c\\+\\+")
-        );
-        assert_eq!(QueryWords::parse("-x").exact_regex(), None);
+        assert_eq!(w.phrase().as_deref(), Some("important meeting c++"));
+        assert_eq!(QueryWords::parse("-x").phrase(), None);
     }
 
     #[test]
