@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, parse_id};
+use super::extract::{AuthUser, Json, parse_id};
 use super::list::{ListQuery, ListSpec, select_in};
 use super::workspaces::{page_of, require_workspace_member};
 use crate::state::AppState;
@@ -233,7 +233,7 @@ fn require_positive(field: &str, v: Option<i64>) -> ApiResult<i64> {
 pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateChatRequest>,
+    body: Json<CreateChatRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let workspace_id = require_positive("workspace_id", body.workspace_id)?;
@@ -275,7 +275,7 @@ pub struct CreateDirectRequest {
 pub async fn create_direct(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateDirectRequest>,
+    body: Json<CreateDirectRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let workspace_id = require_positive("workspace_id", body.workspace_id)?;
@@ -427,7 +427,7 @@ pub async fn add_member(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<AddMemberRequest>,
+    body: Json<AddMemberRequest>,
 ) -> ApiResult<HttpResponse> {
     let chat_id = path.into_inner();
     let body = body.into_inner();
@@ -493,7 +493,7 @@ pub async fn mark_read(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<MarkReadRequest>,
+    body: Json<MarkReadRequest>,
 ) -> ApiResult<HttpResponse> {
     let chat_id = path.into_inner();
     let message_id = require_positive("message_id", body.message_id)?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, require_id};
+use super::extract::{AuthUser, Json, require_id};
 use super::list::{ListQuery, ListSpec, select_in};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -213,7 +213,7 @@ pub struct CreateWorkspaceRequest {
 pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateWorkspaceRequest>,
+    body: Json<CreateWorkspaceRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let name = validate::name("name", body.name.as_deref().unwrap_or(""), NAME_MAX)?;
@@ -274,7 +274,7 @@ pub async fn invite(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<i64>,
-    body: web::Json<InviteRequest>,
+    body: Json<InviteRequest>,
 ) -> ApiResult<HttpResponse> {
     let workspace_id = path.into_inner();
     let role = require_workspace_member(&state, workspace_id, user.id).await?;
