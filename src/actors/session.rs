@@ -322,6 +322,8 @@ impl Session {
             #[serde(rename = "type")]
             kind: String,
             chat_id: Option<serde_json::Value>,
+            /// Clients mirroring the server's event shape put `chat_id` under `data`.
+            data: Option<serde_json::Value>,
         }
         let frame: Frame = match serde_json::from_str(text) {
             Ok(f) => f,
@@ -346,8 +348,12 @@ impl Session {
             }
             "typing.start" | "typing.stop" => {
                 let start = frame.kind == "typing.start";
-                let Some(chat_id) = frame.chat_id.as_ref().and_then(serde_json::Value::as_i64)
-                else {
+                let chat_id = frame
+                    .chat_id
+                    .as_ref()
+                    .or_else(|| frame.data.as_ref().and_then(|d| d.get("chat_id")))
+                    .and_then(serde_json::Value::as_i64);
+                let Some(chat_id) = chat_id else {
                     self.error_frame("VALIDATION_ERROR", "chat_id (integer) is required", ctx);
                     return;
                 };
