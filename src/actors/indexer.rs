@@ -20,6 +20,9 @@ use crate::store::search::meili::MeiliEngine;
 const BATCH: i64 = 500;
 /// How often the outbox is checked without being woken.
 const TICK: Duration = Duration::from_secs(1);
+/// Longest drain: a Meilisearch that stops answering mid-request must not wedge the indexer
+/// (the unfinished batch rolls back and is retried).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Handle the chat rooms use to tell the indexer that new outbox rows are committed.
 /// The default handle (PostgreSQL engine: no indexer) does nothing.
@@ -75,30 +78,34 @@ impl SearchIndexer {
         self.draining = true;
         let store = self.store.clone();
         let engine = self.engine.clone();
-        async move { drain(&store, &engine).await }
-            .into_actor(self)
-            .map(|result, act, ctx| {
-                act.draining = false;
-                match result {
-                    Err(e) => {
-                        // Retried on the next tick; nothing is lost.
-                        if !act.failing {
-                            tracing::warn!(error = %e, "search indexing failed; retrying every second");
-                        }
-                        act.failing = true;
-                        act.again = false;
+        async move {
+            tokio::time::timeout(DRAIN_TIMEOUT, drain(&store, &engine))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("indexing timed out")))
+        }
+        .into_actor(self)
+        .map(|result, act, ctx| {
+            act.draining = false;
+            match result {
+                Err(e) => {
+                    // Retried on the next tick; nothing is lost.
+                    if !act.failing {
+                        tracing::warn!(error = %e, "search indexing failed; retrying every second");
                     }
-                    Ok(()) if act.failing => {
-                        tracing::info!("search indexing recovered");
-                        act.failing = false;
-                    }
-                    Ok(()) => {}
+                    act.failing = true;
+                    act.again = false;
                 }
-                if std::mem::take(&mut act.again) {
-                    act.kick(ctx);
+                Ok(()) if act.failing => {
+                    tracing::info!("search indexing recovered");
+                    act.failing = false;
                 }
-            })
-            .spawn(ctx);
+                Ok(()) => {}
+            }
+            if std::mem::take(&mut act.again) {
+                act.kick(ctx);
+            }
+        })
+        .spawn(ctx);
     }
 }
 

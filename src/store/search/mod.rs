@@ -32,6 +32,9 @@ use crate::store::{Store, StoreError};
 
 pub use reindex::reindex;
 
+/// Longest start-up waits for the Meilisearch index and its settings.
+const STARTUP_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// One message search, already validated and scoped to the caller.
 #[derive(Debug, Clone)]
 pub struct MessageQuery {
@@ -120,9 +123,14 @@ impl Search {
                     config.meili_master_key.as_deref(),
                     &config.meili_index,
                 )?;
-                if let Err(e) = engine.ensure_index().await {
-                    tracing::warn!(error = %e, index = %config.meili_index,
-                        "Meilisearch not ready at start-up; the indexer will retry");
+                // Bounded: a Meilisearch that accepts connections but never answers must not
+                // hold up start-up.
+                match tokio::time::timeout(STARTUP_INDEX_WAIT, engine.ensure_index()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, index = %config.meili_index,
+                        "Meilisearch not ready at start-up; the indexer will retry"),
+                    Err(_) => tracing::warn!(index = %config.meili_index,
+                        "Meilisearch did not answer at start-up; the indexer will retry"),
                 }
                 Engine::Meili(engine)
             }

@@ -4,7 +4,8 @@
 //! stemmed ones; highlighted by `ts_headline`. When full-text search finds nothing (CJK text the English parser keeps as one
 //! token, prefixes, stop words), a substring search over the trigram index answers instead.
 //!
-//! Only the final page is highlighted; `total` is a window count over all matches.
+//! Only the newest [`RANK_WINDOW`] matches are ranked and counted (`total` saturates there, as
+//! Meilisearch's does); only the final page is highlighted.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
@@ -16,6 +17,9 @@ use crate::store::{Store, StoreResult};
 
 /// Messages at most this long are highlighted whole; longer ones as fragments around matches.
 const HIGHLIGHT_ALL_MAX_CHARS: i32 = 400;
+/// Matches ranked per search: the newest this many (so a word in half of a million messages
+/// does not sort half a million rows); `total` saturates here, as with Meilisearch.
+pub const RANK_WINDOW: i64 = 10_000;
 /// Most query words the substring fallback uses.
 const FALLBACK_MAX_TERMS: usize = 8;
 
@@ -104,11 +108,11 @@ fn filters<'a>(q: &'a MessageQuery, mut next: usize) -> Filters<'a> {
     Filters { sql, params }
 }
 
-/// The page of a ranked `hits` CTE joined with chat and sender names; `extra` selects the
+/// The page of a ranked `hits` CTE (defined by `ctes`) joined with chat and sender names; `extra` selects the
 /// highlight source as the ninth column.
-fn page_sql(hits_cte: &str, limit_param: usize, extra: &str) -> String {
+fn page_sql(ctes: &str, limit_param: usize, extra: &str) -> String {
     format!(
-        "WITH hits AS ({hits_cte}), \
+        "WITH {ctes}, \
          page AS (SELECT h.*, count(*) OVER () AS total FROM hits h \
                   ORDER BY h.score DESC, h.created_at DESC, h.id DESC \
                   LIMIT ${limit_param} OFFSET ${offset}) \
@@ -125,59 +129,84 @@ async fn full_text(
     q: &MessageQuery,
     words: &QueryWords,
 ) -> StoreResult<MessageHits> {
-    let exact = words.phrase();
+    let client = store.client().await?;
+    // Parse the query once, up front: the search then carries the tsqueries as constants, so
+    // each row tests a ready tsquery and the planner sees how common the words are.
+    let parse = client
+        .prepare_cached(
+            "SELECT websearch_to_tsquery('english', $1)::text, \
+                    nullif(phraseto_tsquery('simple', $2)::text, '')",
+        )
+        .await?;
+    let parsed = client
+        .query_one(&parse, &[&q.text, &words.phrase()])
+        .await?;
+    let tsquery: String = parsed.get(0);
+    let exact: Option<String> = parsed.get(1);
+    if tsquery.is_empty() {
+        // Only stop words or punctuation: nothing for full-text search to match.
+        return Ok(MessageHits::default());
+    }
     let f = filters(q, 4);
     let limit_param = 4 + f.params.len();
-    // The tsqueries are parsed once (`q`), not once per matching row.
-    let hits_cte = format!(
-        "SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
-                (0.5 * ts_rank(m.content_tsv, q.q, 32) \
-                 + CASE WHEN m.content_words @@ q.exact THEN 0.5 ELSE 0 END)::float8 AS score \
-         FROM (SELECT websearch_to_tsquery('english', $1) AS q, \
-                      phraseto_tsquery('simple', $3) AS exact OFFSET 0) q \
-         JOIN messages m ON m.content_tsv @@ q.q \
-         WHERE m.deleted_at IS NULL AND m.chat_id = ANY($2){}",
+    // Only the newest RANK_WINDOW matches are scored: a narrow top-N by recency (which an
+    // index on created_at can answer without visiting every match of a common word), then the
+    // score on those rows.
+    let ctes = format!(
+        "recent AS (SELECT m.id FROM messages m \
+                    WHERE m.content_tsv @@ $1::text::tsquery \
+                      AND m.deleted_at IS NULL AND m.chat_id = ANY($2){} \
+                    ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW}), \
+         hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
+                         (0.5 * ts_rank(m.content_tsv, $1::text::tsquery, 32) \
+                          + CASE WHEN m.content_words @@ $3::text::tsquery THEN 0.5 ELSE 0 END \
+                         )::float8 AS score \
+                  FROM recent r JOIN messages m ON m.id = r.id)",
         f.sql
     );
     let headline = format!(
-        "ts_headline('english', m.content, websearch_to_tsquery('english', $1), \
+        "ts_headline('english', m.content, $1::text::tsquery, \
            CASE WHEN length(m.content) <= {HIGHLIGHT_ALL_MAX_CHARS} \
                 THEN 'HighlightAll=true, StartSel=\"{PRE}\", StopSel=\"{POST}\"' \
                 ELSE 'MaxWords=40, MinWords=15, MaxFragments=2, FragmentDelimiter=\" … \", \
                       StartSel=\"{PRE}\", StopSel=\"{POST}\"' END)"
     );
-    let sql = page_sql(&hits_cte, limit_param, &headline);
+    let sql = page_sql(&ctes, limit_param, &headline);
     let (limit, offset) = (q.limit, q.offset());
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&q.text, &q.chat_ids, &exact];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tsquery, &q.chat_ids, &exact];
     params.extend(f.params);
     params.push(&limit);
     params.push(&offset);
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(&sql).await?;
-    let rows = client.query(&stmt, &params).await?;
+    // Not a cached statement: each search is planned for its own words (a generic plan cannot
+    // tell a word in every message from a word in three).
+    let rows = client.query(sql.as_str(), &params).await?;
     let mut hits = MessageHits {
         total: rows.first().map(|r| r.get(7)).unwrap_or(0),
         hits: rows.iter().map(|r| hit(r, |s| s)).collect(),
     };
     if rows.is_empty() && q.page > 1 {
-        hits.total = count_full_text(&client, q).await?;
+        hits.total = count_full_text(&client, q, &tsquery).await?;
     }
     Ok(hits)
 }
 
-/// The number of full-text matches (asked only when a page past the end came back empty).
-async fn count_full_text(client: &deadpool_postgres::Client, q: &MessageQuery) -> StoreResult<i64> {
+/// The number of full-text matches, at most RANK_WINDOW (asked only when a page past the end
+/// came back empty).
+async fn count_full_text(
+    client: &deadpool_postgres::Client,
+    q: &MessageQuery,
+    tsquery: &String,
+) -> StoreResult<i64> {
     let f = filters(q, 3);
     let sql = format!(
-        "SELECT count(*) FROM messages m \
-         WHERE m.content_tsv @@ websearch_to_tsquery('english', $1) \
-           AND m.deleted_at IS NULL AND m.chat_id = ANY($2){}",
+        "SELECT count(*) FROM (SELECT 1 FROM messages m \
+         WHERE m.content_tsv @@ $1::text::tsquery \
+           AND m.deleted_at IS NULL AND m.chat_id = ANY($2){} LIMIT {RANK_WINDOW}) s",
         f.sql
     );
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&q.text, &q.chat_ids];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![tsquery, &q.chat_ids];
     params.extend(f.params);
-    let stmt = client.prepare_cached(&sql).await?;
-    Ok(client.query_one(&stmt, &params).await?.get(0))
+    Ok(client.query_one(sql.as_str(), &params).await?.get(0))
 }
 
 /// Case-insensitive substring search: every positive word must occur, no negative one may.
@@ -213,22 +242,24 @@ async fn substring(
     }
     let f = filters(q, params.len() + 1);
     params.extend(f.params);
-    let hits_cte = format!(
-        "SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
-                (0.25 + CASE WHEN m.content ILIKE $2 THEN 0.25 ELSE 0 END \
-                      + CASE WHEN m.content_words @@ phraseto_tsquery('simple', $3) \
-                             THEN 0.5 ELSE 0 END)::float8 AS score \
-         FROM messages m \
-         WHERE m.deleted_at IS NULL AND m.chat_id = ANY($1){conditions}{}",
+    let ctes = format!(
+        "recent AS (SELECT m.id FROM messages m \
+                    WHERE m.deleted_at IS NULL AND m.chat_id = ANY($1){conditions}{} \
+                    ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW}), \
+         hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
+                         (0.25 + CASE WHEN m.content ILIKE $2 THEN 0.25 ELSE 0 END \
+                               + CASE WHEN m.content_words @@ phraseto_tsquery('simple', $3) \
+                                      THEN 0.5 ELSE 0 END)::float8 AS score \
+                  FROM recent r JOIN messages m ON m.id = r.id)",
         f.sql
     );
-    let sql = page_sql(&hits_cte, params.len() + 1, "m.content");
+    let sql = page_sql(&ctes, params.len() + 1, "m.content");
     let (limit, offset) = (q.limit, q.offset());
     params.push(&limit);
     params.push(&offset);
     let client = store.client().await?;
-    let stmt = client.prepare_cached(&sql).await?;
-    let rows = client.query(&stmt, &params).await?;
+    // Planned per search, like full-text search (how common the substring is decides the plan).
+    let rows = client.query(sql.as_str(), &params).await?;
     let terms = &words.positive;
     let mut hits = MessageHits {
         total: rows.first().map(|r| r.get(7)).unwrap_or(0),
