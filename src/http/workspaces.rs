@@ -359,7 +359,17 @@ pub async fn accept_invite(
         }
         AcceptOutcome::Expired => return Err(ApiError::validation("code", "expired")),
         AcceptOutcome::UsedUp => return Err(ApiError::validation("code", "used")),
-        AcceptOutcome::AlreadyMember(id) | AcceptOutcome::Joined(id) => id,
+        AcceptOutcome::AlreadyMember(id) => id,
+        AcceptOutcome::Joined(id) => {
+            // An online new member shares presence with the workspace from now on.
+            state
+                .presence
+                .do_send(crate::actors::presence::WorkspaceJoined {
+                    user_id: user.id,
+                    workspace_id: id,
+                });
+            id
+        }
     };
     let role = require_workspace_member(&state, workspace_id, user.id).await?;
     Ok(HttpResponse::Ok().json(workspace_body(&state, workspace_id, role).await?))
