@@ -1,8 +1,9 @@
 //! Admin health and metrics (token-protected) and the Prometheus scrape endpoint.
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::common::ws::WsClient;
 use crate::common::{TestApp, spawn_app, spawn_app_with, test_config};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -239,4 +240,92 @@ async fn prometheus_text_is_parseable() {
         !text.contains("/api/workspaces/12345"),
         "raw paths leak into labels"
     );
+}
+
+async fn service(app: &TestApp, name: &str) -> Value {
+    app.get(&format!("/admin/production/metrics/{name}"), ADMIN)
+        .await
+        .ok(200)["metrics"]
+        .clone()
+}
+
+fn num(v: &Value, key: &str) -> i64 {
+    v[key].as_i64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+/// Real-time figures move with real traffic: an open WebSocket is an active connection, and
+/// sent messages count as persisted and as fan-out deliveries (counters are process-wide, so
+/// the test compares against the figures before its own traffic).
+#[actix_web::test]
+async fn realtime_metrics_move_after_traffic() {
+    let app = admin_app(&[]).await;
+    let u = app.register("live").await;
+    let workspace = app.create_workspace(&u, "live").await;
+    let chat = app.create_channel(&u, workspace, "general").await;
+    let before = service(&app, "realtime").await;
+    let mut ws = WsClient::connect(&app, &u.token, None).await;
+    for i in 0..3 {
+        app.send(&u, chat, &format!("hello {i}")).await;
+        ws.next_of("message.created").await;
+    }
+    let after = service(&app, "websocket").await;
+    assert!(num(&after, "active_websockets") >= 1, "{after}");
+    assert!(num(&after, "active_connections") >= 1, "{after}");
+    assert!(
+        num(&after, "messages_persisted") >= num(&before, "messages_persisted") + 3,
+        "{before} {after}"
+    );
+    assert!(
+        num(&after, "fanout_deliveries") >= num(&before, "fanout_deliveries") + 3,
+        "{before} {after}"
+    );
+    let health = app.get("/admin/production/health", ADMIN).await.ok(200);
+    assert!(num(&health["metrics"], "active_connections") >= 1, "{health}");
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} sample:\n{text}"))
+    };
+    assert!(sample("fechatter_messages_persisted_total") >= 3.0);
+    assert!(sample("fechatter_websocket_connections") >= 1.0);
+}
+
+/// A search query is timed: the search service reports it and `/metrics` has the histogram.
+#[actix_web::test]
+async fn search_latency_is_recorded() {
+    let app = admin_app(&[]).await;
+    let u = app.register("finder").await;
+    let workspace = app.create_workspace(&u, "finders").await;
+    let chat = app.create_channel(&u, workspace, "general").await;
+    app.send(&u, chat, "the quarterly launch plan").await;
+    app.post(
+        "/api/search/messages",
+        &u.token,
+        json!({"query": "launch", "workspace_id": workspace}),
+    )
+    .await
+    .ok(200);
+    let search = service(&app, "search").await;
+    assert_eq!(search["engine"], "postgres");
+    assert!(num(&search, "queries") >= 1, "{search}");
+    assert!(search["mean_query_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{search}");
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("fechatter_search_duration_seconds_count"), "{text}");
 }
