@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod list;
 pub mod messages;
+pub mod openapi;
 pub mod ratelimit;
 pub mod realtime;
 pub mod request_id;
@@ -25,6 +26,8 @@ use error::ApiError;
 
 /// Every route of the server.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    // The OpenAPI document and docs page (before the /api scope, which would claim them).
+    cfg.service(openapi::service());
     cfg.service(
         web::scope("/api")
             .route("/health", web::get().to(health::health))

@@ -280,7 +280,10 @@ async fn realtime_metrics_move_after_traffic() {
         "{before} {after}"
     );
     let health = app.get("/admin/production/health", ADMIN).await.ok(200);
-    assert!(num(&health["metrics"], "active_connections") >= 1, "{health}");
+    assert!(
+        num(&health["metrics"], "active_connections") >= 1,
+        "{health}"
+    );
     let text = app
         .http
         .get(app.url("/metrics"))
@@ -317,7 +320,10 @@ async fn search_latency_is_recorded() {
     let search = service(&app, "search").await;
     assert_eq!(search["engine"], "postgres");
     assert!(num(&search, "queries") >= 1, "{search}");
-    assert!(search["mean_query_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{search}");
+    assert!(
+        search["mean_query_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{search}"
+    );
     let text = app
         .http
         .get(app.url("/metrics"))
@@ -327,5 +333,8 @@ async fn search_latency_is_recorded() {
         .text()
         .await
         .expect("text");
-    assert!(text.contains("fechatter_search_duration_seconds_count"), "{text}");
+    assert!(
+        text.contains("fechatter_search_duration_seconds_count"),
+        "{text}"
+    );
 }

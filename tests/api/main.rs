@@ -10,6 +10,7 @@ mod batch;
 mod chats;
 mod health;
 mod messages;
+mod openapi;
 mod ratelimit;
 mod realtime;
 mod search;
