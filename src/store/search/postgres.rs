@@ -149,19 +149,18 @@ async fn full_text(
     }
     let f = filters(q, 4);
     let limit_param = 4 + f.params.len();
-    // Only the newest RANK_WINDOW matches are scored: a narrow top-N by recency (which an
-    // index on created_at can answer without visiting every match of a common word), then the
-    // score on those rows.
+    // Only the newest RANK_WINDOW matches are ranked: a top-N by recency, which for a common
+    // word an index on created_at answers without visiting every match. The sort carries only
+    // narrow rows (no join back to `messages`, which the planner may turn into a full scan).
     let ctes = format!(
-        "recent AS (SELECT m.id FROM messages m \
-                    WHERE m.content_tsv @@ $1::text::tsquery \
-                      AND m.deleted_at IS NULL AND m.chat_id = ANY($2){} \
-                    ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW}), \
-         hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
+        "hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
                          (0.5 * ts_rank(m.content_tsv, $1::text::tsquery, 32) \
                           + CASE WHEN m.content_words @@ $3::text::tsquery THEN 0.5 ELSE 0 END \
                          )::float8 AS score \
-                  FROM recent r JOIN messages m ON m.id = r.id)",
+                  FROM messages m \
+                  WHERE m.content_tsv @@ $1::text::tsquery \
+                    AND m.deleted_at IS NULL AND m.chat_id = ANY($2){} \
+                  ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW})",
         f.sql
     );
     let headline = format!(
@@ -243,14 +242,13 @@ async fn substring(
     let f = filters(q, params.len() + 1);
     params.extend(f.params);
     let ctes = format!(
-        "recent AS (SELECT m.id FROM messages m \
-                    WHERE m.deleted_at IS NULL AND m.chat_id = ANY($1){conditions}{} \
-                    ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW}), \
-         hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
+        "hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
                          (0.25 + CASE WHEN m.content ILIKE $2 THEN 0.25 ELSE 0 END \
                                + CASE WHEN m.content_words @@ phraseto_tsquery('simple', $3) \
                                       THEN 0.5 ELSE 0 END)::float8 AS score \
-                  FROM recent r JOIN messages m ON m.id = r.id)",
+                  FROM messages m \
+                  WHERE m.deleted_at IS NULL AND m.chat_id = ANY($1){conditions}{} \
+                  ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW})",
         f.sql
     );
     let sql = page_sql(&ctes, params.len() + 1, "m.content");
