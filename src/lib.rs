@@ -8,6 +8,8 @@
 //! - [`auth`]: password hashing and access tokens. [`validate`]: input rules.
 //! - [`app`]: start-up (`Application::build`); [`cli`]: the binary's commands;
 //!   [`config`]: every knob; [`embedded_pg`]: the embedded PostgreSQL cluster.
+//! - [`load`]: the load generator behind the `fechatter-load` binary (a client; the server
+//!   never calls it).
 //!
 //! Dependencies point one way: `http → actors → store`, and `http → store` for plain reads.
 
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod embedded_pg;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod state;
 pub mod store;

@@ -1,0 +1,237 @@
+//! The command line of `fechatter-load`: every knob, with defaults that work against a local
+//! server (`fechatter serve` on 127.0.0.1:8080 with raised limits, see BENCHMARKS.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fechatter-load",
+    version,
+    about = "Load generator for Fechatter: idle connections, chat delivery checks, fan-out, REST mix",
+    long_about = "Load generator for Fechatter. Traffic goes only to loopback (127.0.0.0/8).\n\n\
+        Run the server with raised limits, e.g.\n  \
+        FECHATTER_RATE_LIMIT_PER_HOUR=100000000 FECHATTER_SEARCH_RATE_PER_MIN=10000000 \
+        FECHATTER_AUTH_RATE_PER_MIN=10000000 FECHATTER_MAX_WS_PER_USER=1000 \
+        cargo run --release -- serve\n\n\
+        Exit code: 0 on success, 1 when messages were lost, duplicated or reordered, 2 on errors."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Open N authenticated idle WebSocket connections, hold them, report connect rate,
+    /// failures and the server's resident memory per connection.
+    Connect(ConnectArgs),
+    /// U users in R rooms each sending at a rate for a duration; every client checks it gets
+    /// every message of its rooms exactly once and in order; send→receive latency.
+    Chat(ChatArgs),
+    /// One room with N member connections and one sender: deliveries per second and the time
+    /// until the last member has each message. Optionally against the baseline server too.
+    Fanout(FanoutArgs),
+    /// A REST mix (login, list chats, send, list messages, search) at a concurrency:
+    /// requests/s, latency percentiles per route, errors by status.
+    Http(HttpArgs),
+    /// A plain actix-ws broadcast server without actors, auth or storage: the fan-out baseline.
+    /// It speaks just enough of the protocol (auth frame, POST /api/messages) for `fanout`.
+    BaselineServer(BaselineArgs),
+}
+
+/// Options every scenario shares.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Server base URL; must be on loopback.
+    #[arg(
+        long,
+        env = "FECHATTER_LOAD_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+
+    /// Write a JSON summary to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Keep the set-up (users with tokens, workspace, rooms) in this file: loaded when it exists
+    /// and was made for the same shape and server, else created and written.
+    #[arg(long)]
+    pub reuse: Option<PathBuf>,
+
+    /// Prefix of the emails of the users this run creates (default: random).
+    #[arg(long)]
+    pub prefix: Option<String>,
+
+    /// Users set up at once (each registration costs the server an Argon2 hash).
+    #[arg(long, default_value_t = 8)]
+    pub setup_concurrency: usize,
+
+    /// WebSocket handshakes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+
+    /// Spread client sockets over this many source addresses, 127.0.0.1 … 127.0.0.N (each
+    /// has ~28k ephemeral ports towards one server address).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub source_ips: u8,
+
+    /// Read buffer per client connection, bytes (tungstenite's default of 128 KiB costs
+    /// ~138 KB of client memory per connection).
+    #[arg(long, default_value_t = 4096)]
+    pub read_buffer: usize,
+
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Connections to open. One process holds at most ~19.9k sockets (20k file descriptors):
+    /// run several `connect` processes (each with its own --reuse file) to go beyond.
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+
+    /// Connections per user (the server allows FECHATTER_MAX_WS_PER_USER, default 10).
+    #[arg(long, default_value_t = 10)]
+    pub conns_per_user: usize,
+
+    /// Seconds to hold the connections once open.
+    #[arg(long, default_value_t = 30)]
+    pub hold_secs: u64,
+
+    /// The server's process id: its VmRSS (/proc/PID/status) is read before and after.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Users, each with one connection and one sender.
+    #[arg(long, default_value_t = 100)]
+    pub users: usize,
+
+    /// Rooms (channels) the users are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+
+    /// Rooms each user is in.
+    #[arg(long, default_value_t = 1)]
+    pub rooms_per_user: usize,
+
+    /// Messages per second, all users together.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+
+    /// Message size, bytes of content.
+    #[arg(long, default_value_t = 100)]
+    pub message_bytes: usize,
+
+    /// Most seconds to wait, after the last send, for deliveries still in flight.
+    #[arg(long, default_value_t = 10)]
+    pub drain_secs: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Member connections in the room.
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+
+    /// Connections per member user (raise FECHATTER_MAX_WS_PER_USER to match). Presence:
+    /// the server pushes presence updates to every online user of the workspace while there
+    /// are at most FECHATTER_PRESENCE_FANOUT_MAX (default 1000) of them — O(n²) frames as
+    /// members connect; keep users under it, or raise/lower it knowingly.
+    #[arg(long, default_value_t = 10)]
+    pub conns_per_user: usize,
+
+    /// Messages the sender sends, one after the other.
+    #[arg(long, default_value_t = 20)]
+    pub messages: u64,
+
+    /// Message size, bytes of content.
+    #[arg(long, default_value_t = 200)]
+    pub message_bytes: usize,
+
+    /// Pause between sends, milliseconds (0: next send as soon as the last is acknowledged).
+    #[arg(long, default_value_t = 0)]
+    pub interval_ms: u64,
+
+    /// Most seconds to wait, after the last send, for deliveries still in flight.
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
+
+    /// Also run the same fan-out against this baseline server (`fechatter-load
+    /// baseline-server`) and report the ratio.
+    #[arg(long)]
+    pub baseline_url: Option<String>,
+
+    /// The target is a baseline server: no set-up, no real tokens.
+    #[arg(long)]
+    pub baseline: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Users the requests are spread over.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+
+    /// Rooms (each user is in one).
+    #[arg(long, default_value_t = 5)]
+    pub rooms: usize,
+
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+
+    /// Relative weights: login, list_chats, send, list_messages, search.
+    #[arg(
+        long,
+        default_value = "login=1,list_chats=3,send=3,list_messages=3,search=1"
+    )]
+    pub mix: String,
+
+    /// Message size of sends, bytes.
+    #[arg(long, default_value_t = 100)]
+    pub message_bytes: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BaselineArgs {
+    /// Address to listen on (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub addr: SocketAddr,
+
+    /// Worker threads (default: one per core, as the server).
+    #[arg(long)]
+    pub workers: Option<usize>,
+
+    /// Frames buffered per connection before a slow one is dropped.
+    #[arg(long, default_value_t = 4096)]
+    pub queue: usize,
+}

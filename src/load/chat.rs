@@ -1,0 +1,299 @@
+//! `chat`: U users in R rooms, each user one WebSocket client and one sender. Senders post
+//! stamped messages (REST, `POST /api/messages`) at an even share of the total rate for the
+//! duration; then the run drains (until every expected delivery arrived, or the drain limit);
+//! then every client's log goes through the delivery checker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::api::Api;
+use super::args::ChatArgs;
+use super::checker::{self, Acked, Stamp, StreamKey, Tally};
+use super::latency::{Percentiles, SharedLatency, now_nanos};
+use super::setup::{self, SetupOptions, Shape};
+use super::target::Target;
+use super::wsclient::{self, ConnPlan, Dial, ReaderShared};
+use super::{progress, report};
+
+#[derive(Debug, Serialize)]
+pub struct ChatSummary {
+    pub scenario: &'static str,
+    pub users: usize,
+    pub rooms: usize,
+    pub rooms_per_user: usize,
+    pub target_rate: f64,
+    pub duration_secs: u64,
+    pub connections: u64,
+    pub connection_failures: BTreeMap<String, u64>,
+    /// Clients whose connection ended before the run did, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    pub sent: u64,
+    pub acknowledged: u64,
+    /// Failed sends by HTTP status (0: no response).
+    pub send_errors: BTreeMap<u16, u64>,
+    pub acknowledged_per_sec: f64,
+    pub deliveries_per_sec: f64,
+    pub drain_secs: f64,
+    #[serde(flatten)]
+    pub tally: Tally,
+    /// Send (content stamp) → receive, every delivery.
+    pub latency: Percentiles,
+    /// `POST /api/messages` round trip.
+    pub ack_latency: Percentiles,
+    pub clean: bool,
+}
+
+/// What one sender did.
+#[derive(Default)]
+struct SenderOutcome {
+    sent: u64,
+    acked: Acked,
+    errors: BTreeMap<u16, u64>,
+}
+
+pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
+    let c = &a.common;
+    let target = Target::parse(&c.server)?;
+    let api = Api::new(&target)?;
+    let shape = Shape {
+        users: a.users,
+        rooms: a.rooms,
+        rooms_per_user: a.rooms_per_user,
+    };
+    let opts = SetupOptions {
+        api: &api,
+        server: &target.base,
+        prefix: c.prefix.as_deref(),
+        reuse: c.reuse.as_deref(),
+        concurrency: c.setup_concurrency,
+        quiet: c.quiet,
+    };
+    let pop = setup::population(&opts, shape).await?;
+    let dial = Dial {
+        target: target.clone(),
+        source_ips: c.source_ips,
+        read_buffer: c.read_buffer,
+    };
+    let shared = ReaderShared {
+        run: rand::random(),
+        delivered: Arc::new(AtomicU64::new(0)),
+        latency: SharedLatency::default(),
+        keep_arrivals: false,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let plans: Vec<ConnPlan> = (0..pop.users.len())
+        .map(|i| ConnPlan {
+            token: pop.users[i].token.clone(),
+            rooms: pop.rooms_of(i),
+        })
+        .collect();
+    let bar = progress::bar(c.quiet, plans.len() as u64, "connect");
+    let opened =
+        wsclient::open_all(&dial, plans, c.connect_concurrency, &shared, &stop_rx, &bar).await;
+    bar.finish_and_clear();
+    let connected: Vec<usize> = opened.readers.iter().map(|(i, _)| *i).collect();
+
+    let ack_latency = SharedLatency::default();
+    let duration = Duration::from_secs(a.duration_secs);
+    let bar = progress::timer(c.quiet, a.duration_secs, "send");
+    let started = Instant::now();
+    let senders: Vec<_> = (0..pop.users.len())
+        .map(|i| {
+            tokio::spawn(send_for(
+                api.clone(),
+                pop.users[i].clone(),
+                pop.rooms_of(i),
+                Schedule::new(a, i, started, duration),
+                shared.run,
+                a.message_bytes,
+                ack_latency.clone(),
+            ))
+        })
+        .collect();
+    let mut sent = SenderOutcome::default();
+    for s in senders {
+        if let Ok(o) = s.await {
+            sent.sent += o.sent;
+            sent.acked.merge(o.acked);
+            for (k, v) in o.errors {
+                *sent.errors.entry(k).or_insert(0) += v;
+            }
+        }
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let expected: u64 = connected
+        .iter()
+        .flat_map(|i| pop.rooms_of(*i))
+        .map(|room| sent.acked.in_room(room))
+        .sum();
+    let drained = wsclient::drain(
+        &shared.delivered,
+        expected,
+        Duration::from_secs(a.drain_secs),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let outcomes = wsclient::join_readers(opened.readers).await;
+    let tally = checker::tally(&sent.acked, outcomes.iter().map(|o| &o.log));
+    let mut dropped = BTreeMap::new();
+    for o in &outcomes {
+        if let Some(why) = &o.ended_early {
+            *dropped.entry(why.clone()).or_insert(0) += 1;
+        }
+    }
+    let acknowledged = sent.acked.total();
+    Ok(ChatSummary {
+        scenario: "chat",
+        users: a.users,
+        rooms: a.rooms,
+        rooms_per_user: a.rooms_per_user,
+        target_rate: a.rate,
+        duration_secs: a.duration_secs,
+        connections: outcomes.len() as u64,
+        connection_failures: opened.failures,
+        dropped,
+        sent: sent.sent,
+        acknowledged,
+        send_errors: sent.errors,
+        acknowledged_per_sec: report::rate(acknowledged, send_secs),
+        deliveries_per_sec: report::rate(tally.delivered, send_secs + drained.as_secs_f64()),
+        drain_secs: drained.as_secs_f64(),
+        clean: tally.is_clean(),
+        tally,
+        latency: shared.latency.snapshot().summary(),
+        ack_latency: ack_latency.snapshot().summary(),
+    })
+}
+
+/// When one sender sends: an even share of the total rate, senders staggered over one period.
+struct Schedule {
+    first: tokio::time::Instant,
+    period: Duration,
+    until: tokio::time::Instant,
+}
+
+impl Schedule {
+    fn new(a: &ChatArgs, i: usize, started: Instant, duration: Duration) -> Schedule {
+        let users = a.users.max(1) as f64;
+        let period = Duration::from_secs_f64((users / a.rate.max(0.001)).max(0.001));
+        let start = tokio::time::Instant::from_std(started);
+        Schedule {
+            first: start + period.mul_f64(i as f64 / users),
+            period,
+            until: start + duration,
+        }
+    }
+}
+
+async fn send_for(
+    api: Api,
+    user: setup::User,
+    rooms: Vec<i64>,
+    schedule: Schedule,
+    run: u32,
+    message_bytes: usize,
+    ack_latency: SharedLatency,
+) -> SenderOutcome {
+    let mut out = SenderOutcome::default();
+    let mut next_n: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut latency = ack_latency.recorder();
+    let mut ticks = tokio::time::interval_at(schedule.first, schedule.period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for k in 0.. {
+        ticks.tick().await;
+        if tokio::time::Instant::now() >= schedule.until || rooms.is_empty() {
+            break;
+        }
+        let room = rooms[k % rooms.len()];
+        let counter = next_n.entry(room).or_insert(0);
+        let n = *counter;
+        *counter += 1;
+        let stamp = Stamp {
+            run,
+            sender: user.id,
+            n,
+            sent_nanos: now_nanos(),
+        };
+        let body = json!({"chat_id": room, "content": stamp.content(message_bytes)});
+        let t0 = Instant::now();
+        out.sent += 1;
+        match api
+            .call(
+                Method::POST,
+                "/api/messages",
+                Some(&user.token),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(r) if r.status == 201 => {
+                latency.record(t0.elapsed().as_micros() as u64);
+                out.acked.insert(
+                    StreamKey {
+                        room,
+                        sender: user.id,
+                    },
+                    n,
+                );
+            }
+            Ok(r) => *out.errors.entry(r.status).or_insert(0) += 1,
+            Err(_) => *out.errors.entry(0).or_insert(0) += 1,
+        }
+    }
+    out
+}
+
+/// Prints the table for people.
+pub fn print(s: &ChatSummary) {
+    let errors: u64 = s.send_errors.values().sum();
+    report::print_table(
+        &format!(
+            "chat: {} users in {} rooms ({} each), {} msg/s for {} s",
+            s.users, s.rooms, s.rooms_per_user, s.target_rate, s.duration_secs
+        ),
+        &[
+            (
+                "connections",
+                format!(
+                    "{} open, {} failed, {} dropped",
+                    s.connections,
+                    s.connection_failures.values().sum::<u64>(),
+                    s.dropped.values().sum::<u64>()
+                ),
+            ),
+            (
+                "sent / acked",
+                format!(
+                    "{} / {} ({:.1} acked/s, {} errors {:?})",
+                    s.sent, s.acknowledged, s.acknowledged_per_sec, errors, s.send_errors
+                ),
+            ),
+            (
+                "delivered",
+                format!(
+                    "{} of {} expected ({:.0}/s, drain {:.1} s)",
+                    s.tally.delivered, s.tally.expected, s.deliveries_per_sec, s.drain_secs
+                ),
+            ),
+            (
+                "lost / dup / reordered",
+                format!(
+                    "{} / {} / {}",
+                    s.tally.lost, s.tally.duplicated, s.tally.out_of_order
+                ),
+            ),
+            ("send→receive", s.latency.cell()),
+            ("send ack", s.ack_latency.cell()),
+            ("verdict", if s.clean { "clean" } else { "FAILED" }.into()),
+        ],
+    );
+}

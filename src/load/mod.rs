@@ -1,0 +1,78 @@
+//! `fechatter-load`, the load generator (its binary is `src/bin/fechatter-load.rs`): proves the
+//! server holds many connections, fans out fast and loses nothing. Traffic goes only to
+//! loopback. See BENCHMARKS.md for the commands and figures.
+//!
+//! # Layout
+//! - [`args`]: the command line, every knob. [`target`]: the loopback server and source addresses.
+//! - [`api`]: a thin REST client. [`setup`]: users, workspace and rooms, reusable (`--reuse`).
+//! - [`wsclient`]: WebSocket clients: connect, authenticate, read into the checker.
+//! - [`checker`]: the delivery checker (lost, duplicated, out of order) — pure.
+//! - [`latency`]: HDR histograms. [`report`]: JSON summary and tables. [`progress`]: bars.
+//!   [`rss`]: a process's resident memory.
+//! - Scenarios: [`connect`], [`chat`], [`fanout`], [`httpmix`] (`http`); [`baseline`]: the
+//!   plain broadcast server fan-out is compared with.
+
+pub mod api;
+pub mod args;
+pub mod baseline;
+pub mod chat;
+pub mod checker;
+pub mod connect;
+pub mod fanout;
+pub mod httpmix;
+pub mod latency;
+pub mod progress;
+pub mod report;
+pub mod rss;
+pub mod setup;
+pub mod target;
+pub mod wsclient;
+
+use std::process::ExitCode;
+
+use args::{Command, Common};
+
+/// Runs a client scenario (every command but `baseline-server`); exit code 1 when a delivery
+/// check failed.
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let clean = match command {
+        Command::Connect(a) => {
+            let s = connect::run(&a).await?;
+            finish(&a.common, &s, || connect::print(&s))?;
+            true
+        }
+        Command::Chat(a) => {
+            let s = chat::run(&a).await?;
+            finish(&a.common, &s, || chat::print(&s))?;
+            s.clean
+        }
+        Command::Fanout(a) => {
+            let s = fanout::run(&a).await?;
+            finish(&a.common, &s, || fanout::print(&s))?;
+            s.clean
+        }
+        Command::Http(a) => {
+            let s = httpmix::run(&a).await?;
+            finish(&a.common, &s, || httpmix::print(&s))?;
+            true
+        }
+        Command::BaselineServer(_) => anyhow::bail!("baseline-server runs on its own runtime"),
+    };
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn finish(
+    common: &Common,
+    summary: &impl serde::Serialize,
+    print: impl FnOnce(),
+) -> anyhow::Result<()> {
+    print();
+    if let Some(path) = &common.json {
+        report::write_json(path, summary)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Resident memory of a process, from `/proc/<pid>/status` (Linux).
+
+/// `VmRSS` of `pid` in KiB, or `None` when unreadable.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    read_status_kib(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// `VmRSS` of this process in KiB.
+pub fn own_rss_kib() -> Option<u64> {
+    read_status_kib("/proc/self/status", "VmRSS:")
+}
+
+fn read_status_kib(path: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    parse_field_kib(&status, field)
+}
+
+fn parse_field_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_vmrss() {
+        let s = "Name:\tx\nVmHWM:\t  900 kB\nVmRSS:\t  812 kB\n";
+        assert_eq!(super::parse_field_kib(s, "VmRSS:"), Some(812));
+        assert_eq!(super::parse_field_kib(s, "VmSwap:"), None);
+        assert!(super::own_rss_kib().is_some());
+    }
+}
