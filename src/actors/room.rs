@@ -581,6 +581,28 @@ struct Committed {
     outbox: bool,
 }
 
+/// The events a batch produces, each at the next seq of the chat.
+struct Log {
+    chat_id: i64,
+    /// The last seq taken so far.
+    seq: i64,
+    /// Events other than message creations, for `chat_events`.
+    logged: Vec<(i64, &'static str, serde_json::Value)>,
+    /// Everything to fan out after the commit.
+    events: Vec<(Arc<Event>, Effect)>,
+}
+
+impl Log {
+    /// Takes the next seq for a logged event of `kind` and queues it for fan-out.
+    fn record(&mut self, kind: EventKind, data: &impl serde::Serialize, effect: Effect) {
+        self.seq += 1;
+        let value = serde_json::to_value(data).unwrap_or_default();
+        let event = Event::new(kind, Some(self.chat_id), Some(self.seq), &value);
+        self.events.push((event, effect));
+        self.logged.push((self.seq, kind.as_str(), value));
+    }
+}
+
 /// How many times a batch is retried when a concurrent send took one of its idempotency keys.
 const COMMIT_ATTEMPTS: usize = 3;
 
@@ -614,11 +636,14 @@ async fn commit_in(
     ops: &[Op],
     needs_outbox: bool,
 ) -> Result<Option<Committed>, StoreError> {
-    let mut seq = base_seq;
+    let mut log = Log {
+        chat_id,
+        seq: base_seq,
+        logged: Vec::new(),
+        events: Vec::new(),
+    };
     let mut outcomes: Vec<Option<Result<OpOutcome, RoomError>>> =
         (0..ops.len()).map(|_| None).collect();
-    let mut events: Vec<(Arc<Event>, Effect)> = Vec::new();
-    let mut logged: Vec<(i64, &'static str, serde_json::Value)> = Vec::new();
     let mut outbox_ops: Vec<(i64, OutboxOp)> = Vec::new();
 
     // 1. Sends: idempotency first, then one INSERT for all new messages.
@@ -670,9 +695,9 @@ async fn commit_in(
                 continue;
             }
         }
-        seq += 1;
+        log.seq += 1;
         new.push(NewMessage {
-            seq,
+            seq: log.seq,
             sender_id: *sender_id,
             content,
             idempotency_key: key,
@@ -706,7 +731,7 @@ async fn commit_in(
                 Some(row.seq),
                 &MessageData { message: view },
             );
-            events.push((
+            log.events.push((
                 event,
                 Effect::Sent {
                     sender_id: row.sender_id,
@@ -733,17 +758,8 @@ async fn commit_in(
                     m.content = content.clone();
                     let reactions = msg_store::reactions_in_tx(tx, m.id).await?;
                     let view = MessageView::new(&m, &reactions);
-                    seq += 1;
                     let data = MessageData { message: &view };
-                    logged.push((
-                        seq,
-                        EventKind::MessageUpdated.as_str(),
-                        serde_json::to_value(&data).unwrap_or_default(),
-                    ));
-                    events.push((
-                        Event::new(EventKind::MessageUpdated, Some(chat_id), Some(seq), &data),
-                        Effect::None,
-                    ));
+                    log.record(EventKind::MessageUpdated, &data, Effect::None);
                     outbox_ops.push((m.id, OutboxOp::Upsert));
                     Ok(OpOutcome::Edited(view))
                 }
@@ -759,21 +775,12 @@ async fn commit_in(
                 )),
                 Some(m) => {
                     msg_store::soft_delete(tx, m.id).await?;
-                    seq += 1;
                     let data = MessageDeletedData {
                         message_id: m.id,
                         chat_id,
                         deleted_by: *user_id,
                     };
-                    logged.push((
-                        seq,
-                        EventKind::MessageDeleted.as_str(),
-                        serde_json::to_value(&data).unwrap_or_default(),
-                    ));
-                    events.push((
-                        Event::new(EventKind::MessageDeleted, Some(chat_id), Some(seq), &data),
-                        Effect::None,
-                    ));
+                    log.record(EventKind::MessageDeleted, &data, Effect::None);
                     outbox_ops.push((m.id, OutboxOp::Delete));
                     Ok(OpOutcome::Deleted)
                 }
@@ -797,7 +804,6 @@ async fn commit_in(
                         .map(ReactionView::from)
                         .collect();
                     if changed {
-                        seq += 1;
                         let kind = if *add {
                             EventKind::ReactionAdded
                         } else {
@@ -810,74 +816,57 @@ async fn commit_in(
                             emoji: emoji.clone(),
                             reactions: reactions.clone(),
                         };
-                        logged.push((
-                            seq,
-                            kind.as_str(),
-                            serde_json::to_value(&data).unwrap_or_default(),
-                        ));
-                        events.push((
-                            Event::new(kind, Some(chat_id), Some(seq), &data),
-                            Effect::None,
-                        ));
+                        log.record(kind, &data, Effect::None);
                     }
                     Ok(OpOutcome::Reacted { reactions, changed })
                 }
             },
             Op::Join { user_id, role } => {
-                if ev_store::add_member(tx, chat_id, *user_id, role, seq).await? {
-                    seq += 1;
+                let joined = ev_store::add_member(tx, chat_id, *user_id, role, log.seq).await?;
+                if joined {
                     let data = MemberData {
                         chat_id,
                         user_id: *user_id,
                         role: Some(role.clone()),
                     };
-                    logged.push((
-                        seq,
-                        EventKind::MemberJoined.as_str(),
-                        serde_json::to_value(&data).unwrap_or_default(),
-                    ));
-                    events.push((
-                        Event::new(EventKind::MemberJoined, Some(chat_id), Some(seq), &data),
-                        Effect::Joined {
-                            user_id: *user_id,
-                            role: role.clone(),
-                        },
-                    ));
-                    Ok(OpOutcome::Joined(true))
-                } else {
-                    Ok(OpOutcome::Joined(false))
+                    let effect = Effect::Joined {
+                        user_id: *user_id,
+                        role: role.clone(),
+                    };
+                    log.record(EventKind::MemberJoined, &data, effect);
                 }
+                Ok(OpOutcome::Joined(joined))
             }
             Op::Leave { user_id } => {
-                if ev_store::remove_member(tx, chat_id, *user_id).await? {
-                    seq += 1;
+                let left = ev_store::remove_member(tx, chat_id, *user_id).await?;
+                if left {
                     let data = MemberData {
                         chat_id,
                         user_id: *user_id,
                         role: None,
                     };
-                    logged.push((
-                        seq,
-                        EventKind::MemberLeft.as_str(),
-                        serde_json::to_value(&data).unwrap_or_default(),
-                    ));
-                    events.push((
-                        Event::new(EventKind::MemberLeft, Some(chat_id), Some(seq), &data),
+                    log.record(
+                        EventKind::MemberLeft,
+                        &data,
                         Effect::Left { user_id: *user_id },
-                    ));
-                    Ok(OpOutcome::Left(true))
-                } else {
-                    Ok(OpOutcome::Left(false))
+                    );
                 }
+                Ok(OpOutcome::Left(left))
             }
         };
         outcomes[i] = Some(outcome);
     }
 
     // 3. The log of non-creation events, the search outbox, and the chat's position.
-    let log: Vec<(i64, &str, &serde_json::Value)> =
+    let Log {
+        seq,
+        logged,
+        mut events,
+        ..
+    } = log;
+    let rows: Vec<(i64, &str, &serde_json::Value)> =
         logged.iter().map(|(s, k, p)| (*s, *k, p)).collect();
-    ev_store::insert_events(tx, chat_id, &log).await?;
+    ev_store::insert_events(tx, chat_id, &rows).await?;
     let outbox = needs_outbox && !outbox_ops.is_empty();
     if outbox {
         outbox::record(tx, &outbox_ops).await?;

@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
-use super::messages::MessageRow;
+use super::messages::{MessageRow, SELECT_MESSAGE, from_row};
 use super::{Store, StoreError, StoreResult};
 
 /// What a chat room needs to start.
@@ -193,34 +192,16 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<ReplayItem>> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT m.id, m.chat_id, m.seq, m.sender_id, u.username, u.avatar_url, m.content, \
-                        m.idempotency_key, m.created_at, m.updated_at, m.deleted_at IS NOT NULL \
-                 FROM messages m JOIN users u ON u.id = m.sender_id \
-                 WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq <= $3 AND m.deleted_at IS NULL \
-                 ORDER BY m.seq LIMIT $4",
-            )
-            .await?;
+        let sql = format!(
+            "{SELECT_MESSAGE} WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq <= $3 \
+             AND m.deleted_at IS NULL ORDER BY m.seq LIMIT $4"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
         let mut items: Vec<ReplayItem> = client
             .query(&stmt, &[&chat_id, &after, &upto, &limit])
             .await?
             .iter()
-            .map(|r| {
-                ReplayItem::Created(MessageRow {
-                    id: r.get(0),
-                    chat_id: r.get(1),
-                    seq: r.get(2),
-                    sender_id: r.get(3),
-                    sender_username: r.get(4),
-                    sender_avatar_url: r.get(5),
-                    content: r.get(6),
-                    idempotency_key: r.get(7),
-                    created_at: r.get::<_, DateTime<Utc>>(8),
-                    updated_at: r.get(9),
-                    deleted: r.get(10),
-                })
-            })
+            .map(|r| ReplayItem::Created(from_row(r)))
             .collect();
         let stmt = client
             .prepare_cached(

@@ -40,11 +40,11 @@ pub struct NewMessage<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-const SELECT_MESSAGE: &str = "SELECT m.id, m.chat_id, m.seq, m.sender_id, u.username, u.avatar_url, \
+pub(crate) const SELECT_MESSAGE: &str = "SELECT m.id, m.chat_id, m.seq, m.sender_id, u.username, u.avatar_url, \
      m.content, m.idempotency_key, m.created_at, m.updated_at, m.deleted_at IS NOT NULL \
      FROM messages m JOIN users u ON u.id = m.sender_id";
 
-fn from_row(r: &Row) -> MessageRow {
+pub(crate) fn from_row(r: &Row) -> MessageRow {
     MessageRow {
         id: r.get(0),
         chat_id: r.get(1),
