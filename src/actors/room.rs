@@ -628,6 +628,22 @@ async fn commit(
     )))
 }
 
+/// Commits one batch of `ops` for `chat_id` after `base_seq` exactly as a room's flush does
+/// (one transaction, one multi-row INSERT, fenced seq advance, events serialised) and returns
+/// the chat's new last seq and the number of messages persisted. Used by benches
+/// (`benches/group_commit.rs`); the server itself only commits through [`ChatRoom`].
+#[doc(hidden)]
+pub async fn commit_batch(
+    store: Store,
+    chat_id: i64,
+    base_seq: i64,
+    ops: Vec<Op>,
+    needs_outbox: bool,
+) -> Result<(i64, usize), StoreError> {
+    let done = commit(store, chat_id, base_seq, ops, needs_outbox).await?;
+    Ok((done.last_seq, done.persisted))
+}
+
 /// The body of [`commit`]; `None` asks for a retry (a concurrent send took a key).
 async fn commit_in(
     tx: &deadpool_postgres::Transaction<'_>,
