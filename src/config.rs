@@ -66,12 +66,21 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_RATE_LIMIT_PER_HOUR", default_value_t = 1000)]
     pub rate_limit_per_hour: u32,
 
+    /// Requests per hour per client IP for requests without a valid token (registration,
+    /// login, health probes). Higher than the per-user limit: many users share an IP (NAT).
+    #[arg(
+        long,
+        env = "FECHATTER_IP_RATE_LIMIT_PER_HOUR",
+        default_value_t = 20_000
+    )]
+    pub ip_rate_limit_per_hour: u32,
+
     /// Search requests per minute per user.
     #[arg(long, env = "FECHATTER_SEARCH_RATE_PER_MIN", default_value_t = 100)]
     pub search_rate_per_min: u32,
 
     /// Login and register requests per minute per client IP.
-    #[arg(long, env = "FECHATTER_AUTH_RATE_PER_MIN", default_value_t = 300)]
+    #[arg(long, env = "FECHATTER_AUTH_RATE_PER_MIN", default_value_t = 600)]
     pub auth_rate_per_min: u32,
 
     /// Failed logins per account within 15 minutes before the account is temporarily locked.
@@ -206,6 +215,10 @@ impl Config {
                 "FECHATTER_SEARCH_RATE_PER_MIN",
             ),
             (self.auth_rate_per_min as u64, "FECHATTER_AUTH_RATE_PER_MIN"),
+            (
+                self.ip_rate_limit_per_hour as u64,
+                "FECHATTER_IP_RATE_LIMIT_PER_HOUR",
+            ),
             (self.max_ws_per_user as u64, "FECHATTER_MAX_WS_PER_USER"),
             (
                 self.login_failures_per_account as u64,

@@ -166,7 +166,10 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
 
 /// The server's rate limiters.
 pub struct RateLimits {
+    /// Per user (valid bearer token).
     pub general: Limiter<RateKey>,
+    /// Per client IP, for requests without a valid token.
+    pub anonymous: Limiter<RateKey>,
     pub search: Limiter<RateKey>,
     pub auth: Limiter<IpAddr>,
 }
@@ -177,6 +180,11 @@ impl RateLimits {
             general: Limiter::new(
                 "general",
                 config.rate_limit_per_hour,
+                Duration::from_secs(3600),
+            ),
+            anonymous: Limiter::new(
+                "anonymous",
+                config.ip_rate_limit_per_hour,
                 Duration::from_secs(3600),
             ),
             search: Limiter::new(
@@ -203,19 +211,23 @@ impl RateLimits {
     /// seen. Run periodically (see `app.rs`).
     pub fn evict_idle(&self) {
         self.general.evict_idle();
+        self.anonymous.evict_idle();
         self.search.evict_idle();
         self.auth.evict_idle();
     }
 
     /// Keys held over all limiters.
     pub fn keys(&self) -> usize {
-        self.general.len() + self.search.len() + self.auth.len()
+        self.general.len() + self.anonymous.len() + self.search.len() + self.auth.len()
     }
 
     /// Counts one request against `key`: the general limit, and the search limit on search
     /// paths. The decision whose headers are reported is the refusal, or else the tighter one.
     pub fn check_request(&self, key: RateKey, search: bool) -> Decision {
-        let general = self.general.check(&key);
+        let general = match key {
+            RateKey::User(_) => self.general.check(&key),
+            RateKey::Ip(_) => self.anonymous.check(&key),
+        };
         if !general.allowed || !search {
             return general;
         }

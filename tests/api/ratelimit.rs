@@ -68,11 +68,11 @@ async fn refused_after_limit_and_independent_per_user() {
     other.ok(200);
 }
 
-/// Without a (valid) token requests are counted per client IP, errors and 404s included, and an
+/// Without a (valid) token requests are counted per client IP (FECHATTER_IP_RATE_LIMIT_PER_HOUR), errors and 404s included, and an
 /// invalid token falls into the same per-IP bucket (the handler then answers 401).
 #[actix_web::test]
 async fn unauthenticated_requests_count_per_ip() {
-    let app = spawn_app_with(test_config(&["--rate-limit-per-hour", "3"])).await;
+    let app = spawn_app_with(test_config(&["--ip-rate-limit-per-hour", "3"])).await;
     let missing = app.call(Method::GET, "/api/nope", None, None).await;
     assert_eq!(header(&missing, "x-ratelimit-remaining"), 2);
     missing.err(404, "NOT_FOUND");
@@ -138,7 +138,7 @@ async fn login_and_register_are_limited_per_ip() {
 /// Health and the Prometheus endpoint are never limited and carry no rate-limit headers.
 #[actix_web::test]
 async fn health_and_metrics_are_exempt() {
-    let app = spawn_app_with(test_config(&["--rate-limit-per-hour", "1"])).await;
+    let app = spawn_app_with(test_config(&["--ip-rate-limit-per-hour", "1"])).await;
     for _ in 0..5 {
         let r = app.call(Method::GET, "/api/health", None, None).await;
         assert!(r.headers.get("x-ratelimit-limit").is_none());
@@ -158,7 +158,7 @@ async fn health_and_metrics_are_exempt() {
 /// The WebSocket endpoint counts as one request against the caller's limit.
 #[actix_web::test]
 async fn websocket_upgrade_counts_once() {
-    let app = spawn_app_with(test_config(&["--rate-limit-per-hour", "2"])).await;
+    let app = spawn_app_with(test_config(&["--ip-rate-limit-per-hour", "2"])).await;
     let r = app.call(Method::GET, "/ws", None, None).await;
     assert_eq!(header(&r, "x-ratelimit-remaining"), 1);
 }
