@@ -1,0 +1,28 @@
+#!/bin/sh
+# Runs the load scenarios of BENCHMARKS.md ("Load: …" sections) three times each against a
+# server already started with raised limits (see BENCHMARKS.md), then prints the medians.
+# Usage: scripts/load-bench.sh SERVER_PID [OUT_DIR]   (needs the release build and jq)
+set -eu
+SPID=${1:?server pid (for RSS per connection)}
+OUT=${2:-/tmp/load-bench}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+L=${FECHATTER_LOAD:-$ROOT/target/release/fechatter-load}
+mkdir -p "$OUT"
+cd "$OUT"
+for i in 1 2 3; do
+  "$L" fanout --members 10000 --conns-per-user 100 --messages 20 \
+    --baseline-url http://127.0.0.1:9090 --reuse fanout-setup.json --json "fanout-$i.json" --quiet
+done
+for i in 1 2 3; do
+  "$L" connect --conns 19000 --conns-per-user 100 --hold-secs 10 --server-pid "$SPID" \
+    --reuse connect-setup.json --json "connect-$i.json" --quiet
+done
+for i in 1 2 3; do
+  "$L" chat --users 1000 --rooms 100 --rate 500 --duration-secs 60 --drain-secs 30 \
+    --reuse chat-setup.json --setup-concurrency 16 --json "chat-$i.json" --quiet || true
+done
+for i in 1 2 3; do
+  "$L" http --users 50 --rooms 5 --concurrency 32 --duration-secs 20 \
+    --reuse http-setup.json --json "http-$i.json" --quiet
+done
+"$ROOT/scripts/load-medians.sh" "$OUT"
