@@ -9,6 +9,7 @@ mod auth;
 mod batch;
 mod chats;
 mod health;
+mod lists;
 mod load;
 mod messages;
 mod openapi;
