@@ -266,7 +266,7 @@ pub async fn middleware(
     if exempt(req.path()) {
         return next.call(req).await.map(|r| r.map_into_left_body());
     }
-    let key = match bearer_token(req.request()).map(str::to_owned) {
+    let key = match request_token(&req) {
         Some(token) => match state.authenticate(&token).await {
             Ok(user) => {
                 req.extensions_mut().insert(user);
@@ -287,6 +287,20 @@ pub async fn middleware(
     let mut res = next.call(req).await?;
     decision.write_headers(res.headers_mut());
     Ok(res.map_into_left_body())
+}
+
+/// The access token a request authenticates with: the bearer header, or for the SSE stream
+/// (which browsers cannot give headers) its `access_token` query parameter.
+fn request_token(req: &ServiceRequest) -> Option<String> {
+    if let Some(t) = bearer_token(req.request()) {
+        return Some(t.to_owned());
+    }
+    if req.path() != "/api/events" {
+        return None;
+    }
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Evicts idle limiter keys every `every` for as long as the state lives.

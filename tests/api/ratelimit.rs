@@ -162,3 +162,29 @@ async fn websocket_upgrade_counts_once() {
     let r = app.call(Method::GET, "/ws", None, None).await;
     assert_eq!(header(&r, "x-ratelimit-remaining"), 1);
 }
+
+/// The SSE stream's `?access_token=` counts against the user, not the client IP.
+#[actix_web::test]
+async fn sse_query_token_is_keyed_per_user() {
+    let app = spawn_app_with(test_config(&["--rate-limit-per-hour", "5"])).await;
+    let u = app.register("streamer").await;
+    let ip_bucket = app.call(Method::GET, "/api/nope", None, None).await;
+    assert_eq!(
+        header(&ip_bucket, "x-ratelimit-remaining"),
+        3,
+        "register + this"
+    );
+    let stream = app
+        .http
+        .get(app.url(&format!("/api/events?access_token={}", u.token)))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(stream.status(), 200);
+    let remaining = stream.headers()["x-ratelimit-remaining"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(remaining, "4", "the user's own bucket");
+}
