@@ -166,7 +166,13 @@ async fn websocket_upgrade_counts_once() {
 /// The SSE stream's `?access_token=` counts against the user, not the client IP.
 #[actix_web::test]
 async fn sse_query_token_is_keyed_per_user() {
-    let app = spawn_app_with(test_config(&["--rate-limit-per-hour", "5"])).await;
+    let app = spawn_app_with(test_config(&[
+        "--rate-limit-per-hour",
+        "5",
+        "--ip-rate-limit-per-hour",
+        "5",
+    ]))
+    .await;
     let u = app.register("streamer").await;
     let ip_bucket = app.call(Method::GET, "/api/nope", None, None).await;
     assert_eq!(
