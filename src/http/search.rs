@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, require_id};
-use super::list::{ListQuery, ListSpec};
+use super::list::{ListQuery, ListSpec, parse_fields, select_in};
 use crate::state::AppState;
 use crate::store::search::scope::WorkspaceAccess;
 use crate::store::search::{MessageQuery, SearchError};
@@ -317,10 +317,17 @@ pub struct NameSearchQuery {
     workspace_id: Option<String>,
     page: Option<String>,
     limit: Option<String>,
+    /// Only `relevance` (the default): name searches are ranked, not ordered by a column.
+    sort: Option<String>,
+    order: Option<String>,
+    fields: Option<String>,
 }
 
+const USER_FIELDS: &[&str] = &["id", "username", "avatar_url"];
+const CHAT_FIELDS: &[&str] = &["id", "name", "type", "description", "is_private"];
+
 const NAME_LIST: ListSpec = ListSpec {
-    sortable: &[],
+    sortable: &[("relevance", "")],
     default_sort: ("", false),
     selectable: &[],
     default_limit: DEFAULT_LIMIT,
@@ -343,7 +350,9 @@ fn parse_name_query(p: &NameSearchQuery) -> ApiResult<(String, i64, i64, i64, i6
     let list = ListQuery {
         page: p.page.clone(),
         limit: p.limit.clone(),
-        ..ListQuery::default()
+        sort: p.sort.clone(),
+        order: p.order.clone(),
+        fields: None,
     }
     .parse(&NAME_LIST)?;
     Ok((
@@ -380,6 +389,7 @@ pub async fn users(
     query: web::Query<NameSearchQuery>,
 ) -> ApiResult<HttpResponse> {
     let (q, workspace_id, limit, offset, page) = parse_name_query(&query)?;
+    let fields = parse_fields(query.fields.as_deref(), USER_FIELDS)?;
     check_workspace(&state, workspace_id, user.id).await?;
     let (found, total) = state
         .store
@@ -393,10 +403,9 @@ pub async fn users(
             avatar_url: u.avatar_url,
         })
         .collect();
-    Ok(
-        HttpResponse::Ok()
-            .json(serde_json::json!({ "users": users, "total": total, "page": page })),
-    )
+    let mut body = serde_json::json!({ "users": users, "total": total, "page": page });
+    select_in(&mut body, "users", &fields);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `GET /api/search/chats?q=&workspace_id=`: public channels of the workspace and the private
@@ -407,6 +416,7 @@ pub async fn chats(
     query: web::Query<NameSearchQuery>,
 ) -> ApiResult<HttpResponse> {
     let (q, workspace_id, limit, offset, page) = parse_name_query(&query)?;
+    let fields = parse_fields(query.fields.as_deref(), CHAT_FIELDS)?;
     check_workspace(&state, workspace_id, user.id).await?;
     let (found, total) = state
         .store
@@ -422,10 +432,9 @@ pub async fn chats(
             is_private: c.is_private,
         })
         .collect();
-    Ok(
-        HttpResponse::Ok()
-            .json(serde_json::json!({ "chats": chats, "total": total, "page": page })),
-    )
+    let mut body = serde_json::json!({ "chats": chats, "total": total, "page": page });
+    select_in(&mut body, "chats", &fields);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[cfg(test)]

@@ -183,3 +183,43 @@ async fn every_list_sorts_and_selects_fields() {
     let ids = values(&by_id, "workspaces", "id");
     assert_eq!(ids, sorted(ids.clone(), true));
 }
+
+/// Name searches select fields, rank by relevance only, and refuse unknown sort/field names.
+#[actix_web::test]
+async fn name_searches_select_fields_and_refuse_unknown_sorts() {
+    let app = crate::common::spawn_app().await;
+    let owner = app.register("searcher").await;
+    let ws = app.create_workspace(&owner, "Acme").await;
+    app.create_channel(&owner, ws, "general").await;
+    let users = app
+        .get(
+            &format!("/api/search/users?q=search&workspace_id={ws}&fields=id"),
+            &owner.token,
+        )
+        .await
+        .ok(200);
+    assert_eq!(users["users"][0].as_object().map(|o| o.len()), Some(1));
+    let chats = app
+        .get(
+            &format!("/api/search/chats?q=gen&workspace_id={ws}&fields=name,type&sort=relevance"),
+            &owner.token,
+        )
+        .await
+        .ok(200);
+    assert_eq!(chats["chats"][0]["name"], "general");
+    assert_eq!(chats["chats"][0].as_object().map(|o| o.len()), Some(2));
+    for bad in ["fields=password", "sort=name", "order=sideways"] {
+        app.get(
+            &format!("/api/search/users?q=s&workspace_id={ws}&{bad}"),
+            &owner.token,
+        )
+        .await
+        .err(422, "VALIDATION_ERROR");
+        app.get(
+            &format!("/api/search/chats?q=g&workspace_id={ws}&{bad}"),
+            &owner.token,
+        )
+        .await
+        .err(422, "VALIDATION_ERROR");
+    }
+}
