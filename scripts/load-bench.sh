@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs the load scenarios of BENCHMARKS.md ("Load: …" sections) three times each against a
-# server already started with raised limits (see BENCHMARKS.md), then prints the medians.
+# server already started with raised limits and the baseline server on 127.0.0.1:9090 (both as
+# in BENCHMARKS.md), then prints the medians. The connect table of BENCHMARKS.md restarts the
+# server before each connect run (fresh memory); this script does not.
 # Usage: scripts/load-bench.sh SERVER_PID [OUT_DIR]   (needs the release build and jq)
 set -eu
 SPID=${1:?server pid (for RSS per connection)}

@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Load generator for Fechatter: idle connections, chat delivery checks, fan-out, REST mix",
     long_about = "Load generator for Fechatter. Traffic goes only to loopback (127.0.0.0/8).\n\n\
         Run the server with raised limits, e.g.\n  \
-        FECHATTER_RATE_LIMIT_PER_HOUR=100000000 FECHATTER_SEARCH_RATE_PER_MIN=10000000 \
+        FECHATTER_RATE_LIMIT_PER_HOUR=100000000 FECHATTER_IP_RATE_LIMIT_PER_HOUR=100000000 \
+        FECHATTER_SEARCH_RATE_PER_MIN=10000000 \
         FECHATTER_AUTH_RATE_PER_MIN=10000000 FECHATTER_MAX_WS_PER_USER=1000 \
         cargo run --release -- serve\n\n\
         Exit code: 0 on success, 1 when messages were lost, duplicated or reordered, 2 on errors."
