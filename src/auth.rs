@@ -111,6 +111,9 @@ pub struct Tokens {
     decoding: DecodingKey,
     ttl_secs: i64,
     refresh_window_secs: i64,
+    /// Built once: validating is on every authenticated request.
+    strict: Validation,
+    for_refresh: Validation,
 }
 
 impl Tokens {
@@ -120,6 +123,8 @@ impl Tokens {
             decoding: DecodingKey::from_secret(secret),
             ttl_secs: ttl_secs as i64,
             refresh_window_secs: refresh_window_secs as i64,
+            strict: Self::validation(true),
+            for_refresh: Self::validation(false),
         }
     }
 
@@ -150,7 +155,7 @@ impl Tokens {
 
     /// Validates signature, algorithm and expiry.
     pub fn validate(&self, token: &str) -> Result<Claims, TokenError> {
-        match decode::<Claims>(token, &self.decoding, &Self::validation(true)) {
+        match decode::<Claims>(token, &self.decoding, &self.strict) {
             Ok(data) => Ok(data.claims),
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(TokenError::Expired)
@@ -162,7 +167,7 @@ impl Tokens {
     /// Validates a token presented for refresh: signature and algorithm must hold; it may have
     /// expired, but less than the refresh window ago.
     pub fn validate_for_refresh(&self, token: &str) -> Result<Claims, TokenError> {
-        let claims = decode::<Claims>(token, &self.decoding, &Self::validation(false))
+        let claims = decode::<Claims>(token, &self.decoding, &self.for_refresh)
             .map_err(|_| TokenError::Invalid)?
             .claims;
         if claims.exp + self.refresh_window_secs < Utc::now().timestamp() {
