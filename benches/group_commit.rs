@@ -8,7 +8,7 @@
 //! ```
 //!
 //! - `room_commit/<R>rooms/<B>`: R chats (1 or 8) each commit batches of B sends (1, 10, 50,
-//!   100) concurrently through `fechatter::actors::room::commit_batch` — the code path of a room's
+//!   100) concurrently through `fechatter::actors::commit::commit_batch` — the code path of a room's
 //!   flush: one transaction, idempotency lookup, one multi-row INSERT … RETURNING, fenced seq
 //!   advance, events serialised. Every send carries an idempotency key, as clients send them.
 //! - `single_insert/<R>rooms`: the baseline: one autocommit `INSERT INTO messages (chat_id, seq,
@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fechatter::actors::commit::commit_batch;
 use fechatter::actors::hub::{GetRoom, Hub};
 use fechatter::actors::indexer::IndexerHandle;
-use fechatter::actors::room::{Apply, ChatRoom, Op, OpOutcome, commit_batch};
+use fechatter::actors::room::{Apply, ChatRoom, Op, OpOutcome};
 use fechatter::config::Config;
 use fechatter::store::Store;
 use futures_util::future::join_all;
@@ -191,6 +192,7 @@ fn group_commit(c: &mut Criterion) {
             IndexerHandle::default(),
             false,
             &config,
+            Default::default(),
         )
         .start()
     });

@@ -59,12 +59,14 @@ impl Application {
         let presence = Presence::new(store.clone(), &config);
         let registry = presence.registry();
         let presence = presence.start();
+        let faults = Arc::new(crate::faults::Faults::from_config(&config));
         let hub = Hub::new(
             store.clone(),
-            registry,
+            registry.clone(),
             search.indexer(),
             search.needs_outbox(),
             &config,
+            faults.clone(),
         )
         .start();
         let state = web::Data::new(AppState::new(StateParts {
@@ -79,6 +81,8 @@ impl Application {
             hub,
             presence,
             search,
+            faults,
+            registry,
         }));
 
         let app_state = state.clone();

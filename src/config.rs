@@ -119,6 +119,54 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_REPLAY_MAX", default_value_t = 1000)]
     pub replay_max: i64,
 
+    /// Events read from PostgreSQL per replay page (replay is streamed as the client reads).
+    #[arg(long, env = "FECHATTER_REPLAY_PAGE", default_value_t = 200)]
+    pub replay_page: i64,
+
+    /// Milliseconds between relayed `typing.start` frames of one connection in one chat.
+    #[arg(long, env = "FECHATTER_TYPING_INTERVAL_MS", default_value_t = 1000)]
+    pub typing_interval_ms: u64,
+
+    /// Seconds a room spends finding out whether a commit whose reply was lost took effect.
+    #[arg(long, env = "FECHATTER_COMMIT_RESOLVE_SECS", default_value_t = 5)]
+    pub commit_resolve_secs: u64,
+
+    /// Fault hook (tests only): the next N room commits succeed but their reply is lost.
+    #[arg(
+        long,
+        env = "FECHATTER_FAULT_LOSE_COMMIT_REPLIES",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_lose_commit_replies: u32,
+
+    /// Fault hook (tests only): session start-up pauses this long after registering.
+    #[arg(
+        long,
+        env = "FECHATTER_FAULT_SESSION_START_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_session_start_delay_ms: u64,
+
+    /// Fault hook (tests only): the next N chat room loads fail.
+    #[arg(
+        long,
+        env = "FECHATTER_FAULT_ROOM_LOAD_FAILURES",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_room_load_failures: u32,
+
+    /// Fault hook (tests only): the next N session start-ups fail after registering.
+    #[arg(
+        long,
+        env = "FECHATTER_FAULT_SESSION_START_FAILURES",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_session_start_failures: u32,
+
     /// Workspaces with more online users than this get no pushed presence updates.
     #[arg(long, env = "FECHATTER_PRESENCE_FANOUT_MAX", default_value_t = 1000)]
     pub presence_fanout_max: usize,

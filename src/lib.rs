@@ -19,6 +19,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod embedded_pg;
+pub mod faults;
 pub mod http;
 pub mod load;
 pub mod metrics;

@@ -44,6 +44,10 @@ pub struct AppState {
     /// user id → (token version, when read). Filled lazily from the database.
     token_versions: DashMap<i64, (i32, Instant)>,
     pub started_at: Instant,
+    /// Fault hooks (tests only; off unless configured).
+    pub faults: Arc<crate::faults::Faults>,
+    /// Open real-time connections per user (written by presence).
+    pub registry: crate::actors::presence::ConnRegistry,
 }
 
 /// The parts of [`AppState`] built before the HTTP server starts.
@@ -55,6 +59,8 @@ pub struct StateParts {
     pub hub: Addr<Hub>,
     pub presence: Addr<Presence>,
     pub search: Search,
+    pub faults: Arc<crate::faults::Faults>,
+    pub registry: crate::actors::presence::ConnRegistry,
 }
 
 impl AppState {
@@ -74,6 +80,8 @@ impl AppState {
             search: p.search,
             token_versions: DashMap::new(),
             started_at: Instant::now(),
+            faults: p.faults,
+            registry: p.registry,
         }
     }
 
@@ -87,7 +95,11 @@ impl AppState {
         })?;
         let current = self.token_version(claims.sub).await?;
         match current {
-            Some(v) if v == claims.tv => Ok(AuthUser { id: claims.sub }),
+            Some(v) if v == claims.tv => Ok(AuthUser {
+                id: claims.sub,
+                token_version: claims.tv,
+                expires_at: claims.exp,
+            }),
             Some(_) => Err(ApiError::unauthorized("Token revoked")),
             None => Err(ApiError::unauthorized("Invalid token")),
         }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::store::events::ReplayItem;
 use crate::store::messages::{MessageRow, ReactionSummary};
 
 /// Kinds of events a client receives.
@@ -233,6 +234,21 @@ pub struct ReactionData {
     pub reactions: Vec<ReactionView>,
 }
 
+/// What the event log keeps of a reaction (its summary is rendered at replay).
+#[derive(Serialize, serde::Deserialize)]
+pub struct ReactionLogged {
+    pub message_id: i64,
+    pub chat_id: i64,
+    pub user_id: i64,
+    pub emoji: String,
+}
+
+/// What the event log keeps of an edit: which message (its text is read at replay).
+#[derive(Serialize, serde::Deserialize)]
+pub struct EditLogged {
+    pub message_id: i64,
+}
+
 /// `data` of `chat.member_joined` / `chat.member_left`.
 #[derive(Serialize)]
 pub struct MemberData {
@@ -256,6 +272,55 @@ pub struct PresenceData {
     pub user_id: i64,
     pub status: &'static str,
     pub last_seen: DateTime<Utc>,
+}
+
+// ---- replay ------------------------------------------------------------------------------
+
+/// The event a replayed log entry stands for, rendered from the current rows, or `None` when
+/// nothing of it may be shown any more. The visibility rule (one place for replay; REST reads
+/// apply the same `store::messages::VISIBLE` predicate): a message is shown only while it is
+/// not deleted and only with its current text, so a replayed creation or edit of a message
+/// that was edited since shows today's text, and one of a deleted message is not replayed at
+/// all (its `message.deleted`, which carries no text, is). Reactions show today's summary.
+pub fn replayed(chat_id: i64, item: &ReplayItem) -> Option<Arc<Event>> {
+    let kind = EventKind::parse(&item.kind)?;
+    let seq = Some(item.seq);
+    let message = || {
+        item.message
+            .as_ref()
+            .filter(|m| !m.deleted)
+            .map(|m| MessageView::new(m, &item.reactions))
+    };
+    match kind {
+        EventKind::MessageCreated | EventKind::MessageUpdated => {
+            let view = message()?;
+            Some(Event::new(
+                kind,
+                Some(chat_id),
+                seq,
+                &MessageData { message: &view },
+            ))
+        }
+        EventKind::ReactionAdded | EventKind::ReactionRemoved => {
+            let view = message()?;
+            let logged: ReactionLogged = serde_json::from_value(item.payload.clone()).ok()?;
+            let data = ReactionData {
+                message_id: view.id,
+                chat_id,
+                user_id: logged.user_id,
+                emoji: logged.emoji,
+                reactions: view.reactions,
+            };
+            Some(Event::new(kind, Some(chat_id), seq, &data))
+        }
+        EventKind::MessageDeleted | EventKind::MemberJoined | EventKind::MemberLeft => {
+            Some(Event::new(kind, Some(chat_id), seq, &item.payload))
+        }
+        EventKind::TypingStart
+        | EventKind::TypingStop
+        | EventKind::PresenceUpdate
+        | EventKind::ResyncRequired => None,
+    }
 }
 
 // ---- positions -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! arbiters (threads), and forgets it when it stops (rooms stop themselves when idle).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -11,6 +12,7 @@ use super::indexer::IndexerHandle;
 use super::presence::ConnRegistry;
 use super::room::{ChatRoom, RoomConfig};
 use crate::config::Config;
+use crate::faults::Faults;
 use crate::store::Store;
 
 /// Finds or starts the room of `chat_id`.
@@ -51,6 +53,7 @@ impl Hub {
         indexer: IndexerHandle,
         needs_outbox: bool,
         config: &Config,
+        faults: Arc<Faults>,
     ) -> Self {
         let threads = config
             .room_threads
@@ -65,6 +68,9 @@ impl Hub {
             room_config: RoomConfig {
                 idle: Duration::from_secs(config.room_idle_secs.max(1)),
                 typing_ttl: Duration::from_secs(config.typing_ttl_secs),
+                db_orders_writers: false,
+                resolve_for: Duration::from_secs(config.commit_resolve_secs.max(1)),
+                faults,
             },
             rooms: HashMap::new(),
             arbiters,

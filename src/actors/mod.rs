@@ -4,6 +4,7 @@
 //!
 //! Actors know nothing of HTTP; they talk to `store`.
 
+pub mod commit;
 pub mod events;
 pub mod hub;
 pub mod indexer;

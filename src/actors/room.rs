@@ -19,18 +19,14 @@ use actix::dev::SendError;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::events::{
-    Event, EventKind, MemberData, MessageData, MessageDeletedData, MessageView, ReactionData,
-    ReactionView, TypingData,
-};
+use super::commit::{self, CommitFailure, CommitSpec, Committed, Effect};
+use super::events::{Event, EventKind, MessageView, ReactionView, TypingData};
 use super::hub::{Hub, RoomStopped};
 use super::indexer::IndexerHandle;
 use super::presence::ConnRegistry;
 use super::rooms::RoomError;
-use crate::store::events as ev_store;
-use crate::store::messages::{self as msg_store, NewMessage};
-use crate::store::search::outbox::{self, OutboxOp};
-use crate::store::{Store, StoreError};
+use crate::faults::Faults;
+use crate::store::Store;
 
 /// Identifies one connection (WebSocket or SSE session).
 pub type ConnId = u64;
@@ -50,8 +46,18 @@ pub enum Push {
     Unsubscribed {
         chat_id: i64,
     },
+    /// The room of `chat_id` stopped while the connection followed it (it reloads after a
+    /// fenced or unresolved commit): find the new room and fill the gap from PostgreSQL.
+    RoomClosed {
+        chat_id: i64,
+    },
     /// The connection fell too far behind and must close (it may resume).
     SlowConsumer,
+    /// The user's password changed: connections authenticated with a token version below
+    /// `version` close (the client signs in again and resumes with its last id).
+    Revoked {
+        version: i32,
+    },
 }
 
 /// A write to the chat, sequenced by the room.
@@ -165,6 +171,11 @@ struct Pending {
 pub struct RoomConfig {
     pub idle: Duration,
     pub typing_ttl: Duration,
+    /// Several nodes write the chat: the database hands out seqs under the chat row's lock.
+    pub db_orders_writers: bool,
+    /// How long a commit whose reply was lost is spent resolving its outcome.
+    pub resolve_for: Duration,
+    pub faults: Arc<Faults>,
 }
 
 pub struct ChatRoom {
@@ -173,7 +184,7 @@ pub struct ChatRoom {
     hub: Addr<Hub>,
     registry: ConnRegistry,
     indexer: IndexerHandle,
-    needs_outbox: bool,
+    spec: CommitSpec,
     config: RoomConfig,
     /// False until the chat's state is loaded; stays false if the chat does not exist.
     loaded: bool,
@@ -200,13 +211,21 @@ impl ChatRoom {
         needs_outbox: bool,
         config: RoomConfig,
     ) -> Self {
+        let spec = CommitSpec {
+            store: store.clone(),
+            chat_id,
+            needs_outbox,
+            db_orders_writers: config.db_orders_writers,
+            resolve_for: config.resolve_for,
+            faults: config.faults.clone(),
+        };
         ChatRoom {
             chat_id,
             store,
             hub,
             registry,
             indexer,
-            needs_outbox,
+            spec,
             config,
             loaded: false,
             members: HashMap::new(),
@@ -288,27 +307,32 @@ impl ChatRoom {
         let batch = std::mem::take(&mut self.pending);
         let ops: Vec<Op> = batch.iter().map(|p| p.op.clone()).collect();
         let replies: Vec<_> = batch.into_iter().map(|p| p.reply).collect();
-        let fut = commit(
-            self.store.clone(),
-            self.chat_id,
-            self.last_seq,
-            ops,
-            self.needs_outbox,
-        );
+        let spec = self.spec.clone();
+        let base = self.last_seq;
+        let fut = async move { commit::commit(&spec, base, ops).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.flushing = false;
             match result {
-                Ok(done) => act.apply_committed(done, replies, ctx),
-                Err(e) => {
-                    let fenced = matches!(e, StoreError::Conflict(_));
-                    tracing::warn!(chat_id = act.chat_id, error = %e, "room commit failed");
-                    for reply in replies {
-                        let _ = reply.send(Err(RoomError::Unavailable(
-                            "could not store the change, retry".into(),
-                        )));
+                Ok(done) => {
+                    let reload = done.reload;
+                    act.apply_committed(done, replies, ctx);
+                    if reload {
+                        ctx.stop();
+                        return;
                     }
-                    if fenced {
-                        // Another writer moved the chat: restart from the database's state.
+                }
+                Err(failure) => {
+                    tracing::warn!(chat_id = act.chat_id, ?failure, "room commit failed");
+                    let message = match failure {
+                        CommitFailure::Unavailable(_) => "could not store the change, retry",
+                        CommitFailure::Fenced => "chat room restarting, retry",
+                        CommitFailure::Unknown => "could not learn whether the change was stored",
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(RoomError::Unavailable(message.into())));
+                    }
+                    if !matches!(failure, CommitFailure::Unavailable(_)) {
+                        // The chat moved under us (or may have): restart from the database.
                         ctx.stop();
                         return;
                     }
@@ -398,26 +422,34 @@ impl Actor for ChatRoom {
         ctx.set_mailbox_capacity(4096);
         let store = self.store.clone();
         let chat_id = self.chat_id;
+        let fail = self.config.faults.fail_room_load();
         // Nothing else is handled until the state is loaded.
         ctx.wait(
-            async move { store.room_state(chat_id).await }
-                .into_actor(self)
-                .map(|state, act, ctx| match state {
-                    Ok(Some(s)) => {
-                        act.members = s.members;
-                        act.last_seq = s.last_seq;
-                        act.loaded = true;
-                    }
-                    Ok(None) => {
-                        // Unknown chat: answer what is queued with NotFound, then stop.
-                        act.loaded = false;
-                        ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
-                    }
-                    Err(e) => {
-                        tracing::warn!(chat_id = act.chat_id, error = %e, "room failed to load");
-                        ctx.stop();
-                    }
-                }),
+            async move {
+                if fail {
+                    return Err(crate::store::StoreError::Unavailable(
+                        "fault hook: room load failed".into(),
+                    ));
+                }
+                store.room_state(chat_id).await
+            }
+            .into_actor(self)
+            .map(|state, act, ctx| match state {
+                Ok(Some(s)) => {
+                    act.members = s.members;
+                    act.last_seq = s.last_seq;
+                    act.loaded = true;
+                }
+                Ok(None) => {
+                    // Unknown chat: answer what is queued with NotFound, then stop.
+                    act.loaded = false;
+                    ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
+                }
+                Err(e) => {
+                    tracing::warn!(chat_id = act.chat_id, error = %e, "room failed to load");
+                    ctx.stop();
+                }
+            }),
         );
         let tick = Duration::from_millis(500).min(self.config.idle);
         ctx.run_interval(tick, |act, ctx| act.tick(ctx));
@@ -428,6 +460,12 @@ impl Actor for ChatRoom {
             let _ = p.reply.send(Err(RoomError::Unavailable(
                 "chat room restarting, retry".into(),
             )));
+        }
+        // Followers find the next room and fill what they miss from PostgreSQL.
+        for sub in self.subscribers.values() {
+            sub.recipient.do_send(Push::RoomClosed {
+                chat_id: self.chat_id,
+            });
         }
         self.hub.do_send(RoomStopped {
             chat_id: self.chat_id,
@@ -559,346 +597,4 @@ impl Handler<MemberRole> for ChatRoom {
         }
         Ok(self.members.get(&msg.user_id).cloned())
     }
-}
-
-// ---- the group commit ----------------------------------------------------------------------
-
-/// What an event does to the room besides being fanned out.
-enum Effect {
-    None,
-    Sent { sender_id: i64 },
-    Joined { user_id: i64, role: String },
-    Left { user_id: i64 },
-}
-
-struct Committed {
-    last_seq: i64,
-    /// Answers, in the order of the batch's ops.
-    outcomes: Vec<Result<OpOutcome, RoomError>>,
-    /// Events to fan out, in seq order.
-    events: Vec<(Arc<Event>, Effect)>,
-    persisted: usize,
-    outbox: bool,
-}
-
-/// The events a batch produces, each at the next seq of the chat.
-struct Log {
-    chat_id: i64,
-    /// The last seq taken so far.
-    seq: i64,
-    /// Events other than message creations, for `chat_events`.
-    logged: Vec<(i64, &'static str, serde_json::Value)>,
-    /// Everything to fan out after the commit.
-    events: Vec<(Arc<Event>, Effect)>,
-}
-
-impl Log {
-    /// Takes the next seq for a logged event of `kind` and queues it for fan-out.
-    fn record(&mut self, kind: EventKind, data: &impl serde::Serialize, effect: Effect) {
-        self.seq += 1;
-        let value = serde_json::to_value(data).unwrap_or_default();
-        let event = Event::new(kind, Some(self.chat_id), Some(self.seq), &value);
-        self.events.push((event, effect));
-        self.logged.push((self.seq, kind.as_str(), value));
-    }
-}
-
-/// How many times a batch is retried when a concurrent send took one of its idempotency keys.
-const COMMIT_ATTEMPTS: usize = 3;
-
-/// Commits one batch of ops in one transaction, assigning seqs after `base_seq`.
-async fn commit(
-    store: Store,
-    chat_id: i64,
-    base_seq: i64,
-    ops: Vec<Op>,
-    needs_outbox: bool,
-) -> Result<Committed, StoreError> {
-    let mut client = store.client().await?;
-    for _ in 0..COMMIT_ATTEMPTS {
-        let tx = client.transaction().await?;
-        if let Some(done) = commit_in(&tx, chat_id, base_seq, &ops, needs_outbox).await? {
-            tx.commit().await?;
-            return Ok(done);
-        }
-        tx.rollback().await?;
-    }
-    Err(StoreError::Other(anyhow::anyhow!(
-        "idempotency keys kept colliding with concurrent sends"
-    )))
-}
-
-/// Commits one batch of `ops` for `chat_id` after `base_seq` exactly as a room's flush does
-/// (one transaction, one multi-row INSERT, fenced seq advance, events serialised) and returns
-/// the chat's new last seq and the number of messages persisted. Used by benches
-/// (`benches/group_commit.rs`); the server itself only commits through [`ChatRoom`].
-#[doc(hidden)]
-pub async fn commit_batch(
-    store: Store,
-    chat_id: i64,
-    base_seq: i64,
-    ops: Vec<Op>,
-    needs_outbox: bool,
-) -> Result<(i64, usize), StoreError> {
-    let done = commit(store, chat_id, base_seq, ops, needs_outbox).await?;
-    Ok((done.last_seq, done.persisted))
-}
-
-/// The body of [`commit`]; `None` asks for a retry (a concurrent send took a key).
-async fn commit_in(
-    tx: &deadpool_postgres::Transaction<'_>,
-    chat_id: i64,
-    base_seq: i64,
-    ops: &[Op],
-    needs_outbox: bool,
-) -> Result<Option<Committed>, StoreError> {
-    let mut log = Log {
-        chat_id,
-        seq: base_seq,
-        logged: Vec::new(),
-        events: Vec::new(),
-    };
-    let mut outcomes: Vec<Option<Result<OpOutcome, RoomError>>> =
-        (0..ops.len()).map(|_| None).collect();
-    let mut outbox_ops: Vec<(i64, OutboxOp)> = Vec::new();
-
-    // 1. Sends: idempotency first, then one INSERT for all new messages.
-    let keyed: Vec<(i64, &str)> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Send {
-                sender_id,
-                idempotency_key: Some(k),
-                ..
-            } => Some((*sender_id, k.as_str())),
-            _ => None,
-        })
-        .collect();
-    let existing = if keyed.is_empty() {
-        Vec::new()
-    } else {
-        let senders: Vec<i64> = keyed.iter().map(|k| k.0).collect();
-        let keys: Vec<&str> = keyed.iter().map(|k| k.1).collect();
-        msg_store::find_by_keys(tx, &senders, &keys).await?
-    };
-    let mut by_key: HashMap<(i64, &str), usize> = HashMap::new(); // → index into `new`
-    let mut new: Vec<NewMessage<'_>> = Vec::new();
-    let mut send_slot: Vec<(usize, usize)> = Vec::new(); // (op index, index into `new`)
-    for (i, op) in ops.iter().enumerate() {
-        let Op::Send {
-            sender_id,
-            content,
-            idempotency_key,
-        } = op
-        else {
-            continue;
-        };
-        let key = idempotency_key.as_deref();
-        if let Some(k) = key {
-            if let Some(m) = existing
-                .iter()
-                .find(|m| m.sender_id == *sender_id && m.idempotency_key.as_deref() == Some(k))
-            {
-                let reactions = msg_store::reactions_in_tx(tx, m.id).await?;
-                outcomes[i] = Some(Ok(OpOutcome::Sent {
-                    message: MessageView::new(m, &reactions),
-                    created: false,
-                }));
-                continue;
-            }
-            if let Some(&slot) = by_key.get(&(*sender_id, k)) {
-                send_slot.push((i, slot));
-                continue;
-            }
-        }
-        log.seq += 1;
-        new.push(NewMessage {
-            seq: log.seq,
-            sender_id: *sender_id,
-            content,
-            idempotency_key: key,
-        });
-        if let Some(k) = key {
-            by_key.insert((*sender_id, k), new.len() - 1);
-        }
-        send_slot.push((i, new.len() - 1));
-    }
-    let mut persisted = 0;
-    if !new.is_empty() {
-        let rows = msg_store::insert_batch(tx, chat_id, &new).await?;
-        if rows.len() != new.len() {
-            return Ok(None);
-        }
-        persisted = rows.len();
-        let views: Vec<MessageView> = rows.iter().map(|r| MessageView::new(r, &[])).collect();
-        let mut first_use = vec![true; views.len()];
-        for (i, slot) in send_slot {
-            let created = std::mem::replace(&mut first_use[slot], false);
-            outcomes[i] = Some(Ok(OpOutcome::Sent {
-                message: views[slot].clone(),
-                created,
-            }));
-        }
-        for (row, view) in rows.iter().zip(&views) {
-            outbox_ops.push((row.id, OutboxOp::Upsert));
-            let event = Event::new(
-                EventKind::MessageCreated,
-                Some(chat_id),
-                Some(row.seq),
-                &MessageData { message: view },
-            );
-            log.events.push((
-                event,
-                Effect::Sent {
-                    sender_id: row.sender_id,
-                },
-            ));
-        }
-    }
-
-    // 2. Everything else, one by one, each taking the next seq when it changes something.
-    for (i, op) in ops.iter().enumerate() {
-        let outcome = match op {
-            Op::Send { .. } => continue,
-            Op::Edit {
-                user_id,
-                message_id,
-                content,
-            } => match msg_store::lock_message(tx, chat_id, *message_id).await? {
-                None => Err(RoomError::NotFound("message")),
-                Some(m) if m.sender_id != *user_id => Err(RoomError::Forbidden(
-                    "Only the sender can edit a message".into(),
-                )),
-                Some(mut m) => {
-                    m.updated_at = msg_store::update_content(tx, m.id, content).await?;
-                    m.content = content.clone();
-                    let reactions = msg_store::reactions_in_tx(tx, m.id).await?;
-                    let view = MessageView::new(&m, &reactions);
-                    let data = MessageData { message: &view };
-                    log.record(EventKind::MessageUpdated, &data, Effect::None);
-                    outbox_ops.push((m.id, OutboxOp::Upsert));
-                    Ok(OpOutcome::Edited(view))
-                }
-            },
-            Op::Delete {
-                user_id,
-                message_id,
-                moderator,
-            } => match msg_store::lock_message(tx, chat_id, *message_id).await? {
-                None => Err(RoomError::NotFound("message")),
-                Some(m) if m.sender_id != *user_id && !moderator => Err(RoomError::Forbidden(
-                    "Only the sender or a chat owner/admin can delete a message".into(),
-                )),
-                Some(m) => {
-                    msg_store::soft_delete(tx, m.id).await?;
-                    let data = MessageDeletedData {
-                        message_id: m.id,
-                        chat_id,
-                        deleted_by: *user_id,
-                    };
-                    log.record(EventKind::MessageDeleted, &data, Effect::None);
-                    outbox_ops.push((m.id, OutboxOp::Delete));
-                    Ok(OpOutcome::Deleted)
-                }
-            },
-            Op::React {
-                user_id,
-                message_id,
-                emoji,
-                add,
-            } => match msg_store::lock_message(tx, chat_id, *message_id).await? {
-                None => Err(RoomError::NotFound("message")),
-                Some(m) => {
-                    let changed = if *add {
-                        msg_store::add_reaction(tx, m.id, *user_id, emoji).await?
-                    } else {
-                        msg_store::remove_reaction(tx, m.id, *user_id, emoji).await?
-                    };
-                    let reactions: Vec<ReactionView> = msg_store::reactions_in_tx(tx, m.id)
-                        .await?
-                        .iter()
-                        .map(ReactionView::from)
-                        .collect();
-                    if changed {
-                        let kind = if *add {
-                            EventKind::ReactionAdded
-                        } else {
-                            EventKind::ReactionRemoved
-                        };
-                        let data = ReactionData {
-                            message_id: m.id,
-                            chat_id,
-                            user_id: *user_id,
-                            emoji: emoji.clone(),
-                            reactions: reactions.clone(),
-                        };
-                        log.record(kind, &data, Effect::None);
-                    }
-                    Ok(OpOutcome::Reacted { reactions, changed })
-                }
-            },
-            Op::Join { user_id, role } => {
-                let joined = ev_store::add_member(tx, chat_id, *user_id, role, log.seq).await?;
-                if joined {
-                    let data = MemberData {
-                        chat_id,
-                        user_id: *user_id,
-                        role: Some(role.clone()),
-                    };
-                    let effect = Effect::Joined {
-                        user_id: *user_id,
-                        role: role.clone(),
-                    };
-                    log.record(EventKind::MemberJoined, &data, effect);
-                }
-                Ok(OpOutcome::Joined(joined))
-            }
-            Op::Leave { user_id } => {
-                let left = ev_store::remove_member(tx, chat_id, *user_id).await?;
-                if left {
-                    let data = MemberData {
-                        chat_id,
-                        user_id: *user_id,
-                        role: None,
-                    };
-                    log.record(
-                        EventKind::MemberLeft,
-                        &data,
-                        Effect::Left { user_id: *user_id },
-                    );
-                }
-                Ok(OpOutcome::Left(left))
-            }
-        };
-        outcomes[i] = Some(outcome);
-    }
-
-    // 3. The log of non-creation events, the search outbox, and the chat's position.
-    let Log {
-        seq,
-        logged,
-        mut events,
-        ..
-    } = log;
-    let rows: Vec<(i64, &str, &serde_json::Value)> =
-        logged.iter().map(|(s, k, p)| (*s, *k, p)).collect();
-    ev_store::insert_events(tx, chat_id, &rows).await?;
-    let outbox = needs_outbox && !outbox_ops.is_empty();
-    if outbox {
-        outbox::record(tx, &outbox_ops).await?;
-    }
-    if seq != base_seq {
-        ev_store::advance_seq(tx, chat_id, base_seq, seq).await?;
-    }
-    events.sort_by_key(|(e, _)| e.seq);
-    Ok(Some(Committed {
-        last_seq: seq,
-        outcomes: outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(RoomError::Unavailable("not processed".into()))))
-            .collect(),
-        events,
-        persisted,
-        outbox,
-    }))
 }

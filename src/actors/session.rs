@@ -1,21 +1,27 @@
 //! `Session`: one actor per WebSocket or SSE connection, after authentication.
 //!
-//! It registers with `Presence` (which enforces the per-user connection limit), subscribes to
-//! the rooms of every chat the user belongs to, replays what the client missed when it resumes
-//! from a position, and writes events to a bounded outbound queue that the transport task
-//! drains onto the socket.
+//! It registers with `Presence` (which enforces the per-user connection limit) *before* it
+//! reads the user's chats, so a chat joined meanwhile is seen by one path or the other: the
+//! join's room finds the connection in the registry, or the read finds the membership. It
+//! subscribes to the rooms of every chat the user belongs to and writes events to a bounded
+//! outbound queue that the transport task drains onto the socket.
 //!
 //! Delivery guarantee: events of a chat (messages, edits, deletes, reactions, membership) carry
 //! the chat's gap-free seq; the session tracks, per chat, the last seq it handed out and encodes
-//! all of them as the event `id` (see [`Position`]). A client that reconnects with that id gets
-//! every later event of each chat, in order, exactly once — from PostgreSQL — or
-//! `resync.required` for a chat whose gap exceeds the replay budget. Typing and presence are
-//! ephemeral: not replayed, and dropped first when the queue fills.
+//! all of them as the event `id` (see [`Position`]). Whatever the session has not handed out
+//! in order — the gap before a resume position, a room that restarted, a seq that jumped —
+//! it *fills* from PostgreSQL before that chat goes live again: live events of a chat being
+//! filled are not queued (PostgreSQL has them), only the highest seq seen is noted. A fill is
+//! read page by page and written only while the outbound queue has room, so it is paced by
+//! the client's reading, never cut off by the live queue's bound. A gap larger than
+//! `FECHATTER_REPLAY_MAX` gets `resync.required` for that chat instead. Replayed events are
+//! rendered from the current rows (`events::replayed`): nothing REST would not show.
 //!
-//! Slow-consumer policy: the outbound queue is bounded; when an event that matters does not fit,
-//! the connection is closed (4008) and the client resumes from its last id. It never blocks a room.
+//! Slow-consumer policy: the outbound queue is bounded; when a live event that matters does not
+//! fit, the connection is closed (4008) and the client resumes from its last id. It never
+//! blocks a room. Typing and presence are ephemeral: not replayed, dropped first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,28 +32,34 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::{Event, EventKind, MessageData, MessageView, Position, frame_json, sse_frame};
+use super::events::{Event, EventKind, Position, frame_json, replayed, sse_frame};
 use super::hub::{GetRoom, Hub};
 use super::presence::{Connect, Disconnect, Presence};
 use super::room::{ChatRoom, ConnId, Push, Subscribe, Typing, Unsubscribe};
+use super::rooms::RoomError;
+use crate::config::Config;
+use crate::faults::Faults;
 use crate::store::Store;
-use crate::store::events::ReplayItem;
-
-/// Minimum interval between relayed `typing.start` of one connection in one chat.
-const TYPING_MIN_INTERVAL: Duration = Duration::from_millis(1000);
+use crate::store::events::UserChat;
 
 /// WebSocket close codes used by the server.
 pub mod close_code {
     /// No auth frame in time, or the first frame was not an auth frame.
     pub const AUTH_REQUIRED: u16 = 4000;
-    /// The token was invalid, expired or revoked.
+    /// The token was invalid, expired or revoked when the connection authenticated.
     pub const AUTH_FAILED: u16 = 4001;
     /// The peer stopped answering pings.
     pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+    /// The connection's token expired: refresh it, reconnect with `last_event_id`.
+    pub const TOKEN_EXPIRED: u16 = 4003;
+    /// The user's password changed: sign in again, reconnect with `last_event_id`.
+    pub const TOKEN_REVOKED: u16 = 4004;
     /// The client did not read fast enough; resume with `last_event_id`.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The user already has the maximum number of connections.
     pub const TOO_MANY_CONNECTIONS: u16 = 4029;
+    /// The server cannot serve the connection now (database unavailable): retry later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// How the session's frames reach the client.
@@ -83,11 +95,35 @@ pub struct ClientText(pub String);
 #[rtype(result = "()")]
 pub struct TransportClosed;
 
+/// Tunables of every session, from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub replay_max: i64,
+    pub replay_page: i64,
+    pub ping_every: Duration,
+    pub typing_interval: Duration,
+}
+
+impl SessionConfig {
+    pub fn from_config(c: &Config) -> Self {
+        SessionConfig {
+            replay_max: c.replay_max.max(0),
+            replay_page: c.replay_page.clamp(1, 10_000),
+            ping_every: Duration::from_secs(c.ws_ping_secs.max(1)),
+            typing_interval: Duration::from_millis(c.typing_interval_ms),
+        }
+    }
+}
+
 /// Everything a session is started with.
 pub struct SessionArgs {
     pub conn: ConnId,
     pub user_id: i64,
     pub username: Arc<str>,
+    /// The token version the connection authenticated with (revocation closes older ones).
+    pub token_version: i32,
+    /// When the connection's token expires, unix seconds (the connection closes then).
+    pub expires_at: i64,
     pub transport: Transport,
     pub out: mpsc::Sender<Outgoing>,
     /// Where to send a close code and reason (the transport task closes the socket).
@@ -99,14 +135,51 @@ pub struct SessionArgs {
     pub store: Store,
     pub hub: Addr<Hub>,
     pub presence: Addr<Presence>,
-    pub replay_max: i64,
-    pub ping_every: Duration,
+    pub config: SessionConfig,
+    pub faults: Arc<Faults>,
+}
+
+/// One followed chat.
+struct Follow {
+    /// The last seq handed out (or known to hold nothing to show): the resume position.
+    pos: i64,
+    room: Option<Addr<ChatRoom>>,
+    /// Committed events up to this seq come from PostgreSQL before the chat is live again.
+    fill_upto: Option<i64>,
+    /// When this connection last relayed `typing.start` here, and whether a stop is owed.
+    typing_at: Option<Instant>,
+    typing_open: bool,
+    /// Failed attempts to (re)subscribe, for the back-off.
+    retries: u32,
+}
+
+impl Follow {
+    fn new(pos: i64, room: Option<Addr<ChatRoom>>) -> Self {
+        Follow {
+            pos,
+            room,
+            fill_upto: None,
+            typing_at: None,
+            typing_open: false,
+            retries: 0,
+        }
+    }
+}
+
+/// A page of a fill being written to the client.
+struct FillPage {
+    chat_id: i64,
+    events: VecDeque<Arc<Event>>,
+    /// Every seq up to this is covered once the page is written.
+    covered: i64,
 }
 
 pub struct Session {
     conn: ConnId,
     user_id: i64,
     username: Arc<str>,
+    token_version: i32,
+    expires_at: i64,
     transport: Transport,
     out: mpsc::Sender<Outgoing>,
     close: Option<oneshot::Sender<(u16, String)>>,
@@ -115,22 +188,29 @@ pub struct Session {
     store: Store,
     hub: Addr<Hub>,
     presence: Addr<Presence>,
-    replay_max: i64,
-    ping_every: Duration,
-    /// Last seq handed out per followed chat: the client's resume position.
-    positions: Position,
-    rooms: HashMap<i64, Addr<ChatRoom>>,
-    typing_sent: HashMap<i64, Instant>,
+    config: SessionConfig,
+    faults: Arc<Faults>,
+    chats: BTreeMap<i64, Follow>,
+    /// Chats waiting for a fill, in order.
+    fill_queue: VecDeque<i64>,
+    fill: Option<FillPage>,
+    /// A page read or a wait for the queue to drain is in flight.
+    fill_busy: bool,
+    /// Registered with presence (so `Disconnect` is owed on stop).
     registered: bool,
 }
 
 /// What the start-up found.
 struct Startup {
-    workspaces_registered: bool,
-    rooms: Vec<(i64, Addr<ChatRoom>, i64)>,
-    start: HashMap<i64, i64>,
-    replay: Vec<(i64, Vec<ReplayItem>, bool)>,
-    invalid_resume: bool,
+    /// (chat, its room if subscribed, the room's committed seq, the user's membership).
+    chats: Vec<(UserChat, Option<Addr<ChatRoom>>, i64)>,
+}
+
+/// The start-up's result; `registered` is true once presence counted the connection, whatever
+/// happened next (so a failed start still gives its slot back).
+struct Started {
+    registered: bool,
+    result: Result<Startup, Refusal>,
 }
 
 impl Session {
@@ -139,6 +219,8 @@ impl Session {
             conn: a.conn,
             user_id: a.user_id,
             username: a.username,
+            token_version: a.token_version,
+            expires_at: a.expires_at,
             transport: a.transport,
             out: a.out,
             close: Some(a.close),
@@ -147,16 +229,22 @@ impl Session {
             store: a.store,
             hub: a.hub,
             presence: a.presence,
-            replay_max: a.replay_max,
-            ping_every: a.ping_every,
-            positions: Position::default(),
-            rooms: HashMap::new(),
-            typing_sent: HashMap::new(),
+            config: a.config,
+            faults: a.faults,
+            chats: BTreeMap::new(),
+            fill_queue: VecDeque::new(),
+            fill: None,
+            fill_busy: false,
             registered: false,
         }
     }
 
-    /// Queues a frame for `kind` with `data`; `persisted` frames carry the position as id.
+    /// The resume position: the last seq handed out per followed chat.
+    fn position(&self) -> String {
+        Position(self.chats.iter().map(|(c, f)| (*c, f.pos)).collect()).encode()
+    }
+
+    /// Queues a frame for `kind` with `data`; `with_id` frames carry the position as id.
     /// Returns false (and closes the session) when the queue is full for a frame that matters.
     fn emit(
         &mut self,
@@ -166,22 +254,22 @@ impl Session {
         droppable: bool,
         ctx: &mut Context<Self>,
     ) -> bool {
-        let id = (with_id || self.transport == Transport::Sse).then(|| self.positions.encode());
-        let frame = match self.transport {
-            Transport::WebSocket => Outgoing::Text(frame_json(kind, id.as_deref(), data)),
-            Transport::Sse => Outgoing::Sse(sse_frame(kind, id.as_deref(), data)),
-        };
         // Ephemeral events give way while the queue is more than half full.
         if droppable && self.out.capacity() * 2 < self.out.max_capacity() {
             return true;
         }
+        let id = (with_id || self.transport == Transport::Sse).then(|| self.position());
+        let frame = match self.transport {
+            Transport::WebSocket => Outgoing::Text(frame_json(kind, id.as_deref(), data)),
+            Transport::Sse => Outgoing::Sse(sse_frame(kind, id.as_deref(), data)),
+        };
         match self.out.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) if droppable => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 crate::metrics::slow_consumer_dropped();
                 self.shutdown(
-                    super::session::close_code::SLOW_CONSUMER,
+                    close_code::SLOW_CONSUMER,
                     "slow consumer: resume with last_event_id",
                     ctx,
                 );
@@ -194,28 +282,55 @@ impl Session {
         }
     }
 
-    fn emit_event(&mut self, event: &Event, ctx: &mut Context<Self>) -> bool {
-        if let (Some(chat), Some(seq)) = (event.chat_id, event.seq) {
-            match self.positions.0.get_mut(&chat) {
-                None => return true,                 // not following this chat (any more)
-                Some(p) if seq <= *p => return true, // already given (replay overlap)
-                Some(p) => *p = seq,
-            }
-            self.emit(event.kind.as_str(), &event.data, true, false, ctx)
-        } else {
+    /// A live event from a room (or presence).
+    fn emit_live(&mut self, event: &Event, ctx: &mut Context<Self>) {
+        let (Some(chat), Some(seq)) = (event.chat_id, event.seq) else {
             self.emit(
                 event.kind.as_str(),
                 &event.data,
                 false,
                 event.kind.is_droppable(),
                 ctx,
-            )
+            );
+            return;
+        };
+        let Some(f) = self.chats.get_mut(&chat) else {
+            return; // not following this chat (any more)
+        };
+        if let Some(upto) = &mut f.fill_upto {
+            // Being filled from PostgreSQL, which has this event too.
+            *upto = (*upto).max(seq);
+            return;
         }
+        if seq <= f.pos {
+            return; // already handed out
+        }
+        if seq > f.pos + 1 {
+            // Never deliver past a gap: fill it (this event included) from PostgreSQL.
+            tracing::debug!(chat, seq, pos = f.pos, "seq gap: filling from PostgreSQL");
+            f.fill_upto = Some(seq);
+            self.fill_queue.push_back(chat);
+            self.pump(ctx);
+            return;
+        }
+        f.pos = seq;
+        self.emit(event.kind.as_str(), &event.data, true, false, ctx);
     }
 
     fn error_frame(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
         let data = json!({ "code": code, "message": message }).to_string();
         self.emit("error", data.as_bytes(), false, false, ctx);
+    }
+
+    fn resync(&mut self, chat_id: Option<i64>, reason: &str, ctx: &mut Context<Self>) -> bool {
+        let data = json!({ "reason": reason, "chat_id": chat_id }).to_string();
+        self.emit(
+            EventKind::ResyncRequired.as_str(),
+            data.as_bytes(),
+            chat_id.is_some(),
+            false,
+            ctx,
+        )
     }
 
     /// Closes the connection with `code` and stops.
@@ -226,8 +341,200 @@ impl Session {
         ctx.stop();
     }
 
-    fn on_started(&mut self, result: Result<Startup, Refusal>, ctx: &mut Context<Self>) {
-        let startup = match result {
+    // ---- fills ---------------------------------------------------------------------------
+
+    /// Whether a replayed frame may take a queue slot: a quarter stays free for live frames.
+    fn replay_has_room(&self) -> bool {
+        self.out.capacity() * 4 > self.out.max_capacity()
+    }
+
+    /// Advances the fills: writes the current page while the queue has room, then reads the
+    /// next page or starts the next chat's fill.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            if self.fill_busy {
+                return;
+            }
+            if let Some(page) = self.fill.as_mut() {
+                let chat_id = page.chat_id;
+                if !self.chats.contains_key(&chat_id) {
+                    self.fill = None; // left the chat meanwhile
+                    continue;
+                }
+                while !self.fill.as_ref().is_none_or(|p| p.events.is_empty()) {
+                    if !self.replay_has_room() {
+                        self.await_drain(ctx);
+                        return;
+                    }
+                    let Some(event) = self.fill.as_mut().and_then(|p| p.events.pop_front()) else {
+                        break;
+                    };
+                    let seq = event.seq.unwrap_or(0);
+                    if let Some(f) = self.chats.get_mut(&chat_id) {
+                        if seq <= f.pos {
+                            continue;
+                        }
+                        f.pos = seq;
+                    }
+                    if !self.emit(event.kind.as_str(), &event.data, true, false, ctx) {
+                        return;
+                    }
+                }
+                let covered = self.fill.take().map_or(0, |p| p.covered);
+                if let Some(f) = self.chats.get_mut(&chat_id) {
+                    f.pos = f.pos.max(covered);
+                    match f.fill_upto {
+                        Some(upto) if upto > f.pos => self.fill_queue.push_front(chat_id),
+                        _ => f.fill_upto = None,
+                    }
+                }
+                continue;
+            }
+            let Some(chat_id) = self.fill_queue.pop_front() else {
+                return;
+            };
+            let Some(f) = self.chats.get_mut(&chat_id) else {
+                continue;
+            };
+            let Some(upto) = f.fill_upto else {
+                continue;
+            };
+            if upto <= f.pos {
+                f.fill_upto = None;
+                continue;
+            }
+            if upto - f.pos > self.config.replay_max {
+                f.pos = upto;
+                f.fill_upto = None;
+                if !self.resync(Some(chat_id), "gap_too_large", ctx) {
+                    return;
+                }
+                continue;
+            }
+            if self.fill_queue.contains(&chat_id) {
+                continue; // queued twice: fill once
+            }
+            let from = f.pos;
+            self.read_page(chat_id, from, upto, ctx);
+            return;
+        }
+    }
+
+    fn read_page(&mut self, chat_id: i64, after: i64, upto: i64, ctx: &mut Context<Self>) {
+        self.fill_busy = true;
+        let store = self.store.clone();
+        let limit = self.config.replay_page;
+        ctx.spawn(
+            async move { store.replay(chat_id, after, upto, limit).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.fill_busy = false;
+                    match result {
+                        Ok(items) => {
+                            let covered = if (items.len() as i64) < limit {
+                                upto
+                            } else {
+                                items.last().map_or(upto, |i| i.seq)
+                            };
+                            let events =
+                                items.iter().filter_map(|i| replayed(chat_id, i)).collect();
+                            act.fill = Some(FillPage {
+                                chat_id,
+                                events,
+                                covered,
+                            });
+                            act.pump(ctx);
+                        }
+                        Err(e) => {
+                            // The database is unreachable: try again; the chat stays paused
+                            // (its position unchanged), nothing is skipped.
+                            tracing::warn!(chat_id, error = %e, "replay read failed; retrying");
+                            act.fill_queue.push_front(chat_id);
+                            act.fill_busy = true;
+                            ctx.run_later(Duration::from_millis(500), |act, ctx| {
+                                act.fill_busy = false;
+                                act.pump(ctx);
+                            });
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Waits until half the outbound queue is free, then pumps again.
+    fn await_drain(&mut self, ctx: &mut Context<Self>) {
+        self.fill_busy = true;
+        let out = self.out.clone();
+        let want = (out.max_capacity() / 2).max(1);
+        ctx.spawn(
+            async move { out.reserve_many(want).await.is_ok() }
+                .into_actor(self)
+                .map(|open, act, ctx| {
+                    act.fill_busy = false;
+                    if open {
+                        act.pump(ctx);
+                    } else {
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    /// Starts following `chat_id` from `from`, filling up to the room's `committed` seq.
+    fn follow(&mut self, chat_id: i64, from: i64, room: Option<Addr<ChatRoom>>, committed: i64) {
+        let mut f = Follow::new(from, room);
+        if from < committed {
+            f.fill_upto = Some(committed);
+            self.fill_queue.push_back(chat_id);
+        }
+        self.chats.insert(chat_id, f);
+    }
+
+    // ---- rooms ---------------------------------------------------------------------------
+
+    /// Finds the chat's (new) room and subscribes again; what was missed meanwhile is filled
+    /// from PostgreSQL. Retries with back-off while the room cannot be reached.
+    fn resubscribe(&mut self, chat_id: i64, ctx: &mut Context<Self>) {
+        let Some(f) = self.chats.get_mut(&chat_id) else {
+            return;
+        };
+        f.room = None;
+        let hub = self.hub.clone();
+        let me = ctx.address().recipient::<Push>();
+        let (conn, user_id) = (self.conn, self.user_id);
+        ctx.spawn(
+            async move { subscribe(&hub, chat_id, conn, user_id, me).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Subscribed::Yes(room, committed) => {
+                        if let Some(f) = act.chats.get_mut(&chat_id) {
+                            f.room = Some(room);
+                            f.retries = 0;
+                            if committed > f.pos {
+                                f.fill_upto = Some(f.fill_upto.unwrap_or(0).max(committed));
+                                act.fill_queue.push_back(chat_id);
+                                act.pump(ctx);
+                            }
+                        }
+                    }
+                    Subscribed::NotMember => {
+                        act.chats.remove(&chat_id);
+                    }
+                    Subscribed::Unreachable => {
+                        let Some(f) = act.chats.get_mut(&chat_id) else {
+                            return;
+                        };
+                        f.retries += 1;
+                        let pause = Duration::from_millis(100 << f.retries.min(6));
+                        ctx.run_later(pause, move |act, ctx| act.resubscribe(chat_id, ctx));
+                    }
+                }),
+        );
+    }
+
+    fn on_started(&mut self, started: Started, ctx: &mut Context<Self>) {
+        self.registered = started.registered;
+        let startup = match started.result {
             Ok(s) => s,
             Err(refusal) => {
                 if let Some(ready) = self.ready.take() {
@@ -237,83 +544,51 @@ impl Session {
                 return;
             }
         };
-        self.registered = startup.workspaces_registered;
-        for (chat, room, _) in &startup.rooms {
-            self.rooms.insert(*chat, room.clone());
+        let raw = self.resume.take();
+        let (resume, invalid_resume) = match raw.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        {
+            None => (None, false),
+            Some(raw) => match Position::parse(raw) {
+                Some(p) => (Some(p), false),
+                None => (None, true),
+            },
+        };
+        let mut unreachable = Vec::new();
+        for (chat, room, committed) in startup.chats {
+            let from = match &resume {
+                Some(p) => p.0.get(&chat.chat_id).copied().unwrap_or(chat.joined_seq),
+                // A fresh connection follows from what was committed when it authenticated.
+                None => chat.last_seq,
+            }
+            .clamp(0, committed.max(chat.last_seq));
+            if room.is_none() {
+                unreachable.push(chat.chat_id);
+            }
+            self.follow(chat.chat_id, from, room, committed);
         }
-        self.positions = Position(startup.start.iter().map(|(c, s)| (*c, *s)).collect());
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Ok(()));
         }
         let hello = json!({
             "user_id": self.user_id,
             "connection_id": self.conn,
-            "last_event_id": self.positions.encode(),
+            "last_event_id": self.position(),
         })
         .to_string();
         let kind = match self.transport {
             Transport::WebSocket => "auth.success",
             Transport::Sse => "ready",
         };
-        self.emit(kind, hello.as_bytes(), false, false, ctx);
-        if startup.invalid_resume {
-            let data = json!({"reason": "invalid_last_event_id", "chat_id": null}).to_string();
-            self.emit(
-                EventKind::ResyncRequired.as_str(),
-                data.as_bytes(),
-                false,
-                false,
-                ctx,
-            );
+        if !self.emit(kind, hello.as_bytes(), false, false, ctx) {
+            return;
         }
-        let committed: HashMap<i64, i64> = startup.rooms.iter().map(|(c, _, s)| (*c, *s)).collect();
-        for (chat, items, overflow) in startup.replay {
-            if overflow {
-                self.positions
-                    .0
-                    .insert(chat, committed.get(&chat).copied().unwrap_or(0));
-                let data = json!({"reason": "gap_too_large", "chat_id": chat}).to_string();
-                if !self.emit(
-                    EventKind::ResyncRequired.as_str(),
-                    data.as_bytes(),
-                    true,
-                    false,
-                    ctx,
-                ) {
-                    return;
-                }
-                continue;
-            }
-            for item in items {
-                let event = match item {
-                    ReplayItem::Created(m) => {
-                        let view = MessageView::new(&m, &[]);
-                        Event::new(
-                            EventKind::MessageCreated,
-                            Some(chat),
-                            Some(m.seq),
-                            &MessageData { message: &view },
-                        )
-                    }
-                    ReplayItem::Logged { seq, kind, payload } => match EventKind::parse(&kind) {
-                        Some(k) => Event::new(k, Some(chat), Some(seq), &payload),
-                        None => continue,
-                    },
-                };
-                if !self.emit_event(&event, ctx) {
-                    return;
-                }
-            }
-            // Skipped seqs (deleted messages) are covered too.
-            if let Some(c) = committed.get(&chat) {
-                let p = self.positions.0.entry(chat).or_insert(*c);
-                *p = (*p).max(*c);
-            }
+        if invalid_resume && !self.resync(None, "invalid_last_event_id", ctx) {
+            return;
         }
-        for (chat, c) in committed {
-            let p = self.positions.0.entry(chat).or_insert(c);
-            *p = (*p).max(c);
+        for chat_id in unreachable {
+            self.resubscribe(chat_id, ctx);
         }
+        self.pump(ctx);
     }
 
     fn handle_client_frame(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -341,7 +616,7 @@ impl Session {
                 let data = json!({
                     "user_id": self.user_id,
                     "connection_id": self.conn,
-                    "last_event_id": self.positions.encode(),
+                    "last_event_id": self.position(),
                 })
                 .to_string();
                 self.emit("auth.success", data.as_bytes(), false, false, ctx);
@@ -357,35 +632,48 @@ impl Session {
                     self.error_frame("VALIDATION_ERROR", "chat_id (integer) is required", ctx);
                     return;
                 };
-                let Some(room) = self.rooms.get(&chat_id) else {
-                    self.error_frame("FORBIDDEN", "not a member of this chat", ctx);
-                    return;
-                };
-                if start {
-                    let now = Instant::now();
-                    if self
-                        .typing_sent
-                        .get(&chat_id)
-                        .is_some_and(|t| now.duration_since(*t) < TYPING_MIN_INTERVAL)
-                    {
-                        return; // rate-limited: the indicator is already shown
-                    }
-                    self.typing_sent.insert(chat_id, now);
-                } else {
-                    self.typing_sent.remove(&chat_id);
-                }
-                room.do_send(Typing {
-                    user_id: self.user_id,
-                    username: self.username.clone(),
-                    start,
-                });
+                self.typing(chat_id, start, ctx);
             }
             other => {
+                let other: String = other.chars().take(64).collect();
                 let msg = format!(
                     "unknown frame type `{other}`; expected ping, typing.start or typing.stop"
                 );
                 self.error_frame("VALIDATION_ERROR", &msg, ctx);
             }
+        }
+    }
+
+    /// Relays typing, limited per connection and chat: a `typing.start` at most once per
+    /// interval (a stop does not reset the interval), a `typing.stop` only after a relayed start.
+    fn typing(&mut self, chat_id: i64, start: bool, ctx: &mut Context<Self>) {
+        let interval = self.config.typing_interval;
+        let Some(f) = self.chats.get_mut(&chat_id) else {
+            self.error_frame("FORBIDDEN", "not a member of this chat", ctx);
+            return;
+        };
+        let now = Instant::now();
+        let relay = if start {
+            let due = f
+                .typing_at
+                .is_none_or(|t| now.duration_since(t) >= interval);
+            if due {
+                f.typing_at = Some(now);
+                f.typing_open = true;
+            }
+            due
+        } else {
+            std::mem::replace(&mut f.typing_open, false)
+        };
+        if !relay {
+            return;
+        }
+        if let Some(room) = &f.room {
+            room.do_send(Typing {
+                user_id: self.user_id,
+                username: self.username.clone(),
+                start,
+            });
         }
     }
 }
@@ -396,22 +684,34 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.out.max_capacity().max(64) * 2);
         let me = ctx.address().recipient::<Push>();
-        let store = self.store.clone();
-        let hub = self.hub.clone();
-        let presence = self.presence.clone();
-        let (user_id, conn, replay_max) = (self.user_id, self.conn, self.replay_max);
-        let resume = self.resume.take();
+        let args = StartArgs {
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+            presence: self.presence.clone(),
+            user_id: self.user_id,
+            conn: self.conn,
+            faults: self.faults.clone(),
+        };
         ctx.wait(
-            startup(store, hub, presence, user_id, conn, me, resume, replay_max)
+            startup(args, me)
                 .into_actor(self)
                 .map(|result, act, ctx| act.on_started(result, ctx)),
         );
         if self.transport == Transport::Sse {
-            ctx.run_interval(self.ping_every, |act, ctx| {
+            ctx.run_interval(self.config.ping_every, |act, ctx| {
                 let data = json!({ "timestamp": Utc::now() }).to_string();
                 act.emit("ping", data.as_bytes(), false, false, ctx);
             });
         }
+        // The connection lives as long as its token: then the client refreshes and resumes.
+        let left = (self.expires_at - Utc::now().timestamp()).max(0) as u64;
+        ctx.run_later(Duration::from_secs(left), |act, ctx| {
+            act.shutdown(
+                close_code::TOKEN_EXPIRED,
+                "token expired: refresh it and resume with last_event_id",
+                ctx,
+            );
+        });
         match self.transport {
             Transport::WebSocket => crate::metrics::ws_opened(),
             Transport::Sse => crate::metrics::sse_opened(),
@@ -419,8 +719,10 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        for room in self.rooms.values() {
-            room.do_send(Unsubscribe { conn: self.conn });
+        for f in self.chats.values() {
+            if let Some(room) = &f.room {
+                room.do_send(Unsubscribe { conn: self.conn });
+            }
         }
         if self.registered {
             self.presence.do_send(Disconnect {
@@ -438,104 +740,119 @@ impl Actor for Session {
     }
 }
 
-/// Loads the user's chats, registers with presence, subscribes to every room and prepares the
-/// replay. Subscribing before reading the replay means nothing falls between the two: events
-/// up to each room's committed seq come from PostgreSQL, later ones live.
-#[allow(clippy::too_many_arguments)]
-async fn startup(
+struct StartArgs {
     store: Store,
     hub: Addr<Hub>,
     presence: Addr<Presence>,
     user_id: i64,
     conn: ConnId,
+    faults: Arc<Faults>,
+}
+
+/// How a subscription attempt ended.
+enum Subscribed {
+    Yes(Addr<ChatRoom>, i64),
+    NotMember,
+    Unreachable,
+}
+
+/// Subscribes `conn` to the chat's room (following the hub to a fresh room when one stops).
+async fn subscribe(
+    hub: &Addr<Hub>,
+    chat_id: i64,
+    conn: ConnId,
+    user_id: i64,
     me: Recipient<Push>,
-    resume: Option<String>,
-    replay_max: i64,
-) -> Result<Startup, Refusal> {
-    let unavailable = |e: String| Refusal::Unavailable(e);
-    let (chats, workspaces) = store
-        .user_chats(user_id)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    presence
-        .send(Connect {
-            user_id,
+) -> Subscribed {
+    for _ in 0..3 {
+        let Ok(room) = hub.send(GetRoom { chat_id }).await else {
+            return Subscribed::Unreachable;
+        };
+        let msg = Subscribe {
             conn,
+            user_id,
             recipient: me.clone(),
-            workspaces,
-        })
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .map_err(|t| Refusal::TooManyConnections(t.0))?;
-
-    let subscriptions = futures_util::future::join_all(chats.iter().map(|c| {
-        let hub = hub.clone();
-        let me = me.clone();
-        async move {
-            for _ in 0..3 {
-                let room = hub.send(GetRoom { chat_id: c.chat_id }).await.ok()?;
-                match room
-                    .send(Subscribe {
-                        conn,
-                        user_id,
-                        recipient: me.clone(),
-                    })
-                    .await
-                {
-                    Ok(Ok(seq)) => return Some((c.chat_id, room, seq)),
-                    Ok(Err(_)) => return None, // left the chat meanwhile
-                    Err(_) => continue,        // room stopping: ask the hub again
-                }
+        };
+        match room.send(msg).await {
+            Ok(Ok(seq)) => return Subscribed::Yes(room, seq),
+            Ok(Err(RoomError::NotFound(_) | RoomError::Forbidden(_))) => {
+                return Subscribed::NotMember;
             }
-            None
-        }
-    }))
-    .await;
-    let rooms: Vec<(i64, Addr<ChatRoom>, i64)> = subscriptions.into_iter().flatten().collect();
-
-    let (resume_pos, invalid_resume) =
-        match resume.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            None => (None, false),
-            Some(raw) => match Position::parse(raw) {
-                Some(p) => (Some(p), false),
-                None => (None, true),
-            },
-        };
-    let mut start = HashMap::new();
-    let mut replay = Vec::new();
-    let mut budget = replay_max;
-    for (chat_id, _, committed) in &rooms {
-        let Some(info) = chats.iter().find(|c| c.chat_id == *chat_id) else {
-            continue;
-        };
-        let from = match &resume_pos {
-            Some(p) => p.0.get(chat_id).copied().unwrap_or(info.joined_seq),
-            // A fresh connection follows from what was committed when it authenticated.
-            None => info.last_seq,
-        }
-        .min(*committed);
-        start.insert(*chat_id, from);
-        if from < *committed {
-            let items = store
-                .replay(*chat_id, from, *committed, budget + 1)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            let overflow = items.len() as i64 > budget;
-            budget -= items.len().min(budget as usize) as i64;
-            replay.push((
-                *chat_id,
-                if overflow { Vec::new() } else { items },
-                overflow,
-            ));
+            Ok(Err(_)) | Err(_) => continue, // room stopping: ask the hub again
         }
     }
-    Ok(Startup {
-        workspaces_registered: true,
-        rooms,
-        start,
-        replay,
-        invalid_resume,
-    })
+    Subscribed::Unreachable
+}
+
+/// Registers with presence, then reads the user's chats and subscribes to every room.
+/// Registering first means a chat joined meanwhile is not missed (see the module doc);
+/// subscribing before the replay is read means nothing falls between the two.
+async fn startup(a: StartArgs, me: Recipient<Push>) -> Started {
+    let unavailable = |e: String| Refusal::Unavailable(e);
+    let workspaces = match a.store.user_workspaces(a.user_id).await {
+        Ok(w) => w,
+        Err(e) => {
+            return Started {
+                registered: false,
+                result: Err(unavailable(e.to_string())),
+            };
+        }
+    };
+    let connect = Connect {
+        user_id: a.user_id,
+        conn: a.conn,
+        recipient: me.clone(),
+        workspaces,
+    };
+    match a.presence.send(connect).await {
+        Ok(Ok(())) => {}
+        Ok(Err(t)) => {
+            return Started {
+                registered: false,
+                result: Err(Refusal::TooManyConnections(t.0)),
+            };
+        }
+        Err(e) => {
+            return Started {
+                registered: false,
+                result: Err(unavailable(e.to_string())),
+            };
+        }
+    }
+    let result = async {
+        let delay = a.faults.session_start_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if a.faults.fail_session_start() {
+            return Err(unavailable("fault hook: session start failed".into()));
+        }
+        let chats = a
+            .store
+            .user_chats(a.user_id)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let subscriptions = futures_util::future::join_all(chats.iter().map(|c| {
+            let (hub, me) = (a.hub.clone(), me.clone());
+            async move { (*c, subscribe(&hub, c.chat_id, a.conn, a.user_id, me).await) }
+        }))
+        .await;
+        let chats = subscriptions
+            .into_iter()
+            .filter_map(|(chat, s)| match s {
+                Subscribed::Yes(room, committed) => Some((chat, Some(room), committed)),
+                // Followed anyway: the session keeps trying, and fills the gap once it can.
+                Subscribed::Unreachable => Some((chat, None, chat.last_seq)),
+                Subscribed::NotMember => None, // left the chat meanwhile
+            })
+            .collect();
+        Ok(Startup { chats })
+    }
+    .await;
+    Started {
+        registered: true,
+        result,
+    }
 }
 
 impl Handler<Push> for Session {
@@ -543,22 +860,17 @@ impl Handler<Push> for Session {
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
         match msg {
-            Push::Event(event) => {
-                self.emit_event(&event, ctx);
-            }
+            Push::Event(event) => self.emit_live(&event, ctx),
             Push::Subscribed { chat_id, seq, room } => {
-                if let std::collections::btree_map::Entry::Vacant(e) =
-                    self.positions.0.entry(chat_id)
-                {
-                    e.insert(seq);
-                    self.rooms.insert(chat_id, room);
+                if let std::collections::btree_map::Entry::Vacant(e) = self.chats.entry(chat_id) {
+                    e.insert(Follow::new(seq, Some(room)));
                 }
             }
             Push::Unsubscribed { chat_id } => {
-                self.positions.0.remove(&chat_id);
-                self.rooms.remove(&chat_id);
-                self.typing_sent.remove(&chat_id);
+                self.chats.remove(&chat_id);
+                self.fill_queue.retain(|c| *c != chat_id);
             }
+            Push::RoomClosed { chat_id } => self.resubscribe(chat_id, ctx),
             Push::SlowConsumer => {
                 self.shutdown(
                     close_code::SLOW_CONSUMER,
@@ -566,6 +878,14 @@ impl Handler<Push> for Session {
                     ctx,
                 );
             }
+            Push::Revoked { version } if self.token_version < version => {
+                self.shutdown(
+                    close_code::TOKEN_REVOKED,
+                    "token revoked: sign in again and resume with last_event_id",
+                    ctx,
+                );
+            }
+            Push::Revoked { .. } => {}
         }
     }
 }
@@ -583,5 +903,17 @@ impl Handler<TransportClosed> for Session {
 
     fn handle(&mut self, _: TransportClosed, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+/// Closes every open connection of `user_id` authenticated with a token version below
+/// `version` (called after a password change).
+pub fn revoke(registry: &super::presence::ConnRegistry, user_id: i64, version: i32) {
+    let conns: Vec<Recipient<Push>> = registry
+        .get(&user_id)
+        .map(|c| c.value().iter().map(|(_, r)| r.clone()).collect())
+        .unwrap_or_default();
+    for recipient in conns {
+        recipient.do_send(Push::Revoked { version });
     }
 }

@@ -196,6 +196,8 @@ pub async fn change_password(
     let hash = state.passwords.hash(new.to_string()).await?;
     let version = state.store.set_password(user.id, &hash).await?;
     state.set_token_version(user.id, version);
+    // Real-time connections opened with the older tokens close now.
+    crate::actors::session::revoke(&state.registry, user.id, version);
     let issued = state.tokens.issue(user.id, version)?;
     tracing::info!(user_id = user.id, "password changed; older tokens revoked");
     Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, ApiResult, current_request_id};
+use super::extract::AuthUser;
 use super::request_id::REQUEST_ID_HEADER;
 use crate::state::AppState;
 
@@ -141,17 +142,18 @@ fn validate(op: &Operation) -> Result<reqwest::Method, ApiError> {
     };
     let path = op.path.as_str();
     let (route, _query) = path.split_once('?').unwrap_or((path, ""));
-    let clean = path.starts_with("/api/")
-        && path.len() <= 2048
+    let shape_ok = path.len() <= 2048
         && !path.contains('#')
-        && !path.chars().any(|c| c.is_whitespace() || c.is_control())
-        && !route.split('/').any(|seg| seg == ".." || seg == ".");
-    if !clean {
+        && !path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\');
+    let Some(route) = normalised_route(route).filter(|r| shape_ok && r.starts_with("/api/")) else {
         return Err(ApiError::validation(
             "path",
-            "must be an absolute path under /api/ (no `..`, fragments or spaces)",
+            "must be an absolute path under /api/ (no dot segments, encoded slashes, \
+             fragments or spaces)",
         ));
-    }
+    };
     let route = route.trim_end_matches('/');
     if route.eq_ignore_ascii_case("/api/batch") {
         return Err(ApiError::validation(
@@ -162,11 +164,42 @@ fn validate(op: &Operation) -> Result<reqwest::Method, ApiError> {
     Ok(method)
 }
 
+/// The route as the server will route it: percent-decoded (repeatedly, so no encoding of a
+/// dot or a slash survives) with every segment checked. `None` for a path that has dot
+/// segments, empty segments, encoded slashes or backslashes, or does not decode to UTF-8 —
+/// whatever could end up outside the path it seems to name.
+fn normalised_route(route: &str) -> Option<String> {
+    if !route.starts_with('/') {
+        return None;
+    }
+    let mut current = route.to_string();
+    for _ in 0..4 {
+        let decoded = percent_encoding::percent_decode_str(&current)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        if decoded == current {
+            break;
+        }
+        current = decoded;
+    }
+    if current.contains('%') || current.contains('\\') || current.chars().any(char::is_control) {
+        return None;
+    }
+    let body = current.trim_end_matches('/');
+    let clean = body
+        .split('/')
+        .skip(1)
+        .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    clean.then_some(current)
+}
+
 /// `POST /api/batch`: runs each operation in order and returns one `{status, body}` per
 /// operation. A failing operation does not stop the others.
 pub async fn batch(
     state: web::Data<AppState>,
     req: HttpRequest,
+    _caller: AuthUser,
     body: web::Json<BatchRequest>,
 ) -> ApiResult<HttpResponse> {
     if req.extensions().get::<Subrequest>().is_some() {
@@ -281,6 +314,17 @@ mod tests {
             "/api/batch/",
             "/api/BATCH?x=1",
             "/api/users me",
+            "/api/%2e%2e/metrics",
+            "/api/%2E%2E/admin/production/health",
+            "/api/%252e%252e/metrics",
+            "/api/users/%2f..%2f..%2fmetrics",
+            "/api/.%2e/metrics",
+            "/api//metrics",
+            "/api/%5c../metrics",
+            "/api\\..\\metrics",
+            "/api/%ff",
+            "/api/%2fbatch",
+            "/api/%62atch",
         ] {
             assert!(validate(&op("GET", bad)).is_err(), "{bad}");
         }

@@ -16,6 +16,10 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
     pub id: i64,
+    /// The token version the token was issued under (a password change bumps it).
+    pub token_version: i32,
+    /// When the token expires, unix seconds (real-time connections close then).
+    pub expires_at: i64,
 }
 
 /// The bearer token of a request, if it has one.

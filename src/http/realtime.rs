@@ -22,7 +22,8 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, bearer_token};
 use crate::actors::events::frame_json;
 use crate::actors::session::{
-    ClientText, Outgoing, Refusal, Session, SessionArgs, Transport, TransportClosed, close_code,
+    ClientText, Outgoing, Refusal, Session, SessionArgs, SessionConfig, Transport, TransportClosed,
+    close_code,
 };
 use crate::state::AppState;
 
@@ -77,6 +78,8 @@ async fn start_session(
         conn: next_conn_id(),
         user_id: user.id,
         username,
+        token_version: user.token_version,
+        expires_at: user.expires_at,
         transport,
         out: out_tx,
         close: close_tx,
@@ -85,8 +88,8 @@ async fn start_session(
         store: state.store.clone(),
         hub: state.hub.clone(),
         presence: state.presence.clone(),
-        replay_max: state.config.replay_max,
-        ping_every: Duration::from_secs(state.config.ws_ping_secs),
+        config: SessionConfig::from_config(&state.config),
+        faults: state.faults.clone(),
     })
     .start();
     match ready_rx.await {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
 
-use super::messages::{MessageRow, SELECT_MESSAGE, from_row};
+use super::messages::{MessageRow, ReactionSummary, SELECT_MESSAGE, VISIBLE, from_row};
 use super::{Store, StoreError, StoreResult};
 
 /// What a chat room needs to start.
@@ -29,67 +29,86 @@ pub struct UserChat {
     pub last_seq: i64,
 }
 
-/// A replayed event: a message creation (from `messages`) or a logged event.
+/// A replayed event, read back at replay time. The log stores what happened (kind, message
+/// id, who); the message itself is read from its current row, so superseded or deleted text
+/// can never come back through replay (see [`crate::store::messages::VISIBLE`]).
 #[derive(Debug, Clone)]
-pub enum ReplayItem {
-    Created(MessageRow),
-    Logged {
-        seq: i64,
-        kind: String,
-        payload: serde_json::Value,
-    },
+pub struct ReplayItem {
+    pub seq: i64,
+    pub kind: String,
+    /// The message the event is about, as it is now; `None` for membership events and for
+    /// messages that are deleted (or gone).
+    pub message: Option<MessageRow>,
+    /// The message's current reactions.
+    pub reactions: Vec<ReactionSummary>,
+    /// The logged payload (never message text); `Null` for creations.
+    pub payload: serde_json::Value,
 }
 
-impl ReplayItem {
-    pub fn seq(&self) -> i64 {
-        match self {
-            ReplayItem::Created(m) => m.seq,
-            ReplayItem::Logged { seq, .. } => *seq,
-        }
-    }
+/// A logged event (anything but a message's creation) to append at its seq.
+pub struct LoggedEvent<'a> {
+    pub seq: i64,
+    pub kind: &'a str,
+    pub message_id: Option<i64>,
+    pub payload: &'a serde_json::Value,
 }
 
 /// Appends logged events (edits, deletes, reactions, membership) at their seqs.
 pub async fn insert_events(
     tx: &Transaction<'_>,
     chat_id: i64,
-    events: &[(i64, &str, &serde_json::Value)],
+    events: &[LoggedEvent<'_>],
 ) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let seqs: Vec<i64> = events.iter().map(|e| e.0).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.1).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| e.2).collect();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let ids: Vec<Option<i64>> = events.iter().map(|e| e.message_id).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| e.payload).collect();
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO chat_events (chat_id, seq, kind, payload) \
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::jsonb[])",
+            "INSERT INTO chat_events (chat_id, seq, kind, message_id, payload) \
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::jsonb[])",
         )
         .await?;
-    tx.execute(&stmt, &[&chat_id, &seqs, &kinds, &payloads])
+    tx.execute(&stmt, &[&chat_id, &seqs, &kinds, &ids, &payloads])
         .await
         .map_err(StoreError::from_db)?;
     Ok(())
 }
 
-/// Moves a chat's `last_seq` from `from` to `to`. Fenced: fails with `Conflict` when another
-/// writer moved it, so two rooms for one chat can never both commit.
+/// The conflict a fenced seq advance reports.
+pub const FENCED: &str = "chat position moved by another writer";
+
+/// Moves a chat's `last_seq` from `from` to `to` and returns the transaction's id (to ask
+/// PostgreSQL later whether it committed, when the COMMIT's reply is lost). Fenced: fails with
+/// `Conflict` when another writer moved it, so two rooms for one chat can never both commit.
 pub async fn advance_seq(
     tx: &Transaction<'_>,
     chat_id: i64,
     from: i64,
     to: i64,
-) -> StoreResult<()> {
+) -> StoreResult<i64> {
     let stmt = tx
-        .prepare_cached("UPDATE chats SET last_seq = $3 WHERE id = $1 AND last_seq = $2")
+        .prepare_cached(
+            "UPDATE chats SET last_seq = $3 WHERE id = $1 AND last_seq = $2 \
+             RETURNING txid_current()",
+        )
         .await?;
-    match tx.execute(&stmt, &[&chat_id, &from, &to]).await? {
-        1 => Ok(()),
-        _ => Err(StoreError::Conflict(
-            "chat position moved by another writer".into(),
-        )),
+    match tx.query_opt(&stmt, &[&chat_id, &from, &to]).await? {
+        Some(row) => Ok(row.get(0)),
+        None => Err(StoreError::Conflict(FENCED.into())),
     }
+}
+
+/// Locks the chat's row for the rest of the transaction and returns its `last_seq`: with
+/// writers on several nodes, the database orders them and hands out the next seqs.
+pub async fn lock_seq(tx: &Transaction<'_>, chat_id: i64) -> StoreResult<Option<i64>> {
+    let stmt = tx
+        .prepare_cached("SELECT last_seq FROM chats WHERE id = $1 FOR UPDATE")
+        .await?;
+    Ok(tx.query_opt(&stmt, &[&chat_id]).await?.map(|r| r.get(0)))
 }
 
 /// Adds a chat member inside a room transaction; false when already a member.
@@ -151,8 +170,8 @@ impl Store {
         }))
     }
 
-    /// The chats a user belongs to, with positions, and the user's workspaces.
-    pub async fn user_chats(&self, user_id: i64) -> StoreResult<(Vec<UserChat>, Vec<i64>)> {
+    /// The chats a user belongs to, with positions.
+    pub async fn user_chats(&self, user_id: i64) -> StoreResult<Vec<UserChat>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -160,7 +179,7 @@ impl Store {
                  JOIN chats c ON c.id = cm.chat_id WHERE cm.user_id = $1 ORDER BY cm.chat_id",
             )
             .await?;
-        let chats = client
+        Ok(client
             .query(&stmt, &[&user_id])
             .await?
             .iter()
@@ -169,21 +188,39 @@ impl Store {
                 joined_seq: r.get(1),
                 last_seq: r.get(2),
             })
-            .collect();
+            .collect())
+    }
+
+    /// The workspaces a user belongs to.
+    pub async fn user_workspaces(&self, user_id: i64) -> StoreResult<Vec<i64>> {
+        let client = self.client().await?;
         let stmt = client
             .prepare_cached("SELECT workspace_id FROM workspace_members WHERE user_id = $1")
             .await?;
-        let workspaces = client
+        Ok(client
             .query(&stmt, &[&user_id])
             .await?
             .iter()
             .map(|r| r.get(0))
-            .collect();
-        Ok((chats, workspaces))
+            .collect())
     }
 
-    /// Events of a chat with `after < seq <= upto`, in order, at most `limit` of them.
-    /// Deleted messages are not replayed as creations (their `message.deleted` is).
+    /// Whether the transaction `xid` committed: `Some(true)` committed, `Some(false)` aborted,
+    /// `None` still running or unknown.
+    pub async fn transaction_status(&self, xid: i64) -> StoreResult<Option<bool>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached("SELECT txid_status($1)").await?;
+        let status: Option<String> = client.query_one(&stmt, &[&xid]).await?.get(0);
+        Ok(match status.as_deref() {
+            Some("committed") => Some(true),
+            Some("aborted") => Some(false),
+            _ => None,
+        })
+    }
+
+    /// Events of a chat with `after < seq <= upto`, in order, at most `limit` of them, each
+    /// rendered from the current rows: a message deleted since is not replayed as created,
+    /// edited or reacted to (its `message.deleted` is), and an edit shows today's text.
     pub async fn replay(
         &self,
         chat_id: i64,
@@ -194,34 +231,75 @@ impl Store {
         let client = self.client().await?;
         let sql = format!(
             "{SELECT_MESSAGE} WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq <= $3 \
-             AND m.deleted_at IS NULL ORDER BY m.seq LIMIT $4"
+             AND {VISIBLE} ORDER BY m.seq LIMIT $4"
         );
         let stmt = client.prepare_cached(&sql).await?;
         let mut items: Vec<ReplayItem> = client
             .query(&stmt, &[&chat_id, &after, &upto, &limit])
             .await?
             .iter()
-            .map(|r| ReplayItem::Created(from_row(r)))
+            .map(|r| {
+                let m = from_row(r);
+                ReplayItem {
+                    seq: m.seq,
+                    kind: "message.created".into(),
+                    message: Some(m),
+                    reactions: Vec::new(),
+                    payload: serde_json::Value::Null,
+                }
+            })
             .collect();
         let stmt = client
             .prepare_cached(
-                "SELECT seq, kind, payload FROM chat_events \
+                "SELECT seq, kind, message_id, payload FROM chat_events \
                  WHERE chat_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
             )
             .await?;
-        items.extend(
+        let logged = client
+            .query(&stmt, &[&chat_id, &after, &upto, &limit])
+            .await?;
+        let about: Vec<i64> = logged
+            .iter()
+            .filter_map(|r| r.get::<_, Option<i64>>(2))
+            .collect();
+        let current: HashMap<i64, MessageRow> = if about.is_empty() {
+            HashMap::new()
+        } else {
+            let sql = format!("{SELECT_MESSAGE} WHERE m.id = ANY($1) AND {VISIBLE}");
+            let stmt = client.prepare_cached(&sql).await?;
             client
-                .query(&stmt, &[&chat_id, &after, &upto, &limit])
+                .query(&stmt, &[&about])
                 .await?
                 .iter()
-                .map(|r| ReplayItem::Logged {
-                    seq: r.get(0),
-                    kind: r.get(1),
-                    payload: r.get(2),
-                }),
-        );
-        items.sort_by_key(ReplayItem::seq);
+                .map(|r| {
+                    let m = from_row(r);
+                    (m.id, m)
+                })
+                .collect()
+        };
+        items.extend(logged.iter().map(|r| {
+            let message_id: Option<i64> = r.get(2);
+            ReplayItem {
+                seq: r.get(0),
+                kind: r.get(1),
+                message: message_id.and_then(|id| current.get(&id).cloned()),
+                reactions: Vec::new(),
+                payload: r.get(3),
+            }
+        }));
+        items.sort_by_key(|i| i.seq);
         items.truncate(limit.max(0) as usize);
+        drop(client);
+        let ids: Vec<i64> = items
+            .iter()
+            .filter_map(|i| i.message.as_ref().map(|m| m.id))
+            .collect();
+        let reactions = self.reactions_for(&ids).await?;
+        for item in &mut items {
+            if let Some(m) = &item.message {
+                item.reactions = reactions.get(&m.id).cloned().unwrap_or_default();
+            }
+        }
         Ok(items)
     }
 }

@@ -44,6 +44,11 @@ pub(crate) const SELECT_MESSAGE: &str = "SELECT m.id, m.chat_id, m.seq, m.sender
      m.content, m.idempotency_key, m.created_at, m.updated_at, m.deleted_at IS NOT NULL \
      FROM messages m JOIN users u ON u.id = m.sender_id";
 
+/// The visibility rule of messages, the one place it is written: a message is shown (in
+/// history pages, replay, edits and reactions) only while it is not deleted, and always with
+/// its current content. Deleting erases the content; editing overwrites it.
+pub(crate) const VISIBLE: &str = "m.deleted_at IS NULL";
+
 pub(crate) fn from_row(r: &Row) -> MessageRow {
     MessageRow {
         id: r.get(0),
@@ -62,9 +67,11 @@ pub(crate) fn from_row(r: &Row) -> MessageRow {
 
 // ---- writes, inside a room's transaction --------------------------------------------------
 
-/// Messages already stored under any of these (sender, idempotency key) pairs.
+/// Messages of `chat_id` already stored under any of these (sender, idempotency key) pairs.
+/// Keys are scoped to (sender, chat): the same key in another chat is another message.
 pub async fn find_by_keys(
     tx: &Transaction<'_>,
+    chat_id: i64,
     senders: &[i64],
     keys: &[&str],
 ) -> StoreResult<Vec<MessageRow>> {
@@ -72,15 +79,15 @@ pub async fn find_by_keys(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "{SELECT_MESSAGE} JOIN unnest($1::bigint[], $2::text[]) AS k(sender_id, key) \
-         ON m.sender_id = k.sender_id AND m.idempotency_key = k.key"
+        "{SELECT_MESSAGE} JOIN unnest($2::bigint[], $3::text[]) AS k(sender_id, key) \
+         ON m.chat_id = $1 AND m.sender_id = k.sender_id AND m.idempotency_key = k.key"
     );
     let stmt = tx.prepare_cached(&sql).await?;
-    let rows = tx.query(&stmt, &[&senders, &keys]).await?;
+    let rows = tx.query(&stmt, &[&chat_id, &senders, &keys]).await?;
     Ok(rows.iter().map(from_row).collect())
 }
 
-/// Inserts a batch of messages in one statement. Rows whose (sender, key) was taken
+/// Inserts a batch of messages in one statement. Rows whose (chat, sender, key) was taken
 /// concurrently are skipped: the caller compares the count and retries the batch.
 pub async fn insert_batch(
     tx: &Transaction<'_>,
@@ -96,7 +103,7 @@ pub async fn insert_batch(
             "WITH ins AS ( \
                INSERT INTO messages (chat_id, seq, sender_id, content, idempotency_key) \
                SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
-               ON CONFLICT (sender_id, idempotency_key) DO NOTHING \
+               ON CONFLICT (chat_id, sender_id, idempotency_key) DO NOTHING \
                RETURNING id, chat_id, seq, sender_id, content, idempotency_key, created_at, updated_at) \
              SELECT ins.id, ins.chat_id, ins.seq, ins.sender_id, u.username, u.avatar_url, \
                     ins.content, ins.idempotency_key, ins.created_at, ins.updated_at, false \
@@ -117,7 +124,7 @@ pub async fn lock_message(
     message_id: i64,
 ) -> StoreResult<Option<MessageRow>> {
     let sql = format!(
-        "{SELECT_MESSAGE} WHERE m.id = $1 AND m.chat_id = $2 AND m.deleted_at IS NULL FOR UPDATE OF m"
+        "{SELECT_MESSAGE} WHERE m.id = $1 AND m.chat_id = $2 AND {VISIBLE} FOR UPDATE OF m"
     );
     let stmt = tx.prepare_cached(&sql).await?;
     Ok(tx
@@ -241,7 +248,7 @@ impl Store {
     ) -> StoreResult<Vec<MessageRow>> {
         let client = self.client().await?;
         let sql = format!(
-            "{SELECT_MESSAGE} WHERE m.chat_id = $1 AND m.seq < $2 AND m.deleted_at IS NULL \
+            "{SELECT_MESSAGE} WHERE m.chat_id = $1 AND m.seq < $2 AND {VISIBLE} \
              ORDER BY m.seq DESC LIMIT $3"
         );
         let stmt = client.prepare_cached(&sql).await?;

@@ -48,6 +48,7 @@ async fn mixed_results_in_order() {
 #[actix_web::test]
 async fn operations_use_the_callers_authentication() {
     let app = spawn_app().await;
+    // Without a token the batch itself is refused: nothing runs.
     let body = app
         .call(
             Method::POST,
@@ -56,9 +57,52 @@ async fn operations_use_the_callers_authentication() {
             Some(json!({"operations": [{"method": "GET", "path": "/api/users/me"}]})),
         )
         .await
+        .err(401, "UNAUTHORIZED");
+    assert!(body.get("results").is_none(), "{body}");
+    // With one, each operation runs as that caller.
+    let u = app.register("batcher").await;
+    let body = app
+        .post(
+            "/api/batch",
+            &u.token,
+            json!({"operations": [{"method": "GET", "path": "/api/users/me"}]}),
+        )
+        .await
         .ok(200);
-    assert_eq!(statuses(&body), [401]);
-    assert_eq!(body["results"][0]["body"]["error"]["code"], "UNAUTHORIZED");
+    assert_eq!(statuses(&body), [200]);
+    assert_eq!(body["results"][0]["body"]["id"], u.id);
+}
+
+/// Operations may not leave `/api/` however the path is spelled: percent-encoded dots,
+/// double encoding, encoded slashes, backslashes and empty segments are all 422 and never
+/// reach `/metrics` or `/admin`.
+#[actix_web::test]
+async fn operations_cannot_escape_the_api() {
+    let app = spawn_app().await;
+    let u = app.register("escaper").await;
+    let paths = [
+        "/api/%2e%2e/metrics",
+        "/api/%2E%2E/metrics",
+        "/api/.%2e/metrics",
+        "/api/%252e%252e/metrics",
+        "/api/users/%2f..%2f..%2fmetrics",
+        "/api//metrics",
+        "/api/%5c..%5cmetrics",
+        "/api/%2e%2e/admin/production/health",
+    ];
+    let ops: Vec<_> = paths
+        .iter()
+        .map(|p| json!({"method": "GET", "path": p}))
+        .collect();
+    let body = app
+        .post("/api/batch", &u.token, json!({ "operations": ops }))
+        .await
+        .ok(200);
+    for (i, status) in statuses(&body).into_iter().enumerate() {
+        assert_eq!(status, 422, "{}: {body}", paths[i]);
+        let text = body["results"][i]["body"].to_string();
+        assert!(!text.contains("fechatter_http_requests_total"), "{text}");
+    }
 }
 
 /// A batch inside a batch is refused (422 for that operation); the rest still run.

@@ -202,6 +202,18 @@ impl SseClient {
         }
     }
 
+    /// Reads until the server ends the stream; false if it is still open at the deadline.
+    pub async fn ended(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     pub async fn next_of(&mut self, kind: &str) -> SseEvent {
         loop {
             let e = self.next().await;
