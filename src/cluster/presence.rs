@@ -9,13 +9,16 @@
 //! The hook for the `Presence` actor (`src/actors/presence.rs`): in cluster mode call
 //! [`ClusterPresence::connect`] before admitting a connection (refuse on `Refused`, broadcast
 //! `online` on `first`), [`ClusterPresence::disconnect`] when it closes (broadcast `offline` when
-//! it returns 0), and [`ClusterPresence::online_among`] instead of the local map.
+//! it returns 0), and [`ClusterPresence::online_among`] instead of the local map; publish those
+//! changes with [`ClusterPresence::publish_change`] and, at start-up, turn other nodes' changes
+//! into local `presence.update` pushes with [`ClusterPresence::subscribe_changes`].
 
 use std::collections::HashSet;
 
 use redis::Script;
 
 use super::Cluster;
+use super::broker::{Delivery, Subscription};
 
 /// Sums a user's live connections, dropping dead nodes' fields. Shared head of the scripts;
 /// needs `now`, `ttl`, `node` (this node, always live) and `KEYS[1]` (= `uconn:<user>`), `KEYS[3]`
@@ -106,6 +109,50 @@ pub enum Admit {
     Admitted { first: bool, total: u32 },
     /// The user already has `total` (≥ the limit) connections across the cluster.
     Refused { total: u32 },
+}
+
+/// A user went online (first connection on any node) or offline (last one closed) somewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub node: String,
+    pub user_id: i64,
+    pub online: bool,
+    /// The user's workspaces (whose online members get the `presence.update`).
+    pub workspaces: Vec<i64>,
+}
+
+impl PresenceChange {
+    /// `node user on|off ws,ws,...`
+    fn encode(&self) -> String {
+        let ws: Vec<String> = self.workspaces.iter().map(i64::to_string).collect();
+        let status = if self.online { "on" } else { "off" };
+        format!("{} {} {status} {}", self.node, self.user_id, ws.join(","))
+    }
+
+    fn decode(s: &str) -> Option<PresenceChange> {
+        let mut parts = s.split(' ');
+        let node = parts.next()?.to_string();
+        let user_id = parts.next()?.parse().ok()?;
+        let online = match parts.next()? {
+            "on" => true,
+            "off" => false,
+            _ => return None,
+        };
+        let workspaces = match parts.next() {
+            None | Some("") => Vec::new(),
+            Some(ws) => ws
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?,
+        };
+        Some(PresenceChange {
+            node,
+            user_id,
+            online,
+            workspaces,
+        })
+    }
 }
 
 /// Cluster-wide connection counts (cheap to clone).
@@ -211,6 +258,43 @@ impl ClusterPresence {
         Ok(online)
     }
 
+    fn changes_channel(&self) -> String {
+        format!("{}:presence", self.cluster.keys().prefix())
+    }
+
+    /// Tells the other nodes that `user_id` went online or offline cluster-wide.
+    pub fn publish_change(&self, user_id: i64, online: bool, workspaces: &[i64]) {
+        let change = PresenceChange {
+            node: self.cluster.node_id().to_string(),
+            user_id,
+            online,
+            workspaces: workspaces.to_vec(),
+        };
+        self.cluster
+            .broker()
+            .publish(self.changes_channel(), change.encode().into());
+    }
+
+    /// Other nodes' presence changes (this node's own are skipped).
+    pub fn subscribe_changes(
+        &self,
+        handler: impl Fn(PresenceChange) + Send + Sync + 'static,
+    ) -> Subscription {
+        let me = self.cluster.node_id().to_string();
+        self.cluster
+            .broker()
+            .subscribe(self.changes_channel(), move |d| {
+                let Delivery::Message(bytes) = d else { return };
+                let change = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(PresenceChange::decode);
+                match change {
+                    Some(c) if c.node != me => handler(c),
+                    _ => {}
+                }
+            })
+    }
+
     /// Clears this node's counts (called at start-up).
     pub async fn reset_node(&self) -> redis::RedisResult<()> {
         let mut conn = self.cluster.conn();
@@ -234,4 +318,24 @@ pub async fn sweep(cluster: &Cluster) -> redis::RedisResult<Vec<String>> {
         .arg(cluster.node_id())
         .invoke_async(&mut conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PresenceChange;
+
+    #[test]
+    fn changes_round_trip() {
+        for ws in [vec![], vec![1], vec![3, 40]] {
+            let c = PresenceChange {
+                node: "n1".into(),
+                user_id: 9,
+                online: ws.len() != 1,
+                workspaces: ws,
+            };
+            assert_eq!(PresenceChange::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(PresenceChange::decode("n1 x on 1"), None);
+        assert_eq!(PresenceChange::decode("n1 2 maybe"), None);
+    }
 }

@@ -273,3 +273,124 @@ async fn broker_resubscribes_and_signals_a_gap_after_a_redis_restart() {
     assert_eq!(after.reconnects, before.reconnects + 1, "{after:?}");
     assert!(after.connected);
 }
+
+/// The cluster-mode seq base: a second writer's `lock_seq` waits for the first one's commit and
+/// then starts after its last seq, so writers on two nodes cannot take the same seqs.
+#[actix_web::test]
+async fn the_chat_row_lock_serialises_writers_and_hands_out_the_committed_base() {
+    use fechatter::store::events::{advance_seq, lock_seq};
+    let app = crate::common::spawn_app().await;
+    let owner = app.register("locker").await;
+    let ws = app.create_workspace(&owner, "locks").await;
+    let chat = app.create_channel(&owner, ws, "locked").await;
+    let store = app.state.store.clone();
+    let mut first = store.client().await.expect("client");
+    let tx = first.transaction().await.expect("tx");
+    let base = lock_seq(&tx, chat)
+        .await
+        .expect("lock")
+        .expect("chat exists");
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut c = store.client().await.expect("client");
+            let tx = c.transaction().await.expect("tx");
+            let seen = lock_seq(&tx, chat).await.expect("lock").expect("chat");
+            tx.commit().await.expect("commit");
+            (seen, Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second writer must wait for the lock"
+    );
+    advance_seq(&tx, chat, base, base + 3)
+        .await
+        .expect("advance");
+    let committed = Instant::now();
+    tx.commit().await.expect("commit");
+    let (seen, at) = second.await.expect("second writer");
+    assert_eq!(seen, base + 3);
+    assert!(at >= committed);
+    assert_eq!(lock_seq_missing(&store).await, None);
+}
+
+async fn lock_seq_missing(store: &fechatter::store::Store) -> Option<i64> {
+    let mut c = store.client().await.expect("client");
+    let tx = c.transaction().await.expect("tx");
+    fechatter::store::events::lock_seq(&tx, i64::MAX)
+        .await
+        .expect("query")
+}
+
+/// The GCRA script's numbers are governor's: remaining counts down, a refusal says when the next
+/// cell frees (one period/limit after the first), and the reset is the time to refill the used
+/// cells. Another key has its own bucket.
+#[actix_web::test]
+async fn the_gcra_script_answers_like_the_local_limiter() {
+    use fechatter::cluster::limits::SharedLimiter;
+    let redis = RedisServer::start();
+    let db = fresh_database().await;
+    let a = node(&redis, &db, "node-a", &[]).await;
+    let limiter = SharedLimiter::new(cluster(&a).clone());
+    let per_cell = Duration::from_secs(1200);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let v = limiter.check("t", "k", 3, per_cell).await.unwrap();
+        assert!(v.allowed);
+        seen.push((v.remaining, v.reset_in.as_secs_f64().round() as u64));
+    }
+    assert_eq!(seen, [(2, 1200), (1, 2400), (0, 3600)]);
+    let refused = limiter.check("t", "k", 3, per_cell).await.unwrap();
+    assert!(!refused.allowed);
+    assert!(refused.retry_after > Duration::from_secs(1190));
+    assert!(refused.retry_after <= Duration::from_secs(1200));
+    assert!(refused.reset_in > Duration::from_secs(3590));
+    let other = limiter.check("t", "other", 3, per_cell).await.unwrap();
+    assert_eq!((other.allowed, other.remaining), (true, 2));
+    // The bucket expires when it would be full again (no key kept for idle clients).
+    let ttl: i64 = redis
+        .command("PTTL fechatter:rl:t:k")
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{ttl}");
+}
+
+/// Presence changes published on one node reach the others (not the publisher itself).
+#[actix_web::test]
+async fn presence_changes_reach_the_other_nodes() {
+    let redis = RedisServer::start();
+    let db = fresh_database().await;
+    let a = node(&redis, &db, "node-a", &[]).await;
+    let b = node(&redis, &db, "node-b", &[]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tx_a = tx.clone();
+    let _on_b = cluster(&b).presence().subscribe_changes(move |c| {
+        let _ = tx.send(("b", c));
+    });
+    let _on_a = cluster(&a).presence().subscribe_changes(move |c| {
+        let _ = tx_a.send(("a", c));
+    });
+    // The subscriptions take effect asynchronously: publish until one arrives.
+    let deadline = Instant::now() + DEADLINE;
+    let (at, change) = loop {
+        cluster(&a).presence().publish_change(11, true, &[4, 5]);
+        if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "no presence change arrived");
+    };
+    assert_eq!(at, "b", "the publishing node does not hear itself");
+    assert_eq!(
+        (
+            change.node.as_str(),
+            change.user_id,
+            change.online,
+            change.workspaces
+        ),
+        ("node-a", 11, true, vec![4, 5])
+    );
+}
