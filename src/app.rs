@@ -56,6 +56,7 @@ impl Application {
             // The rooms get it from `Search::indexer()` (below, through the Hub).
             search.set_indexer(SearchIndexer::start(store.clone(), meili.clone()));
         }
+        let cluster = crate::cluster::Cluster::connect(&config).await?;
         let presence = Presence::new(store.clone(), &config);
         let registry = presence.registry();
         let presence = presence.start();
@@ -83,6 +84,7 @@ impl Application {
             search,
             faults,
             registry,
+            cluster,
         }));
 
         let app_state = state.clone();

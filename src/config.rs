@@ -218,6 +218,34 @@ pub struct Config {
     /// Log format: `text` or `json`. Filter with RUST_LOG.
     #[arg(long, env = "FECHATTER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    // ---- cluster (issue 15): several nodes sharing PostgreSQL and Redis ----
+    /// Redis URL (`redis://host:port/db`, `redis+unix:///path/redis.sock`). Set: cluster mode
+    /// (rooms, presence, rate limits and revocation shared through Redis). Unset: one node.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's id in the cluster (letters, digits, `-`, `_`). Default: generated at start-up.
+    #[arg(long, env = "FECHATTER_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Seconds a node counts as alive after its last heartbeat; its connections stop counting
+    /// (presence, connection limit) and are cleaned up after that.
+    #[arg(long, env = "FECHATTER_NODE_TTL_SECS", default_value_t = 15)]
+    pub node_ttl_secs: u64,
+
+    /// Seconds between a node's heartbeats (must be below FECHATTER_NODE_TTL_SECS).
+    #[arg(long, env = "FECHATTER_NODE_HEARTBEAT_SECS", default_value_t = 5)]
+    pub node_heartbeat_secs: u64,
+
+    /// Milliseconds an out-of-order broker event waits for the events before it, before the gap
+    /// is filled from PostgreSQL.
+    #[arg(long, env = "FECHATTER_BROKER_GAP_MS", default_value_t = 200)]
+    pub broker_gap_ms: u64,
+
+    /// Prefix of every Redis key and channel (several clusters may share one Redis).
+    #[arg(long, env = "FECHATTER_REDIS_PREFIX", default_value = "fechatter")]
+    pub redis_prefix: String,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -299,6 +327,38 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return fail("FECHATTER_LOG_FORMAT must be `text` or `json`");
+        }
+        self.validate_cluster()
+    }
+
+    /// The cluster block's checks (only `REDIS_URL` turns cluster mode on).
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError(m.to_string()));
+        if let Some(u) = &self.redis_url {
+            if redis::Client::open(u.as_str()).is_err() {
+                return fail("REDIS_URL is not a valid Redis URL");
+            }
+        }
+        if let Some(id) = &self.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return fail("FECHATTER_NODE_ID must be 1-64 letters, digits, `-` or `_`");
+            }
+        }
+        if self.node_heartbeat_secs == 0 || self.broker_gap_ms == 0 {
+            return fail(
+                "FECHATTER_NODE_HEARTBEAT_SECS and FECHATTER_BROKER_GAP_MS must be positive",
+            );
+        }
+        if self.node_ttl_secs <= self.node_heartbeat_secs {
+            return fail("FECHATTER_NODE_TTL_SECS must exceed FECHATTER_NODE_HEARTBEAT_SECS");
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return fail("FECHATTER_REDIS_PREFIX must be non-empty without spaces");
         }
         Ok(())
     }

@@ -10,6 +10,8 @@
 //!   [`config`]: every knob; [`embedded_pg`]: the embedded PostgreSQL cluster.
 //! - [`load`]: the load generator behind the `fechatter-load` binary (a client; the server
 //!   never calls it).
+//! - [`cluster`]: cluster mode over Redis (`REDIS_URL`): broker, shared limits, presence,
+//!   revocation; used by `http` and `actors`, uses neither.
 //!
 //! Dependencies point one way: `http → actors → store`, and `http → store` for plain reads.
 
@@ -17,6 +19,7 @@ pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod embedded_pg;
 pub mod faults;

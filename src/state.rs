@@ -10,14 +10,15 @@ use crate::actors::hub::Hub;
 use crate::actors::presence::Presence;
 use crate::actors::rooms::Rooms;
 use crate::auth::{Passwords, TokenError, Tokens};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::error::ApiError;
 use crate::http::extract::AuthUser;
 use crate::store::Store;
 use crate::store::search::Search;
 
-/// How long a cached token version is trusted before it is re-read (bounds how long a token
-/// outlives a password change made through another server node).
+/// How long a cached token version is trusted before it is re-read, on one node (cluster mode
+/// caches nothing).
 const TOKEN_VERSION_TTL: Duration = Duration::from_secs(30);
 
 pub struct AppState {
@@ -41,7 +42,9 @@ pub struct AppState {
     pub stats: crate::http::admin::Stats,
     /// How `POST /api/batch` reaches this server (bound address, sub-request secret).
     pub loopback: crate::http::batch::Loopback,
-    /// user id → (token version, when read). Filled lazily from the database.
+    /// Cluster mode (`REDIS_URL`): the shared state and the broker; `None` on one node.
+    pub cluster: Option<Cluster>,
+    /// user id → (token version, when read). Filled lazily from the database; one node only.
     token_versions: DashMap<i64, (i32, Instant)>,
     pub started_at: Instant,
     /// Fault hooks (tests only; off unless configured).
@@ -61,6 +64,7 @@ pub struct StateParts {
     pub search: Search,
     pub faults: Arc<crate::faults::Faults>,
     pub registry: crate::actors::presence::ConnRegistry,
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
@@ -68,7 +72,8 @@ impl AppState {
         AppState {
             rooms: Rooms::new(p.hub.clone()),
             login_guard: crate::http::auth::LoginGuard::new(&p.config),
-            limits: crate::http::ratelimit::RateLimits::new(&p.config),
+            limits: crate::http::ratelimit::RateLimits::new(&p.config, p.cluster.as_ref()),
+            cluster: p.cluster,
             stats: crate::http::admin::Stats::default(),
             loopback: crate::http::batch::Loopback::default(),
             config: p.config,
@@ -105,8 +110,12 @@ impl AppState {
         }
     }
 
-    /// The user's token version, from the cache or the database.
+    /// The user's token version, from the cache or the database. In cluster mode always from
+    /// the database: a password change on another node must be seen by the next request here.
     pub async fn token_version(&self, user_id: i64) -> Result<Option<i32>, ApiError> {
+        if self.cluster.is_some() {
+            return Ok(self.store.token_version(user_id).await?);
+        }
         if let Some(entry) = self.token_versions.get(&user_id) {
             if entry.1.elapsed() < TOKEN_VERSION_TTL {
                 return Ok(Some(entry.0));
@@ -124,9 +133,13 @@ impl AppState {
         Ok(version)
     }
 
-    /// Records a new token version after a password change on this node.
+    /// Records a new token version after a password change on this node; in cluster mode also
+    /// tells every node to close the user's sockets.
     pub fn set_token_version(&self, user_id: i64, version: i32) {
         self.token_versions
             .insert(user_id, (version, Instant::now()));
+        if let Some(cluster) = &self.cluster {
+            cluster.revoke(user_id, version);
+        }
     }
 }

@@ -152,27 +152,36 @@ fn memory_mb() -> Option<f64> {
 }
 
 /// `GET /admin/production/health`: each dependency with its status and measured latency, and the
-/// server's load. `unhealthy` (HTTP 503) when the database is down; `degraded` when search is.
+/// server's load. `unhealthy` (HTTP 503) when the database is down; `degraded` when search (or,
+/// in cluster mode, Redis) is.
 pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
     authorize(&req, &state)?;
     let database = probe_database(&state).await;
     let search = probe_search(&state, &database).await;
+    let redis = probe_redis(&state).await;
+    let redis_down = redis
+        .as_ref()
+        .is_some_and(|r| r["status"] != json!(Health::Healthy));
     let status = if database.status != Health::Healthy {
         Health::Unhealthy
-    } else if search.status != Health::Healthy {
+    } else if search.status != Health::Healthy || redis_down {
         Health::Degraded
     } else {
         Health::Healthy
     };
     let mut search_json = search.json();
     search_json["engine"] = json!(search_engine(&state));
+    let mut services = json!({
+        "database": database.json(),
+        "search": search_json,
+    });
+    if let Some(redis) = redis {
+        services["redis"] = redis;
+    }
     let body = json!({
         "status": status,
         "timestamp": unix_now(),
-        "services": {
-            "database": database.json(),
-            "search": search_json,
-        },
+        "services": services,
         "metrics": {
             "requests_per_second": round2(state.stats.requests_per_second()),
             "active_connections": crate::metrics::active_connections(),
@@ -185,6 +194,20 @@ pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<H
     } else {
         HttpResponse::Ok().json(body)
     })
+}
+
+/// Cluster mode: Redis's `PING` round trip, this node's id and the live nodes; `None` on one
+/// node (no Redis).
+async fn probe_redis(state: &AppState) -> Option<Value> {
+    let cluster = state.cluster.as_ref()?;
+    let mut v = Probe::from_result(cluster.ping().await).json();
+    v["node"] = json!(cluster.node_id());
+    v["nodes"] = match cluster.live_nodes().await {
+        Ok(nodes) => json!(nodes),
+        Err(_) => Value::Null,
+    };
+    v["broker"] = json!(cluster.broker().stats());
+    Some(v)
 }
 
 fn round2(v: f64) -> f64 {
@@ -282,6 +305,17 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     ::metrics::gauge!("fechatter_db_pool_connections", "state" => "max").set(max as f64);
     ::metrics::gauge!("fechatter_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
     ::metrics::gauge!("fechatter_rate_limiter_keys").set(state.limits.keys() as f64);
+    if let Some(cluster) = &state.cluster {
+        let b = cluster.broker().stats();
+        ::metrics::gauge!("fechatter_broker_published").set(b.published as f64);
+        ::metrics::gauge!("fechatter_broker_publish_failed").set(b.publish_failed as f64);
+        ::metrics::gauge!("fechatter_broker_received").set(b.received as f64);
+        ::metrics::gauge!("fechatter_broker_gaps_filled").set(b.gaps_filled as f64);
+        ::metrics::gauge!("fechatter_broker_resyncs").set(b.resyncs as f64);
+        ::metrics::gauge!("fechatter_broker_reconnects").set(b.reconnects as f64);
+        ::metrics::gauge!("fechatter_broker_subscriptions").set(b.subscriptions as f64);
+        ::metrics::gauge!("fechatter_broker_connected").set(f64::from(u8::from(b.connected)));
+    }
     crate::metrics::publish_gauges();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

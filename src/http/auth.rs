@@ -90,7 +90,7 @@ pub async fn register(
     req: HttpRequest,
     body: Json<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
-    state.limits.check_auth(client_ip(&req))?;
+    state.limits.check_auth(client_ip(&req)).await?;
     let (email, email_key) = validate::email(required("email", &body.email)?)?;
     let username = validate::username(required("username", &body.username)?)?;
     let password = required("password", &body.password)?;
@@ -120,7 +120,7 @@ pub async fn login(
     body: Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let ip = client_ip(&req);
-    state.limits.check_auth(ip)?;
+    state.limits.check_auth(ip).await?;
     let email = required("email", &body.email)?;
     let password = required("password", &body.password)?;
     if password.is_empty() {

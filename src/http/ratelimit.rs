@@ -8,6 +8,11 @@
 //! - login and register additionally: `FECHATTER_AUTH_RATE_PER_MIN` per client IP
 //!   ([`RateLimits::check_auth`], called by those handlers).
 //!
+//! Backends: each node's own governor buckets (one node), or in cluster mode (`REDIS_URL`) one
+//! GCRA bucket per key in Redis shared by every node (`cluster::limits`, same arithmetic, same
+//! headers). When Redis does not answer, the node falls back to its own buckets (still limited,
+//! per node) rather than refusing or waving requests through.
+//!
 //! `X-RateLimit-Reset` is the unix second at which the key's quota is fully replenished (all of
 //! `X-RateLimit-Limit` available again) if it makes no further requests. Exempt: `/api/health`,
 //! `/metrics`, `/admin/*` (its own token) and the static API docs.
@@ -29,6 +34,8 @@ use governor::{NotUntil, Quota, RateLimiter};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::bearer_token;
+use crate::cluster::Cluster;
+use crate::cluster::limits::SharedLimiter;
 use crate::config::Config;
 use crate::state::AppState;
 
@@ -148,6 +155,31 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
         }
     }
 
+    /// Takes one cell for `key` from the cluster's shared bucket (`shared` is the key's name in
+    /// Redis); the local bucket when there is no cluster or Redis fails.
+    pub async fn check_in(&self, shared: Option<&SharedLimiter>, key: &K, name: &str) -> Decision {
+        let Some(shared) = shared else {
+            return self.check(key);
+        };
+        match shared
+            .check(self.name, name, self.burst, self.per_cell)
+            .await
+        {
+            Ok(v) => Decision {
+                allowed: v.allowed,
+                limit: self.burst,
+                remaining: v.remaining.min(self.burst),
+                reset_in: v.reset_in,
+                retry_after: v.retry_after,
+                limiter: self.name,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, limiter = self.name, "shared rate limit unavailable; using this node's");
+                self.check(key)
+            }
+        }
+    }
+
     /// Forgets keys whose bucket is full again (indistinguishable from a new key).
     pub fn evict_idle(&self) {
         self.inner.retain_recent();
@@ -172,11 +204,24 @@ pub struct RateLimits {
     pub anonymous: Limiter<RateKey>,
     pub search: Limiter<RateKey>,
     pub auth: Limiter<IpAddr>,
+    /// Cluster mode: the buckets in Redis (the local ones above are the fallback).
+    shared: Option<SharedLimiter>,
+}
+
+impl RateKey {
+    /// The key's name in the shared buckets.
+    fn name(&self) -> String {
+        match self {
+            RateKey::User(id) => format!("u:{id}"),
+            RateKey::Ip(ip) => format!("ip:{ip}"),
+        }
+    }
 }
 
 impl RateLimits {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, cluster: Option<&Cluster>) -> Self {
         RateLimits {
+            shared: cluster.map(|c| SharedLimiter::new(c.clone())),
             general: Limiter::new(
                 "general",
                 config.rate_limit_per_hour,
@@ -197,8 +242,11 @@ impl RateLimits {
     }
 
     /// Login/register attempts per client IP.
-    pub fn check_auth(&self, ip: IpAddr) -> ApiResult<()> {
-        let d = self.auth.check(&ip);
+    pub async fn check_auth(&self, ip: IpAddr) -> ApiResult<()> {
+        let d = self
+            .auth
+            .check_in(self.shared.as_ref(), &ip, &format!("ip:{ip}"))
+            .await;
         if d.allowed {
             Ok(())
         } else {
@@ -223,15 +271,17 @@ impl RateLimits {
 
     /// Counts one request against `key`: the general limit, and the search limit on search
     /// paths. The decision whose headers are reported is the refusal, or else the tighter one.
-    pub fn check_request(&self, key: RateKey, search: bool) -> Decision {
+    pub async fn check_request(&self, key: RateKey, search: bool) -> Decision {
+        let shared = self.shared.as_ref();
+        let name = key.name();
         let general = match key {
-            RateKey::User(_) => self.general.check(&key),
-            RateKey::Ip(_) => self.anonymous.check(&key),
+            RateKey::User(_) => self.general.check_in(shared, &key, &name).await,
+            RateKey::Ip(_) => self.anonymous.check_in(shared, &key, &name).await,
         };
         if !general.allowed || !search {
             return general;
         }
-        let search = self.search.check(&key);
+        let search = self.search.check_in(shared, &key, &name).await;
         if !search.allowed || search.remaining <= general.remaining {
             search
         } else {
@@ -277,7 +327,7 @@ pub async fn middleware(
         None => RateKey::Ip(super::auth::client_ip(req.request())),
     };
     let search = req.path().starts_with("/api/search/");
-    let decision = state.limits.check_request(key, search);
+    let decision = state.limits.check_request(key, search).await;
     if !decision.allowed {
         crate::metrics::rate_limited(decision.limiter);
         let mut resp = decision.error().error_response();

@@ -1,6 +1,6 @@
 //! The per-chat event log and positions: what a chat room loads when it starts, the fenced
-//! advance of a chat's `last_seq`, the events other than message creation (`chat_events`), and
-//! the replay a reconnecting client gets.
+//! advance of a chat's `last_seq` (and, in cluster mode, its row lock), the events other than
+//! message creation (`chat_events`), and the replay a reconnecting client gets.
 
 use std::collections::HashMap;
 
@@ -102,8 +102,9 @@ pub async fn advance_seq(
     }
 }
 
-/// Locks the chat's row for the rest of the transaction and returns its `last_seq`: with
-/// writers on several nodes, the database orders them and hands out the next seqs.
+/// Cluster mode: locks the chat's row until the transaction ends and returns its `last_seq`, the
+/// base a batch's seqs follow (`None`: no such chat). Rooms for one chat on several nodes then
+/// commit one after another, each after the other's last seq: gap-free without a cached base.
 pub async fn lock_seq(tx: &Transaction<'_>, chat_id: i64) -> StoreResult<Option<i64>> {
     let stmt = tx
         .prepare_cached("SELECT last_seq FROM chats WHERE id = $1 FOR UPDATE")

@@ -9,6 +9,7 @@ mod auth;
 mod batch;
 mod chats;
 mod delivery;
+mod cluster;
 mod health;
 mod lists;
 mod load;

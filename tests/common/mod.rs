@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod meili;
+pub mod redis;
 pub mod ws;
 
 use std::fs::File;
