@@ -193,6 +193,7 @@ fn group_commit(c: &mut Criterion) {
             false,
             &config,
             Default::default(),
+            None,
         )
         .start()
     });

@@ -60,6 +60,13 @@ impl Application {
         let presence = Presence::new(store.clone(), &config);
         let registry = presence.registry();
         let presence = presence.start();
+        if let Some(cluster) = &cluster {
+            // A password change on any node closes this node's sockets of that user.
+            let registry = registry.clone();
+            cluster.revocation().on_revoke(move |user_id, version| {
+                crate::actors::session::revoke(&registry, user_id, version);
+            });
+        }
         let faults = Arc::new(crate::faults::Faults::from_config(&config));
         let hub = Hub::new(
             store.clone(),
@@ -68,6 +75,7 @@ impl Application {
             search.needs_outbox(),
             &config,
             faults.clone(),
+            cluster.clone(),
         )
         .start();
         let state = web::Data::new(AppState::new(StateParts {

@@ -10,7 +10,9 @@ use actix::prelude::*;
 
 use super::indexer::IndexerHandle;
 use super::presence::ConnRegistry;
-use super::room::{ChatRoom, RoomConfig};
+use super::relay;
+use super::room::{AdoptMember, ChatRoom, RoomConfig};
+use crate::cluster::{Cluster, Delivery, Subscription};
 use crate::config::Config;
 use crate::faults::Faults;
 use crate::store::Store;
@@ -44,6 +46,18 @@ pub struct Hub {
     rooms: HashMap<i64, Addr<ChatRoom>>,
     /// Threads the rooms run on; a chat's room always lands on `chat_id % len`.
     arbiters: Vec<ArbiterHandle>,
+    /// Cluster mode: joins committed on any node (see [`RemoteJoin`]).
+    members: Option<Subscription>,
+}
+
+/// Cluster mode: `user_id` joined `chat_id` at `seq` on some node. If the user has open
+/// connections here, the chat's room (started if need be) subscribes them.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RemoteJoin {
+    user_id: i64,
+    chat_id: i64,
+    seq: i64,
 }
 
 impl Hub {
@@ -54,6 +68,7 @@ impl Hub {
         needs_outbox: bool,
         config: &Config,
         faults: Arc<Faults>,
+        cluster: Option<Cluster>,
     ) -> Self {
         let threads = config
             .room_threads
@@ -68,12 +83,15 @@ impl Hub {
             room_config: RoomConfig {
                 idle: Duration::from_secs(config.room_idle_secs.max(1)),
                 typing_ttl: Duration::from_secs(config.typing_ttl_secs),
-                db_orders_writers: false,
+                // Several nodes may write a chat: the chat row's lock orders them.
+                db_orders_writers: cluster.is_some(),
                 resolve_for: Duration::from_secs(config.commit_resolve_secs.max(1)),
                 faults,
+                cluster,
             },
             rooms: HashMap::new(),
             arbiters,
+            members: None,
         }
     }
 }
@@ -83,21 +101,34 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
+        if let Some(cluster) = self.room_config.cluster.clone() {
+            let hub = ctx.address();
+            self.members = Some(cluster.broker().subscribe(
+                cluster.keys().members_channel(),
+                move |d| {
+                    let Delivery::Message(bytes) = d else { return };
+                    if let Some((user_id, chat_id, seq)) = relay::parse_member_message(&bytes) {
+                        hub.do_send(RemoteJoin {
+                            user_id,
+                            chat_id,
+                            seq,
+                        });
+                    }
+                },
+            ));
+        }
     }
 }
 
-impl Handler<GetRoom> for Hub {
-    type Result = MessageResult<GetRoom>;
-
-    fn handle(&mut self, msg: GetRoom, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(room) = self.rooms.get(&msg.chat_id) {
+impl Hub {
+    /// The chat's room, started on its arbiter if there is none (or it stopped).
+    fn room(&mut self, chat_id: i64, hub: Addr<Hub>) -> Addr<ChatRoom> {
+        if let Some(room) = self.rooms.get(&chat_id) {
             if room.connected() {
-                return MessageResult(room.clone());
+                return room.clone();
             }
         }
-        let chat_id = msg.chat_id;
         let store = self.store.clone();
-        let hub = ctx.address();
         let registry = self.registry.clone();
         let indexer = self.indexer.clone();
         let needs_outbox = self.needs_outbox;
@@ -107,7 +138,29 @@ impl Handler<GetRoom> for Hub {
             ChatRoom::new(chat_id, store, hub, registry, indexer, needs_outbox, config)
         });
         self.rooms.insert(chat_id, room.clone());
-        MessageResult(room)
+        room
+    }
+}
+
+impl Handler<RemoteJoin> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoteJoin, ctx: &mut Self::Context) {
+        if !self.registry.contains_key(&msg.user_id) {
+            return; // no connection of the user here
+        }
+        self.room(msg.chat_id, ctx.address()).do_send(AdoptMember {
+            user_id: msg.user_id,
+            seq: msg.seq,
+        });
+    }
+}
+
+impl Handler<GetRoom> for Hub {
+    type Result = MessageResult<GetRoom>;
+
+    fn handle(&mut self, msg: GetRoom, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.room(msg.chat_id, ctx.address()))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod events;
 pub mod hub;
 pub mod indexer;
 pub mod presence;
+pub mod relay;
 pub mod room;
 pub mod rooms;
 pub mod session;

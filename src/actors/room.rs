@@ -20,11 +20,13 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::commit::{self, CommitFailure, CommitSpec, Committed, Effect};
-use super::events::{Event, EventKind, MessageView, ReactionView, TypingData};
+use super::events::{Event, EventKind, MessageView, ReactionView, TypingData, replayed};
 use super::hub::{Hub, RoomStopped};
 use super::indexer::IndexerHandle;
 use super::presence::ConnRegistry;
+use super::relay::{self, Delivered};
 use super::rooms::RoomError;
+use crate::cluster::{ChatDelivery, Cluster, Feed, Pushed, Subscription};
 use crate::faults::Faults;
 use crate::store::Store;
 
@@ -36,10 +38,12 @@ pub type ConnId = u64;
 #[rtype(result = "()")]
 pub enum Push {
     Event(Arc<Event>),
-    /// The connection now follows `chat_id`, from position `seq` (the user joined a chat).
+    /// The connection now follows `chat_id`, from position `seq` (the user joined a chat);
+    /// events up to `upto` are already committed and come from PostgreSQL.
     Subscribed {
         chat_id: i64,
         seq: i64,
+        upto: i64,
         room: Addr<ChatRoom>,
     },
     /// The connection no longer follows `chat_id` (the user left it).
@@ -149,6 +153,20 @@ pub struct Typing {
 #[rtype(result = "Result<(), RoomError>")]
 pub struct SubscribeMembers;
 
+/// Cluster mode: what the broker delivered for this chat.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remote(pub ChatDelivery);
+
+/// Cluster mode: `user_id` joined the chat at `seq` on some node; subscribe their open
+/// connections here (the room may have been started just for this).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptMember {
+    pub user_id: i64,
+    pub seq: i64,
+}
+
 /// The role of a member, if any (for handlers deciding on moderation).
 #[derive(Message)]
 #[rtype(result = "Result<Option<String>, RoomError>")]
@@ -176,6 +194,8 @@ pub struct RoomConfig {
     /// How long a commit whose reply was lost is spent resolving its outcome.
     pub resolve_for: Duration,
     pub faults: Arc<Faults>,
+    /// Cluster mode: the broker other nodes' events come from and ours go to.
+    pub cluster: Option<Cluster>,
 }
 
 pub struct ChatRoom {
@@ -199,6 +219,14 @@ pub struct ChatRoom {
     /// user id → (username, when the indicator expires).
     typing: HashMap<i64, (Arc<str>, Instant)>,
     last_activity: Instant,
+    /// Cluster mode: every event (ours, other nodes', read back) is delivered through it, in seq
+    /// order, exactly once.
+    feed: Option<Feed<Delivered>>,
+    subscription: Option<Subscription>,
+    /// A timer to fill the feed's gap is armed.
+    gap_armed: bool,
+    /// A read from PostgreSQL for the feed is in flight.
+    catching_up: bool,
 }
 
 impl ChatRoom {
@@ -235,7 +263,175 @@ impl ChatRoom {
             flushing: false,
             typing: HashMap::new(),
             last_activity: Instant::now(),
+            feed: None,
+            subscription: None,
+            gap_armed: false,
+            catching_up: false,
         }
+    }
+
+    /// The last seq this room has delivered (what a subscriber is live from).
+    fn position(&self) -> i64 {
+        self.feed.as_ref().map_or(self.last_seq, Feed::last)
+    }
+
+    /// Delivers committed events: through the feed in cluster mode, else directly.
+    fn deliver_all(&mut self, items: Vec<Delivered>, ctx: &mut Context<Self>) {
+        let Some(feed) = self.feed.as_mut() else {
+            for item in items {
+                self.deliver(item, ctx);
+            }
+            return;
+        };
+        let mut ready = Vec::new();
+        for (event, effect) in items {
+            let Some(seq) = event.seq else {
+                ready.push((event, effect));
+                continue;
+            };
+            if let Pushed::Ready(items) = feed.push(seq, (event, effect)) {
+                ready.extend(items);
+            }
+        }
+        let gap = feed.missing().is_some();
+        let overflowing = feed.overflowing();
+        for item in ready {
+            self.deliver(item, ctx);
+        }
+        if overflowing {
+            self.catch_up(ctx);
+        } else if gap {
+            self.arm_gap(ctx);
+        }
+    }
+
+    /// One committed event: what it does to the room, and its fan-out.
+    fn deliver(&mut self, (event, effect): Delivered, ctx: &mut Context<Self>) {
+        if let Some(seq) = event.seq {
+            self.last_seq = self.last_seq.max(seq);
+        }
+        match effect {
+            Effect::None => self.fanout(&event, None),
+            Effect::Joined { user_id, role } => {
+                self.members.insert(user_id, role);
+                // The join itself is fanned out right after: nothing to read back.
+                let before = event.seq.map_or(self.last_seq, |s| s - 1);
+                self.subscribe_user(user_id, before, before, ctx);
+                self.fanout(&event, None);
+            }
+            Effect::Left { user_id } => {
+                self.fanout(&event, None);
+                self.members.remove(&user_id);
+                self.typing.remove(&user_id);
+                self.unsubscribe_user(user_id);
+            }
+            Effect::Sent { sender_id } => {
+                self.fanout(&event, None);
+                if let Some((name, _)) = self.typing.remove(&sender_id) {
+                    self.typing_event(EventKind::TypingStop, sender_id, &name);
+                }
+            }
+        }
+    }
+
+    /// Waits `FECHATTER_BROKER_GAP_MS` for a missing seq to arrive, then reads it.
+    fn arm_gap(&mut self, ctx: &mut Context<Self>) {
+        let Some(wait) = self.config.cluster.as_ref().map(Cluster::gap_wait) else {
+            return;
+        };
+        if self.gap_armed {
+            return;
+        }
+        self.gap_armed = true;
+        ctx.run_later(wait, |act, ctx| {
+            act.gap_armed = false;
+            if act.feed.as_ref().is_some_and(|f| f.missing().is_some()) {
+                act.catch_up(ctx);
+            }
+        });
+    }
+
+    /// Reads everything after the feed's position from PostgreSQL (the truth) and delivers it.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.feed.as_ref().map(Feed::last) else {
+            return;
+        };
+        if self.catching_up {
+            return;
+        }
+        self.catching_up = true;
+        let store = self.store.clone();
+        let chat_id = self.chat_id;
+        const PAGE: i64 = 1000;
+        let read = async move {
+            let upto = store.chat_last_seq(chat_id).await?.unwrap_or(after);
+            let items = store.replay(chat_id, after, upto, PAGE).await?;
+            let covered = if (items.len() as i64) < PAGE {
+                upto
+            } else {
+                items.last().map_or(upto, |i| i.seq)
+            };
+            Ok::<_, crate::store::StoreError>((items, covered, upto))
+        };
+        ctx.spawn(read.into_actor(self).map(move |result, act, ctx| {
+            act.catching_up = false;
+            match result {
+                Ok((items, covered, upto)) => {
+                    let delivered: Vec<(i64, Delivered)> = items
+                        .iter()
+                        .filter_map(|i| replayed(chat_id, i))
+                        .map(|e| {
+                            let effect = relay::effect_of(&e);
+                            (e.seq.unwrap_or(0), (e, effect))
+                        })
+                        .collect();
+                    let ready = match act.feed.as_mut() {
+                        Some(feed) => feed.fill(covered, delivered),
+                        None => Vec::new(),
+                    };
+                    if let Some(c) = &act.config.cluster {
+                        c.broker().gap_filled();
+                    }
+                    for item in ready {
+                        act.deliver(item, ctx);
+                    }
+                    let behind = act.feed.as_ref().is_some_and(|f| f.last() < upto);
+                    let gap = act.feed.as_ref().is_some_and(|f| f.missing().is_some());
+                    if behind {
+                        act.catch_up(ctx);
+                    } else if gap {
+                        act.arm_gap(ctx);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(chat_id, error = %e, "feed catch-up failed; retrying");
+                    ctx.run_later(Duration::from_millis(500), |act, ctx| act.catch_up(ctx));
+                }
+            }
+        }));
+    }
+
+    /// Cluster mode: publishes locally committed events (and joins) for the other nodes.
+    fn publish(&self, events: &[Delivered]) {
+        let Some(cluster) = &self.config.cluster else {
+            return;
+        };
+        let chat_id = self.chat_id;
+        cluster
+            .broker()
+            .publish_chat(events.iter().map(|(e, _)| relay::to_wire(chat_id, e)));
+        for (event, effect) in events {
+            if let (Effect::Joined { user_id, .. }, Some(seq)) = (effect, event.seq) {
+                self.publish_join(cluster, *user_id, seq);
+            }
+        }
+    }
+
+    fn publish_join(&self, cluster: &Cluster, user_id: i64, seq: i64) {
+        cluster.broker().publish(
+            cluster.keys().members_channel(),
+            relay::member_message(user_id, self.chat_id, seq),
+        );
     }
 
     /// Hands `event` to every subscriber (except `skip_user`'s connections).
@@ -265,16 +461,19 @@ impl ChatRoom {
     }
 
     /// Subscribes every open connection of `user_id`, telling each it follows from `seq`.
-    fn subscribe_user(&mut self, user_id: i64, seq: i64, ctx: &mut Context<Self>) {
+    /// `upto`: events up to it are committed and the connection reads them from PostgreSQL.
+    fn subscribe_user(&mut self, user_id: i64, seq: i64, upto: i64, ctx: &mut Context<Self>) {
         let conns: Vec<(ConnId, Recipient<Push>)> = self
             .registry
             .get(&user_id)
             .map(|c| c.value().clone())
             .unwrap_or_default();
+        let upto = upto.max(seq);
         for (conn, recipient) in conns {
             recipient.do_send(Push::Subscribed {
                 chat_id: self.chat_id,
                 seq,
+                upto,
                 room: ctx.address(),
             });
             self.subscribers
@@ -348,41 +547,23 @@ impl ChatRoom {
         replies: Vec<oneshot::Sender<Result<OpOutcome, RoomError>>>,
         ctx: &mut Context<Self>,
     ) {
-        self.last_seq = done.last_seq;
+        if self.feed.is_none() {
+            self.last_seq = done.last_seq;
+        }
         if done.persisted > 0 {
             crate::metrics::messages_persisted(done.persisted);
         }
         if done.outbox {
             self.indexer.notify();
         }
-        for (event, effect) in done.events {
-            match effect {
-                Effect::None => self.fanout(&event, None),
-                Effect::Joined { user_id, role } => {
-                    self.members.insert(user_id, role);
-                    let before = event.seq.map_or(self.last_seq, |s| s - 1);
-                    self.subscribe_user(user_id, before, ctx);
-                    self.fanout(&event, None);
-                }
-                Effect::Left { user_id } => {
-                    self.fanout(&event, None);
-                    self.members.remove(&user_id);
-                    self.typing.remove(&user_id);
-                    self.unsubscribe_user(user_id);
-                }
-                Effect::Sent { sender_id } => {
-                    self.fanout(&event, None);
-                    if let Some((name, _)) = self.typing.remove(&sender_id) {
-                        self.typing_event(EventKind::TypingStop, sender_id, &name);
-                    }
-                }
-            }
-        }
+        self.publish(&done.events);
+        self.deliver_all(done.events, ctx);
         for (reply, outcome) in replies.into_iter().zip(done.outcomes) {
             let _ = reply.send(outcome);
         }
     }
 
+    /// A typing indicator of a member here: fanned out, and published for the other nodes.
     fn typing_event(&mut self, kind: EventKind, user_id: i64, username: &str) {
         let data = TypingData {
             chat_id: self.chat_id,
@@ -391,6 +572,11 @@ impl ChatRoom {
         };
         let event = Event::new(kind, Some(self.chat_id), None, &data);
         self.fanout(&event, Some(user_id));
+        if let Some(cluster) = &self.config.cluster {
+            cluster
+                .broker()
+                .publish_chat([relay::to_wire(self.chat_id, &event)]);
+        }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -439,6 +625,18 @@ impl Actor for ChatRoom {
                     act.members = s.members;
                     act.last_seq = s.last_seq;
                     act.loaded = true;
+                    if let Some(cluster) = act.config.cluster.clone() {
+                        // From here on, other nodes' events of this chat reach us in order;
+                        // the subscription's first `Resync` covers what was committed between
+                        // the load and the subscription taking effect.
+                        act.feed = Some(Feed::new(s.last_seq));
+                        let addr = ctx.address();
+                        act.subscription = Some(
+                            cluster
+                                .broker()
+                                .subscribe_chat(act.chat_id, move |d| addr.do_send(Remote(d))),
+                        );
+                    }
                 }
                 Ok(None) => {
                     // Unknown chat: answer what is queued with NotFound, then stop.
@@ -543,7 +741,7 @@ impl Handler<Subscribe> for ChatRoom {
                 recipient: msg.recipient,
             },
         );
-        Ok(self.last_seq)
+        Ok(self.position())
     }
 }
 
@@ -581,8 +779,12 @@ impl Handler<SubscribeMembers> for ChatRoom {
             return Err(RoomError::NotFound("chat"));
         }
         let members: Vec<i64> = self.members.keys().copied().collect();
+        let position = self.position();
         for user_id in members {
-            self.subscribe_user(user_id, self.last_seq, ctx);
+            self.subscribe_user(user_id, position, position, ctx);
+            if let Some(cluster) = &self.config.cluster {
+                self.publish_join(cluster, user_id, position + 1);
+            }
         }
         Ok(())
     }
@@ -596,5 +798,45 @@ impl Handler<MemberRole> for ChatRoom {
             return Err(RoomError::NotFound("chat"));
         }
         Ok(self.members.get(&msg.user_id).cloned())
+    }
+}
+
+impl Handler<Remote> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
+        if !self.loaded {
+            return;
+        }
+        match msg.0 {
+            ChatDelivery::Resync => self.catch_up(ctx),
+            ChatDelivery::Event(e) => {
+                let Some(event) = relay::from_wire(e) else {
+                    return;
+                };
+                if event.seq.is_none() {
+                    // Typing relayed by another node: ephemeral, not ordered.
+                    let typist = relay::typist(&event);
+                    self.fanout(&event, typist);
+                    return;
+                }
+                let effect = relay::effect_of(&event);
+                self.deliver_all(vec![(event, effect)], ctx);
+            }
+        }
+    }
+}
+
+impl Handler<AdoptMember> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: AdoptMember, ctx: &mut Self::Context) {
+        self.last_activity = Instant::now();
+        // Not a member yet here: the join reaches this room through its feed and subscribes
+        // the user's connections then.
+        if self.loaded && self.is_member(msg.user_id) {
+            let position = self.position();
+            self.subscribe_user(msg.user_id, msg.seq - 1, position, ctx);
+        }
     }
 }

@@ -861,9 +861,15 @@ impl Handler<Push> for Session {
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
         match msg {
             Push::Event(event) => self.emit_live(&event, ctx),
-            Push::Subscribed { chat_id, seq, room } => {
-                if let std::collections::btree_map::Entry::Vacant(e) = self.chats.entry(chat_id) {
-                    e.insert(Follow::new(seq, Some(room)));
+            Push::Subscribed {
+                chat_id,
+                seq,
+                upto,
+                room,
+            } => {
+                if !self.chats.contains_key(&chat_id) {
+                    self.follow(chat_id, seq, Some(room), upto);
+                    self.pump(ctx);
                 }
             }
             Push::Unsubscribed { chat_id } => {

@@ -54,7 +54,12 @@ impl Keys {
     pub fn chat_channel(&self, chat_id: i64) -> String {
         format!("{}:chat:{chat_id}", self.prefix)
     }
-    /// Pub/sub channel of revocations (payload: the user id).
+    /// Pub/sub channel of chat joins (payload: `<user>:<chat>:<seq>`): a node with open
+    /// connections of the user subscribes them to the chat, even with no room for it yet.
+    pub fn members_channel(&self) -> String {
+        format!("{}:members", self.prefix)
+    }
+    /// Pub/sub channel of revocations (payload: `<user>:<version>`).
     pub fn revoke_channel(&self) -> String {
         format!("{}:revoke", self.prefix)
     }

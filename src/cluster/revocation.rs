@@ -11,7 +11,7 @@ use super::Keys;
 use super::broker::{Broker, Delivery, Subscription};
 
 /// What the node does when a user's tokens are revoked (close their sockets here).
-pub type RevokeHandler = Arc<dyn Fn(i64) + Send + Sync>;
+pub type RevokeHandler = Arc<dyn Fn(i64, i32) + Send + Sync>;
 
 pub struct Revocation {
     keys: Keys,
@@ -33,10 +33,12 @@ impl Revocation {
         let handler = self.handler.clone();
         let sub = broker.subscribe(self.keys.revoke_channel(), move |d| {
             let Delivery::Message(bytes) = d else { return };
-            let Some(user) = parse(&bytes) else { return };
+            let Some((user, version)) = parse(&bytes) else {
+                return;
+            };
             let h = handler.lock().clone();
             if let Some(h) = h {
-                h(user);
+                h(user, version);
             }
         });
         *self.subscription.lock() = Some(sub);
@@ -44,7 +46,8 @@ impl Revocation {
 
     /// Sets what a revocation does on this node (the actors' "close this user's connections").
     /// Called for revocations from every node, this one included.
-    pub fn on_revoke(&self, handler: impl Fn(i64) + Send + Sync + 'static) {
+    /// The handler gets the user and the new token version (older tokens are revoked).
+    pub fn on_revoke(&self, handler: impl Fn(i64, i32) + Send + Sync + 'static) {
         *self.handler.lock() = Some(Arc::new(handler));
     }
 
@@ -57,21 +60,17 @@ impl Revocation {
     }
 }
 
-/// `"<user id>:<version>"` → the user id.
-fn parse(bytes: &[u8]) -> Option<i64> {
-    std::str::from_utf8(bytes)
-        .ok()?
-        .split(':')
-        .next()?
-        .parse()
-        .ok()
+/// `"<user id>:<version>"` → (user id, version).
+fn parse(bytes: &[u8]) -> Option<(i64, i32)> {
+    let (user, version) = std::str::from_utf8(bytes).ok()?.split_once(':')?;
+    Some((user.parse().ok()?, version.parse().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn parses_the_payload() {
-        assert_eq!(super::parse(b"42:3"), Some(42));
+        assert_eq!(super::parse(b"42:3"), Some((42, 3)));
         assert_eq!(super::parse(b"x:3"), None);
         assert_eq!(super::parse(&[0xff]), None);
     }

@@ -315,7 +315,8 @@ async fn ws_connection(
             frame = out.recv() => match frame {
                 Some(Outgoing::Text(text)) => if session.text(text).await.is_err() { break None; },
                 Some(Outgoing::Sse(_)) => {}
-                None => break None,
+                // The session stopped; it may have said why just before.
+                None => break close_rx.try_recv().ok(),
             },
             reason = &mut close_rx, if close_open => match reason {
                 Ok(reason) => break Some(reason),

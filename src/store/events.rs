@@ -206,6 +206,18 @@ impl Store {
             .collect())
     }
 
+    /// A chat's committed position (`None`: no such chat).
+    pub async fn chat_last_seq(&self, chat_id: i64) -> StoreResult<Option<i64>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT last_seq FROM chats WHERE id = $1")
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&chat_id])
+            .await?
+            .map(|r| r.get(0)))
+    }
+
     /// Whether the transaction `xid` committed: `Some(true)` committed, `Some(false)` aborted,
     /// `None` still running or unknown.
     pub async fn transaction_status(&self, xid: i64) -> StoreResult<Option<bool>> {

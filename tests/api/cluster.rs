@@ -18,7 +18,7 @@ const ADMIN: &str = "admin-token-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A node of the test cluster: `id`, a short node TTL (3 s, heartbeat every second).
-async fn node(redis: &RedisServer, database: &str, id: &str, extra: &[&str]) -> TestApp {
+pub async fn node(redis: &RedisServer, database: &str, id: &str, extra: &[&str]) -> TestApp {
     let url = redis.url();
     let mut args = vec![
         "--redis-url",
@@ -83,7 +83,7 @@ async fn revocation_reaches_every_node() {
     let u = a.register("revoked").await;
     b.get("/api/users/me", &u.token).await.ok(200);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    cluster(&b).revocation().on_revoke(move |user| {
+    cluster(&b).revocation().on_revoke(move |user, _version| {
         let _ = tx.send((user, Instant::now()));
     });
     let r = a

@@ -52,7 +52,7 @@ async fn superseded_and_deleted_text_is_never_replayed() {
         json!({"emoji": "👍"}),
     )
     .await
-    .ok(200);
+    .ok(201);
     app.delete(&url, &f.owner.token).await.ok(200);
     let kept = app.send(&f.owner, f.chat, "v1").await["id"].clone();
     let kurl = format!("/api/messages/{kept}");
