@@ -94,23 +94,31 @@ pub fn accept_subrequest(req: &mut ServiceRequest, state: &AppState) {
     req.extensions_mut().insert(Subrequest);
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BatchRequest {
+    /// 1 to `FECHATTER_BATCH_MAX_OPS` operations, run in order.
+    #[schema(min_items = 1)]
     pub operations: Vec<Operation>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = BatchOperation)]
 pub struct Operation {
+    #[schema(pattern = "^(GET|POST|PUT|PATCH|DELETE)$")]
     pub method: String,
+    /// A path under `/api/` (not `/api/batch`), query string allowed.
+    #[schema(pattern = "^/api/[A-Za-z0-9_\\-/]*$", max_length = 2048)]
     pub path: String,
     #[serde(default)]
     pub body: Option<Value>,
 }
 
 /// One operation's outcome.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = BatchResult)]
 pub struct OpResult {
     pub status: u16,
+    /// The operation's JSON body (an error envelope on failure).
     pub body: Value,
 }
 
@@ -164,6 +172,9 @@ fn validate(op: &Operation) -> Result<reqwest::Method, ApiError> {
 
 /// `POST /api/batch`: runs each operation in order and returns one `{status, body}` per
 /// operation. A failing operation does not stop the others.
+#[utoipa::path(post, path = "/api/batch", tag = "batch",
+    summary = "Run up to FECHATTER_BATCH_MAX_OPS operations in order", request_body = BatchRequest,
+    responses((status = 200, body = crate::http::openapi::BatchResponse)))]
 pub async fn batch(
     state: web::Data<AppState>,
     req: HttpRequest,

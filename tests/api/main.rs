@@ -15,6 +15,7 @@ mod messages;
 mod openapi;
 mod ratelimit;
 mod realtime;
+mod schemathesis;
 mod search;
 mod search_latency;
 mod users;
