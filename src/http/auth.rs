@@ -142,7 +142,7 @@ pub async fn login(
     if password.is_empty() {
         return Err(ApiError::validation("password", "is required"));
     }
-    let email_key = email.trim().to_lowercase();
+    let email_key = validate::login_email(email)?;
     state.login_guard.check(&email_key, ip)?;
     let user = state.store.user_by_email(&email_key).await?;
     // Always run one verification, so unknown emails take as long as wrong passwords.

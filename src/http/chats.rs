@@ -290,12 +290,17 @@ pub async fn create(
     Ok(HttpResponse::Created().json(chat_body(&state, chat_id, user.id).await?))
 }
 
+/// `user_ids` of a direct message: 1 to `DIRECT_MAX_USERS` distinct positive ids.
+fn direct_user_ids() -> utoipa::openapi::schema::Array {
+    crate::http::openapi::id_array(DIRECT_MAX_USERS, true)
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct CreateDirectRequest {
     #[schema(value_type = i64, required = true, minimum = 1)]
     pub workspace_id: Option<i64>,
     /// The other participants: distinct members of the workspace.
-    #[schema(value_type = Vec<i64>, required = true, min_items = 1, max_items = 8)]
+    #[schema(required = true, schema_with = direct_user_ids)]
     pub user_ids: Option<Vec<i64>>,
 }
 

@@ -13,8 +13,6 @@ use crate::actors::events::MessageView;
 use crate::state::AppState;
 use crate::validate;
 
-/// Longest idempotency key accepted.
-const IDEMPOTENCY_KEY_MAX: usize = 128;
 /// Longest emoji (a short sequence of code points, e.g. a flag or a ZWJ family).
 const EMOJI_MAX_CHARS: usize = 32;
 
@@ -128,15 +126,10 @@ pub async fn send(
         ApiError::validation("chat_id", "is required and must be a positive integer")
     })?;
     let content = content_of(&body.content)?;
-    let key = match body.idempotency_key {
-        Some(k) if k.is_empty() || k.len() > IDEMPOTENCY_KEY_MAX => {
-            return Err(ApiError::validation(
-                "idempotency_key",
-                format!("must be 1 to {IDEMPOTENCY_KEY_MAX} bytes"),
-            ));
-        }
-        other => other,
-    };
+    if let Some(k) = &body.idempotency_key {
+        validate::idempotency_key(k)?;
+    }
+    let key = body.idempotency_key;
     if !state.store.chat_exists(chat_id).await? {
         return Err(ApiError::not_found("chat"));
     }

@@ -104,21 +104,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// envelope.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     if let Some(allowed) = openapi::methods_for(req.path()) {
-        let err = ApiError::MethodNotAllowed(format!(
-            "Method {} is not allowed on {}; allowed: {}",
-            req.method(),
-            req.path(),
-            allowed.join(", ")
-        ));
-        let mut resp = actix_web::ResponseError::error_response(&err);
-        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
-            resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
-        }
-        return Ok(resp);
+        return Ok(method_not_allowed(&req, &allowed));
     }
     Err(ApiError::NotFound(format!(
         "No route for {} {}",
         req.method(),
         req.path()
     )))
+}
+
+/// 405 in the envelope, with `Allow: <allowed>`.
+pub fn method_not_allowed(req: &HttpRequest, allowed: &[&str]) -> actix_web::HttpResponse {
+    let err = ApiError::MethodNotAllowed(format!(
+        "Method {} is not allowed on {}; allowed: {}",
+        req.method(),
+        req.path(),
+        allowed.join(", ")
+    ));
+    let mut resp = actix_web::ResponseError::error_response(&err);
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    resp
 }

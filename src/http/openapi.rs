@@ -448,6 +448,16 @@ fn selectable_items(doc: &mut OpenApiDoc) {
     }
 }
 
+/// An array of 1 to `max` positive ids (`distinct`: no repeats allowed).
+pub fn id_array(max: usize, distinct: bool) -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(super::list::integer_schema(1, i64::MAX))
+        .min_items(Some(1))
+        .max_items(Some(max))
+        .unique_items(distinct)
+        .build()
+}
+
 /// The whole document (built once).
 pub fn document() -> &'static OpenApiDoc {
     static DOC: OnceLock<OpenApiDoc> = OnceLock::new();
@@ -464,11 +474,28 @@ pub fn service() -> SwaggerUi {
     SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", document().clone())
 }
 
+type MethodTable = Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>;
+
 /// The methods the document lists for the route template matching `path`, if any (for 405).
+/// Literal templates (`/api/chats/direct`) win over parameterised ones (`/api/chats/{chat_id}`).
 pub fn methods_for(path: &str) -> Option<Vec<&'static str>> {
-    static ROUTES: OnceLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> =
-        OnceLock::new();
-    let routes = ROUTES.get_or_init(|| {
+    method_table()
+        .iter()
+        .find(|(def, _)| def.is_match(path))
+        .map(|(_, methods)| methods.clone())
+}
+
+/// The methods of the literal (parameterless) template equal to `path`, if there is one.
+pub fn static_methods(path: &str) -> Option<Vec<&'static str>> {
+    method_table()
+        .iter()
+        .find(|(def, _)| !def.pattern().unwrap_or("{").contains('{') && def.is_match(path))
+        .map(|(_, methods)| methods.clone())
+}
+
+fn method_table() -> &'static MethodTable {
+    static ROUTES: OnceLock<MethodTable> = OnceLock::new();
+    ROUTES.get_or_init(|| {
         let mut out: Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)> = document()
             .paths
             .paths
@@ -493,12 +520,9 @@ pub fn methods_for(path: &str) -> Option<Vec<&'static str>> {
             actix_web::dev::ResourceDef::new("/api/openapi.json"),
             vec!["GET"],
         ));
+        out.sort_by_key(|(def, _)| def.pattern().unwrap_or("{").contains('{'));
         out
-    });
-    routes
-        .iter()
-        .find(|(def, _)| def.is_match(path))
-        .map(|(_, methods)| methods.clone())
+    })
 }
 
 #[cfg(test)]
@@ -641,5 +665,8 @@ mod tests {
         assert_eq!(methods_for("/api/chats/12/join"), Some(vec!["POST"]));
         assert_eq!(methods_for("/api/users/me"), Some(vec!["GET", "PUT"]));
         assert_eq!(methods_for("/api/nope"), None);
+        assert_eq!(methods_for("/api/chats/direct"), Some(vec!["POST"]));
+        assert_eq!(static_methods("/api/chats/direct"), Some(vec!["POST"]));
+        assert_eq!(static_methods("/api/chats/3"), None);
     }
 }

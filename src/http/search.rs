@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, require_id};
+use super::extract::{AuthUser, Json, require_id};
 use super::list::{ListQuery, ListSpec, parse_fields, select_in};
 use crate::state::AppState;
 use crate::store::search::scope::WorkspaceAccess;
@@ -84,7 +84,7 @@ struct Sender {
 pub async fn messages(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: Json<Value>,
 ) -> ApiResult<HttpResponse> {
     let started = Instant::now();
     let req = MessageSearch::parse(&body)?;
@@ -170,14 +170,19 @@ pub struct SearchMessagesRequest {
     limit: Option<i64>,
 }
 
+/// `filters.chat_ids` / `filters.sender_ids`: 1 to `MAX_FILTER_IDS` positive ids (repeats are ignored).
+fn filter_ids() -> utoipa::openapi::schema::Array {
+    crate::http::openapi::id_array(MAX_FILTER_IDS, false)
+}
+
 /// `filters` of a message search.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct SearchFilters {
     /// Only these chats (each must be one of the caller's chats in the workspace).
-    #[schema(min_items = 1, max_items = 1000, value_type = Option<Vec<i64>>)]
+    #[schema(schema_with = filter_ids)]
     chat_ids: Option<Vec<i64>>,
-    #[schema(min_items = 1, max_items = 1000, value_type = Option<Vec<i64>>)]
+    #[schema(schema_with = filter_ids)]
     sender_ids: Option<Vec<i64>>,
     /// `YYYY-MM-DD` (a whole UTC day) or an RFC 3339 instant; inclusive.
     #[schema(format = Date)]
@@ -223,12 +228,7 @@ impl MessageSearch {
                 format!("must be at most {QUERY_MAX_CHARS} characters"),
             ));
         }
-        if query.contains('\0') {
-            return Err(ApiError::validation(
-                "query",
-                "must not contain NUL characters",
-            ));
-        }
+        crate::validate::no_control("query", &query)?;
         let workspace_id = positive(obj, "workspace_id", "workspace_id")?
             .ok_or_else(|| ApiError::validation("workspace_id", "is required"))?;
         let filters = match obj.get("filters") {
@@ -398,7 +398,8 @@ fn parse_name_query(p: &NameSearchQuery) -> ApiResult<(String, i64, i64, i64, i6
     if q.is_empty() {
         return Err(ApiError::validation("q", "is required"));
     }
-    if q.chars().count() > NAME_QUERY_MAX_CHARS || q.contains('\0') {
+    crate::validate::no_control("q", q)?;
+    if q.chars().count() > NAME_QUERY_MAX_CHARS {
         return Err(ApiError::validation(
             "q",
             format!("must be 1 to {NAME_QUERY_MAX_CHARS} characters"),

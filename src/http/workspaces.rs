@@ -393,6 +393,7 @@ pub async fn accept_invite(
 ) -> ApiResult<HttpResponse> {
     let code = path.into_inner();
     let code = code.trim();
+    validate::no_control("code", code)?;
     if code.is_empty() || code.len() > 64 {
         return Err(ApiError::not_found("Invite"));
     }
