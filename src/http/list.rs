@@ -332,6 +332,73 @@ mod tests {
         }
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_text() -> impl Strategy<Value = Option<String>> {
+            proptest::option::of(prop_oneof![
+                "\\PC{0,12}",
+                any::<i64>().prop_map(|v| v.to_string()),
+                "[a-z_, ]{0,16}",
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any query parses or is refused naming a list parameter; what parses is in range.
+            #[test]
+            fn parse_is_total(page in any_text(), limit in any_text(), sort in any_text(),
+                              order in any_text(), fields in any_text()) {
+                let query = ListQuery { page, limit, sort, order, fields };
+                match query.parse(&SPEC) {
+                    Ok(p) => {
+                        prop_assert!((1..=MAX_PAGE).contains(&p.page));
+                        prop_assert!((1..=SPEC.max_limit).contains(&p.limit));
+                        prop_assert!(p.offset() >= 0);
+                        prop_assert!(p.sort_sql == SPEC.default_sort.0
+                            || SPEC.sortable.iter().any(|(_, sql)| *sql == p.sort_sql));
+                        if let Some(f) = &p.fields {
+                            prop_assert!(f.iter().all(|x| SPEC.selectable.contains(&x.as_str())));
+                        }
+                    }
+                    Err(ApiError::Validation { field, .. }) => {
+                        prop_assert!(["page", "limit", "sort", "order", "fields"].contains(&field.as_str()));
+                    }
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+
+            /// Everything the OpenAPI parameters allow is accepted, as given.
+            #[test]
+            fn documented_values_are_accepted(page in 1..=MAX_PAGE, limit in 1..=100i64,
+                                              sort in 0..2usize, desc in any::<bool>(),
+                                              fields in proptest::sample::subsequence(vec!["id", "name"], 1..=2)) {
+                let query = ListQuery {
+                    page: Some(page.to_string()),
+                    limit: Some(limit.to_string()),
+                    sort: Some(SPEC.sortable[sort].0.to_string()),
+                    order: Some(if desc { "desc" } else { "asc" }.to_string()),
+                    fields: Some(fields.join(",")),
+                };
+                let p = query.parse(&SPEC).expect("documented values are accepted");
+                prop_assert_eq!((p.page, p.limit, p.desc), (page, limit, desc));
+                prop_assert_eq!(p.sort_sql, SPEC.sortable[sort].1);
+                prop_assert_eq!(p.fields.expect("fields").len(), fields.len());
+            }
+        }
+
+        /// The documented `fields` pattern names the same fields the parser accepts.
+        #[test]
+        fn fields_pattern_lists_the_selectable_fields() {
+            assert_eq!(fields_pattern(&["id", "name"]), "^(id|name)(,(id|name))*$");
+            let params = params(&SPEC);
+            let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+            assert_eq!(names, ["page", "limit", "sort", "order", "fields"]);
+        }
+    }
+
     #[test]
     fn field_selection() {
         assert!(parse_fields(Some("id,secret"), SPEC.selectable).is_err());
