@@ -148,8 +148,13 @@ fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHand
         .headers()
         .get(actix_web::http::header::ALLOW)
         .cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|a| a.to_str().ok())
+        .map(|a| format!("; allowed: {a}"))
+        .unwrap_or_default();
     let err = ApiError::MethodNotAllowed(format!(
-        "Method {} is not allowed on {}",
+        "Method {} is not allowed on {}{allowed}",
         req.method(),
         req.path()
     ));

@@ -184,3 +184,42 @@ async fn schemas_match_real_responses() {
     let missing = json!({"status": "healthy", "version": "1"});
     assert!(std::panic::catch_unwind(|| conforms(&doc, "Health", &missing, "missing")).is_err());
 }
+
+/// A known path with a method it does not serve is 405 with `Allow` (from the document); an
+/// unknown path stays 404.
+#[actix_web::test]
+async fn wrong_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let user = app.register("methods").await;
+    for (method, path, allow) in [
+        (Method::DELETE, "/api/chats", "GET, POST"),
+        (Method::PATCH, "/api/users/me", "GET, PUT"),
+        (Method::GET, "/api/chats/direct", "POST"),
+        (Method::GET, "/api/chats/12/join", "POST"),
+        (Method::PUT, "/api/messages/3/reactions/x", "DELETE"),
+        (Method::POST, "/api/health", "GET"),
+        (Method::DELETE, "/api/openapi.json", "GET"),
+    ] {
+        let resp = app
+            .call(method.clone(), path, Some(&user.token), None)
+            .await;
+        assert_eq!(
+            resp.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let err = resp.err(405, "METHOD_NOT_ALLOWED");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(allow)),
+            "{err}"
+        );
+    }
+    app.call(Method::DELETE, "/api/nope", Some(&user.token), None)
+        .await
+        .err(404, "NOT_FOUND");
+    app.call(Method::GET, "/api/chats/1/nope", Some(&user.token), None)
+        .await
+        .err(404, "NOT_FOUND");
+}
