@@ -43,12 +43,9 @@ async fn schemathesis_finds_no_failure() {
         eprintln!("SKIPPED: schemathesis not installed (run scripts/test to install it)");
         return;
     };
-    // An admin token, so the admin operations answer 401/403 rather than 404 (disabled).
-    let app = spawn_app_with(test_config(&[
-        "--admin-token",
-        "schemathesis-admin-token-0123456789",
-    ]))
-    .await;
+    // An admin token (schemathesis.toml sends it to the admin operations), so they are enabled.
+    const ADMIN: &str = "schemathesis-admin-token-0123456789";
+    let app = spawn_app_with(test_config(&["--admin-token", ADMIN])).await;
     // Ids that exist, so generated requests reach the handlers' logic and not only 404s.
     let owner = app.register("fuzzer").await;
     let other = app.register("fuzzfriend").await;
@@ -83,6 +80,7 @@ async fn schemathesis_finds_no_failure() {
         .arg("--report-dir")
         .arg(report.path())
         .env("SCHEMATHESIS_HOOKS", "")
+        .env("FECHATTER_TEST_ADMIN_TOKEN", ADMIN)
         .current_dir(report.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
