@@ -22,6 +22,8 @@ use crate::validate;
 pub struct RegisterRequest {
     #[schema(value_type = String, required = true, max_length = 254, pattern = r"^[^\s@\x00-\x1f\x7f-\x9f]+@[^\s@.\x00-\x1f\x7f-\x9f]+(\.[^\s@.\x00-\x1f\x7f-\x9f]+)+$")]
     pub email: Option<String>,
+    /// 2 to 32 letters, digits, `_`, `.` or `-` (letters of any script; the pattern shows the
+    /// ASCII ones).
     #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9_.\-]{2,32}$")]
     pub username: Option<String>,
     #[schema(value_type = String, required = true, min_length = 8, max_length = 128)]

@@ -32,7 +32,9 @@ const MESSAGE_FIELDS: &[&str] = &[
 pub struct SendRequest {
     #[schema(value_type = i64, required = true, minimum = 1)]
     pub chat_id: Option<i64>,
-    #[schema(value_type = String, required = true, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    /// 1 to 4000 characters (not counting leading and trailing spaces); newlines and tabs
+    /// are kept, NUL is refused.
+    #[schema(value_type = String, required = true, max_length = 4000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: Option<String>,
     /// Makes the send idempotent for this sender.
     #[schema(
@@ -46,7 +48,9 @@ pub struct SendRequest {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = UpdateMessageRequest)]
 pub struct UpdateRequest {
-    #[schema(value_type = String, required = true, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    /// 1 to 4000 characters (not counting leading and trailing spaces); newlines and tabs
+    /// are kept, NUL is refused.
+    #[schema(value_type = String, required = true, max_length = 4000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: Option<String>,
 }
 

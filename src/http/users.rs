@@ -65,6 +65,7 @@ pub struct PreferencesUpdate {
 
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateProfileRequest {
+    /// 2 to 32 letters (any script), digits, `_`, `.` or `-`.
     #[schema(pattern = r"^[A-Za-z0-9_.\-]{2,32}$")]
     pub username: Option<String>,
     /// An http(s) URL; `null` or `""` removes the avatar.
