@@ -312,6 +312,7 @@ pub struct CreateDirectRequest {
         (status = 200, description = "This member set already has one", body = ChatBody),
         (status = 403, description = "Not a member of the workspace"),
         (status = 404, description = "No such workspace"),
+        (status = 409, description = "The same direct message was created concurrently; retry"),
         (status = 422, description = "Users not distinct or not members of the workspace")))]
 pub async fn create_direct(
     state: web::Data<AppState>,

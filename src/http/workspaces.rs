@@ -309,7 +309,8 @@ fn invite_code() -> String {
     params(("workspace_id" = i64, Path, minimum = 1)), request_body = InviteRequest,
     responses((status = 201, body = InviteBody),
         (status = 403, description = "Not a member, or not an owner or admin"),
-        (status = 404, description = "No such workspace")))]
+        (status = 404, description = "No such workspace"),
+        (status = 409, description = "No free invite code after several tries (retry)")))]
 pub async fn invite(
     state: web::Data<AppState>,
     user: AuthUser,
