@@ -157,13 +157,29 @@ impl Application {
 
 /// 405 in the contract's envelope.
 fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let (req, _) = res.into_parts();
+    let (req, original) = res.into_parts();
+    let allow = original
+        .headers()
+        .get(actix_web::http::header::ALLOW)
+        .cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|a| a.to_str().ok())
+        .map(|a| format!("; allowed: {a}"))
+        .unwrap_or_default();
     let err = ApiError::MethodNotAllowed(format!(
-        "Method {} is not allowed on {}",
+        "Method {} is not allowed on {}{allowed}",
         req.method(),
         req.path()
     ));
-    let res: ServiceResponse<BoxBody> = ServiceResponse::new(req, err.error_response());
+    let mut response = err.error_response();
+    if let Some(allow) = allow {
+        // Keep the `Allow` header the 405 fallback (`http::not_found`) set.
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, allow);
+    }
+    let res: ServiceResponse<BoxBody> = ServiceResponse::new(req, response);
     Ok(ErrorHandlerResponse::Response(
         res.map_into_right_body::<B>()
             .map_body(|_, b: EitherBody<B, BoxBody>| b),

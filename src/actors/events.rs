@@ -150,7 +150,8 @@ pub fn sse_frame(kind: &str, id: Option<&str>, data: &[u8]) -> Bytes {
 // ---- payloads ------------------------------------------------------------------------------
 
 /// The sender of a message, as REST and events show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = MessageSender)]
 pub struct SenderView {
     pub id: i64,
     pub username: String,
@@ -158,7 +159,8 @@ pub struct SenderView {
 }
 
 /// Reactions on a message, aggregated per emoji.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Reaction)]
 pub struct ReactionView {
     pub emoji: String,
     pub count: usize,
@@ -176,7 +178,8 @@ impl From<&ReactionSummary> for ReactionView {
 }
 
 /// A message as REST returns it and as `message.created`/`message.updated` carry it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Message)]
 pub struct MessageView {
     pub id: i64,
     pub chat_id: i64,

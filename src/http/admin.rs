@@ -154,6 +154,13 @@ fn memory_mb() -> Option<f64> {
 /// `GET /admin/production/health`: each dependency with its status and measured latency, and the
 /// server's load. `unhealthy` (HTTP 503) when the database is down; `degraded` when search (or,
 /// in cluster mode, Redis) is.
+#[utoipa::path(get, path = "/admin/production/health", tag = "admin",
+    summary = "Dependencies and load (admin token)", security(("admin" = [])),
+    responses((status = 200, body = crate::http::openapi::ProductionHealth),
+        (status = 503, description = "The database is down", body = crate::http::openapi::ProductionHealth),
+        (status = 401, description = "Missing bearer token"),
+        (status = 403, description = "Wrong admin token"),
+        (status = 404, description = "Admin API disabled (no token configured)")))]
 pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
     authorize(&req, &state)?;
     let database = probe_database(&state).await;
@@ -225,6 +232,13 @@ pub const SERVICES: &[&str] = &[
 ];
 
 /// `GET /admin/production/metrics/{service_name}`: one service's figures; unknown name → 404.
+#[utoipa::path(get, path = "/admin/production/metrics/{service_name}", tag = "admin",
+    summary = "One service's figures (admin token)", security(("admin" = [])),
+    params(("service_name" = String, Path, pattern = "^(database|search|http|realtime|websocket|system)$")),
+    responses((status = 200, body = crate::http::openapi::ServiceMetrics),
+        (status = 401, description = "Missing bearer token"),
+        (status = 403, description = "Wrong admin token"),
+        (status = 404, description = "Unknown service, or admin API disabled (no token configured)")))]
 pub async fn metrics(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -298,6 +312,8 @@ pub async fn metrics(
 
 /// `GET /metrics`: Prometheus text format. Unauthenticated (scrapers rarely carry tokens) and not
 /// rate limited; operators should keep it off the public network (firewall or proxy rule).
+#[utoipa::path(get, path = "/metrics", tag = "admin", summary = "Prometheus text format (firewall it)",
+    security(()), responses((status = 200, description = "Prometheus exposition format", content_type = "text/plain", body = String)))]
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     let (in_use, open, max) = state.store.pool_status();
     ::metrics::gauge!("fechatter_db_pool_connections", "state" => "in_use").set(in_use as f64);

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json, bearer_token};
@@ -17,27 +18,36 @@ use crate::store::StoreError;
 use crate::store::users::{NewUser, UserRow};
 use crate::validate;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    #[schema(value_type = String, required = true, max_length = 254, pattern = r"^[^\s@\x00-\x1f\x7f-\x9f]+@[^\s@.\x00-\x1f\x7f-\x9f]+(\.[^\s@.\x00-\x1f\x7f-\x9f]+)+$")]
     pub email: Option<String>,
+    /// 2 to 32 letters, digits, `_`, `.` or `-` (letters of any script; the pattern shows the
+    /// ASCII ones).
+    #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9_.\-]{2,32}$")]
     pub username: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128)]
     pub password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
+    #[schema(value_type = String, required = true, max_length = 254, pattern = r"^[^\s@\x00-\x1f\x7f-\x9f]+@[^\s@.\x00-\x1f\x7f-\x9f]+(\.[^\s@.\x00-\x1f\x7f-\x9f]+)+$")]
     pub email: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 128)]
     pub password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ChangePasswordRequest {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 128)]
     pub current_password: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128)]
     pub new_password: Option<String>,
 }
 
 /// The user object of auth responses.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AuthUserBody {
     pub id: i64,
     pub email: String,
@@ -45,14 +55,14 @@ pub struct AuthUserBody {
     pub avatar_url: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AuthResponse {
     pub token: String,
     pub user: AuthUserBody,
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub token: String,
     pub expires_at: DateTime<Utc>,
@@ -85,6 +95,10 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
 }
 
 /// `POST /api/auth/register`
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", summary = "Create an account (limited per IP)",
+    request_body = RegisterRequest, security(()),
+    responses((status = 201, body = AuthResponse),
+        (status = 409, description = "Email already registered")))]
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -114,6 +128,10 @@ pub async fn register(
 }
 
 /// `POST /api/auth/login`
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", summary = "Log in (limited per IP and per account)",
+    request_body = LoginRequest, security(()),
+    responses((status = 200, body = AuthResponse),
+        (status = 401, description = "Wrong email or password")))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -126,7 +144,7 @@ pub async fn login(
     if password.is_empty() {
         return Err(ApiError::validation("password", "is required"));
     }
-    let email_key = email.trim().to_lowercase();
+    let email_key = validate::login_email(email)?;
     state.login_guard.check(&email_key, ip)?;
     let user = state.store.user_by_email(&email_key).await?;
     // Always run one verification, so unknown emails take as long as wrong passwords.
@@ -150,6 +168,9 @@ pub async fn login(
 }
 
 /// `POST /api/auth/refresh` — takes a (possibly expired) token, returns a fresh one.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    summary = "New token for a current or recently expired one",
+    responses((status = 200, body = TokenResponse)))]
 pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
     let token = bearer_token(&req).ok_or_else(|| ApiError::unauthorized("Missing bearer token"))?;
     let claims = state
@@ -173,6 +194,10 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<
 }
 
 /// `PUT /api/auth/change-password` — revokes every token issued before; returns a new one.
+#[utoipa::path(put, path = "/api/auth/change-password", tag = "auth",
+    summary = "Change password (revokes earlier tokens)", request_body = ChangePasswordRequest,
+    responses((status = 200, body = crate::http::openapi::PasswordChanged),
+        (status = 422, description = "current_password is incorrect")))]
 pub async fn change_password(
     state: web::Data<AppState>,
     user: AuthUser,

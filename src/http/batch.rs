@@ -95,23 +95,31 @@ pub fn accept_subrequest(req: &mut ServiceRequest, state: &AppState) {
     req.extensions_mut().insert(Subrequest);
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BatchRequest {
+    /// 1 to `FECHATTER_BATCH_MAX_OPS` operations, run in order.
+    #[schema(min_items = 1)]
     pub operations: Vec<Operation>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = BatchOperation)]
 pub struct Operation {
+    /// GET, POST, PUT, PATCH or DELETE (anything else: that operation's result is a 422).
     pub method: String,
+    /// A path under `/api/` (not `/api/batch`), query string allowed (anything else: that
+    /// operation's result is a 422).
     pub path: String,
     #[serde(default)]
     pub body: Option<Value>,
 }
 
 /// One operation's outcome.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = BatchResult)]
 pub struct OpResult {
     pub status: u16,
+    /// The operation's JSON body (an error envelope on failure).
     pub body: Value,
 }
 
@@ -196,10 +204,14 @@ fn normalised_route(route: &str) -> Option<String> {
 
 /// `POST /api/batch`: runs each operation in order and returns one `{status, body}` per
 /// operation. A failing operation does not stop the others.
+#[utoipa::path(post, path = "/api/batch", tag = "batch",
+    summary = "Run up to FECHATTER_BATCH_MAX_OPS operations in order", request_body = BatchRequest,
+    responses((status = 200, body = crate::http::openapi::BatchResponse)))]
 pub async fn batch(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    // Unauthenticated batches are 401 themselves, not 200 with a 401 per operation.
     _caller: AuthUser,
+    req: HttpRequest,
     body: web::Json<BatchRequest>,
 ) -> ApiResult<HttpResponse> {
     if req.extensions().get::<Subrequest>().is_some() {

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json, parse_id};
@@ -64,13 +65,14 @@ const MEMBER_LIST: ListSpec = ListSpec {
     max_limit: 100,
 };
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Sender {
     pub id: i64,
     pub username: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LastMessage)]
 pub struct LastMessageBody {
     pub id: i64,
     pub content: String,
@@ -79,12 +81,14 @@ pub struct LastMessageBody {
 }
 
 /// A chat as the caller sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Chat)]
 pub struct ChatBody {
     pub id: i64,
     pub workspace_id: i64,
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(pattern = "^(channel|direct)$")]
     pub kind: String,
     pub description: Option<String>,
     pub is_private: bool,
@@ -122,7 +126,8 @@ impl From<ChatView> for ChatBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Member)]
 pub struct MemberBody {
     pub user_id: i64,
     pub username: String,
@@ -179,12 +184,23 @@ async fn chat_body(state: &AppState, chat_id: i64, user_id: i64) -> ApiResult<Ch
     Ok(chat.into())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChatsQuery {
+    /// Only the chats of this workspace.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub workspace_id: Option<String>,
 }
 
+crate::list_params!(ChatListParams, CHAT_LIST);
+crate::list_params!(MemberListParams, MEMBER_LIST);
+
 /// `GET /api/chats[?workspace_id=]` — the chats the caller is in (all workspaces if none given).
+#[utoipa::path(get, path = "/api/chats", tag = "chats", summary = "The caller's chats",
+    params(ChatsQuery, ChatListParams),
+    responses((status = 200, body = crate::http::openapi::ChatList),
+        (status = 403, description = "Not a member of the workspace"),
+        (status = 404, description = "No such workspace")))]
 pub async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -211,12 +227,17 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateChatRequest {
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub workspace_id: Option<i64>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 80, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
+    /// Only `channel` (direct messages: `POST /api/chats/direct`).
     #[serde(rename = "type")]
+    #[schema(pattern = "^channel$")]
     pub kind: Option<String>,
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     pub is_private: Option<bool>,
 }
@@ -230,6 +251,11 @@ fn require_positive(field: &str, v: Option<i64>) -> ApiResult<i64> {
 }
 
 /// `POST /api/chats` — a channel (public by default); the creator is its owner.
+#[utoipa::path(post, path = "/api/chats", tag = "chats", summary = "Create a channel",
+    request_body = CreateChatRequest,
+    responses((status = 201, body = ChatBody),
+        (status = 403, description = "Not a member of the workspace"),
+        (status = 404, description = "No such workspace")))]
 pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -264,14 +290,30 @@ pub async fn create(
     Ok(HttpResponse::Created().json(chat_body(&state, chat_id, user.id).await?))
 }
 
-#[derive(Deserialize)]
+/// `user_ids` of a direct message: 1 to `DIRECT_MAX_USERS` distinct positive ids.
+fn direct_user_ids() -> utoipa::openapi::schema::Array {
+    crate::http::openapi::id_array(DIRECT_MAX_USERS, true)
+}
+
+#[derive(Deserialize, ToSchema)]
 pub struct CreateDirectRequest {
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub workspace_id: Option<i64>,
+    /// The other participants: distinct members of the workspace.
+    #[schema(required = true, schema_with = direct_user_ids)]
     pub user_ids: Option<Vec<i64>>,
 }
 
 /// `POST /api/chats/direct` — the direct message of the caller and `user_ids`: 201 when
 /// created, 200 with the existing chat when this member set already has one in the workspace.
+#[utoipa::path(post, path = "/api/chats/direct", tag = "chats",
+    summary = "Create (or return) a direct message", request_body = CreateDirectRequest,
+    responses((status = 201, description = "Created", body = ChatBody),
+        (status = 200, description = "This member set already has one", body = ChatBody),
+        (status = 403, description = "Not a member of the workspace"),
+        (status = 404, description = "No such workspace"),
+        (status = 409, description = "The same direct message was created concurrently; retry"),
+        (status = 422, description = "Users not distinct or not members of the workspace")))]
 pub async fn create_direct(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -353,6 +395,10 @@ pub async fn create_direct(
 }
 
 /// `GET /api/chats/{id}`
+#[utoipa::path(get, path = "/api/chats/{chat_id}", tag = "chats", summary = "Chat details",
+    params(("chat_id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = ChatBody),
+        (status = 403, description = "Not visible to the caller"), (status = 404, description = "No such chat")))]
 pub async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -363,6 +409,10 @@ pub async fn get(
 }
 
 /// `POST /api/chats/{id}/join` — public channels only; idempotent.
+#[utoipa::path(post, path = "/api/chats/{chat_id}/join", tag = "chats", summary = "Join a public channel",
+    params(("chat_id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = ChatBody),
+        (status = 403, description = "Not visible to the caller"), (status = 404, description = "No such chat")))]
 pub async fn join(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -377,6 +427,11 @@ pub async fn join(
 }
 
 /// `POST /api/chats/{id}/leave`
+#[utoipa::path(post, path = "/api/chats/{chat_id}/leave", tag = "chats", summary = "Leave a chat",
+    params(("chat_id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = crate::http::openapi::LeftChat),
+        (status = 403, description = "Not visible to the caller"), (status = 404, description = "No such chat"),
+        (status = 422, description = "Not a member")))]
 pub async fn leave(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -390,6 +445,10 @@ pub async fn leave(
 }
 
 /// `GET /api/chats/{id}/members`
+#[utoipa::path(get, path = "/api/chats/{chat_id}/members", tag = "chats", summary = "Members of a chat",
+    params(("chat_id" = i64, Path, minimum = 1), MemberListParams),
+    responses((status = 200, body = crate::http::openapi::MemberList),
+        (status = 403, description = "Not visible to the caller"), (status = 404, description = "No such chat")))]
 pub async fn members(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -411,9 +470,11 @@ pub async fn members(
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct AddMemberRequest {
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub user_id: Option<i64>,
+    #[schema(pattern = "^(member|admin)$")]
     pub role: Option<String>,
 }
 
@@ -423,6 +484,13 @@ fn is_manager(role: Option<&str>) -> bool {
 
 /// `POST /api/chats/{id}/members` — chat or workspace owners/admins add a workspace member
 /// (how private channels get members). 201 when added, 200 when already a member.
+#[utoipa::path(post, path = "/api/chats/{chat_id}/members", tag = "chats", summary = "Add a member to a channel",
+    params(("chat_id" = i64, Path, minimum = 1)), request_body = AddMemberRequest,
+    responses((status = 201, description = "Added", body = MemberBody),
+        (status = 200, description = "Already a member", body = MemberBody),
+        (status = 403, description = "Not an owner or admin of the chat or workspace"),
+        (status = 404, description = "No such chat"),
+        (status = 422, description = "A direct message, or the user is not in the workspace")))]
 pub async fn add_member(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -483,12 +551,18 @@ pub async fn add_member(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct MarkReadRequest {
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub message_id: Option<i64>,
 }
 
 /// `POST /api/chats/{id}/read` — moves the caller's read marker forward to `message_id`.
+#[utoipa::path(post, path = "/api/chats/{chat_id}/read", tag = "chats", summary = "Move the caller's read marker",
+    params(("chat_id" = i64, Path, minimum = 1)), request_body = MarkReadRequest,
+    responses((status = 200, body = crate::http::openapi::ReadMarker),
+        (status = 403, description = "Not visible to the caller"), (status = 404, description = "No such chat"),
+        (status = 422, description = "Not a member, or not a message of this chat")))]
 pub async fn mark_read(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -94,9 +94,20 @@ fn json_field(e: &serde_json::Error) -> String {
         .to_string()
 }
 
-/// Path segments (ids): a non-numeric id is a 422 naming the segment.
+/// Path segments (ids): a non-numeric id is a 422 naming the segment, except on a literal path
+/// that a template also matches (`GET /api/chats/direct` reaching `GET /api/chats/{chat_id}`):
+/// that is a method the literal path does not serve, 405.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|err: PathError, _req| {
+    web::PathConfig::default().error_handler(|err: PathError, req| {
+        if let Some(allowed) = super::openapi::static_methods(req.path()) {
+            if !allowed.contains(&req.method().as_str()) {
+                return actix_web::error::InternalError::from_response(
+                    err,
+                    super::method_not_allowed(req, &allowed),
+                )
+                .into();
+            }
+        }
         ApiError::validation("path", format!("invalid path parameter: {err}")).into()
     })
 }
@@ -151,8 +162,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::validation("body", "a JSON body is required"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::validation(json_field(&e), deserialize_reason(&e)))?;
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let field = if path.is_empty() || path == "." {
@@ -162,6 +175,24 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
         };
         ApiError::validation(field, deserialize_reason(&inner))
     })
+}
+
+/// JSON (and JSON Schema) has one number type: `3.0` is the integer 3. Rewrites such numbers
+/// as integers so that integer fields accept them.
+pub fn integral_floats_to_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                    *v = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {

@@ -5,6 +5,8 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/api/health", tag = "health", summary = "Liveness, version and uptime",
+    security(()), responses((status = 200, body = crate::http::openapi::Health)))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "healthy",

@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use super::error::ApiError;
 
+/// Highest page number a list accepts.
+pub const MAX_PAGE: i64 = 1_000_000;
+
 /// Raw list query parameters, parsed by [`ListQuery::parse`] for clear 422s.
 #[derive(Debug, Default, Deserialize, Clone)]
 pub struct ListQuery {
@@ -70,8 +73,11 @@ fn parse_positive(field: &str, raw: &Option<String>) -> Result<Option<i64>, ApiE
 impl ListQuery {
     pub fn parse(&self, spec: &ListSpec) -> Result<ListParams, ApiError> {
         let page = parse_positive("page", &self.page)?.unwrap_or(1);
-        if page > 1_000_000 {
-            return Err(ApiError::validation("page", "must be at most 1000000"));
+        if page > MAX_PAGE {
+            return Err(ApiError::validation(
+                "page",
+                format!("must be at most {MAX_PAGE}"),
+            ));
         }
         let limit = parse_positive("limit", &self.limit)?.unwrap_or(spec.default_limit);
         if limit > spec.max_limit {
@@ -154,6 +160,118 @@ pub fn select_in(body: &mut Value, key: &str, fields: &Option<Vec<String>>) {
     }
 }
 
+// ---- The OpenAPI description of these parameters, generated from each endpoint's spec. ----
+
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+
+/// An optional query parameter of `schema`.
+fn query_param(name: &str, description: &str, schema: ObjectBuilder) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// An integer from `min` to `max`.
+pub fn integer_schema(min: i64, max: i64) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(min as f64))
+        .maximum(Some(max as f64))
+}
+
+/// The regular expression of a `fields=` value: a comma-separated list of `allowed` names.
+pub fn fields_pattern(allowed: &[&str]) -> String {
+    let one = format!("({})", allowed.join("|"));
+    format!("^{one}(,{one})*$")
+}
+
+/// `fields=`, when `allowed` names any field.
+pub fn fields_param(allowed: &[&str]) -> Vec<Parameter> {
+    if allowed.is_empty() {
+        return Vec::new();
+    }
+    vec![query_param(
+        "fields",
+        "Comma-separated fields to keep in each item (others are left out)",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(fields_pattern(allowed))),
+    )]
+}
+
+/// `page`, `limit`, `sort`, `order` and `fields` as [`ListQuery::parse`] accepts them for `spec`.
+pub fn params(spec: &ListSpec) -> Vec<Parameter> {
+    let mut out = vec![
+        query_param(
+            "page",
+            "Page number, from 1",
+            integer_schema(1, MAX_PAGE).default(Some(Value::from(1))),
+        ),
+        query_param(
+            "limit",
+            "Items per page",
+            integer_schema(1, spec.max_limit).default(Some(Value::from(spec.default_limit))),
+        ),
+    ];
+    let names: Vec<&str> = spec.sortable.iter().map(|(n, _)| *n).collect();
+    out.push(query_param(
+        "sort",
+        "Field to sort on",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names)),
+    ));
+    out.push(query_param(
+        "order",
+        "Sort direction",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["asc", "desc"])),
+    ));
+    out.extend(fields_param(spec.selectable));
+    out
+}
+
+/// Declares `$name`, the OpenAPI query parameters of a list endpoint whose spec is `$spec`
+/// (use it as `params($name)` in `#[utoipa::path]`).
+#[macro_export]
+macro_rules! list_params {
+    ($name:ident, $spec:expr) => {
+        #[doc = concat!("OpenAPI list parameters of `", stringify!($spec), "`.")]
+        pub struct $name;
+        impl utoipa::IntoParams for $name {
+            fn into_params(
+                _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+            ) -> Vec<utoipa::openapi::path::Parameter> {
+                $crate::http::list::params(&$spec)
+            }
+        }
+    };
+}
+
+/// Declares `$name`, the OpenAPI `fields=` parameter for the names in `$fields`.
+#[macro_export]
+macro_rules! fields_params {
+    ($name:ident, $fields:expr) => {
+        #[doc = concat!("OpenAPI `fields=` parameter of `", stringify!($fields), "`.")]
+        pub struct $name;
+        impl utoipa::IntoParams for $name {
+            fn into_params(
+                _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+            ) -> Vec<utoipa::openapi::path::Parameter> {
+                $crate::http::list::fields_param($fields)
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +329,73 @@ mod tests {
             q(None, None, None, Some("sideways")),
         ] {
             assert!(bad.parse(&SPEC).is_err(), "{bad:?}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_text() -> impl Strategy<Value = Option<String>> {
+            proptest::option::of(prop_oneof![
+                "\\PC{0,12}",
+                any::<i64>().prop_map(|v| v.to_string()),
+                "[a-z_, ]{0,16}",
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any query parses or is refused naming a list parameter; what parses is in range.
+            #[test]
+            fn parse_is_total(page in any_text(), limit in any_text(), sort in any_text(),
+                              order in any_text(), fields in any_text()) {
+                let query = ListQuery { page, limit, sort, order, fields };
+                match query.parse(&SPEC) {
+                    Ok(p) => {
+                        prop_assert!((1..=MAX_PAGE).contains(&p.page));
+                        prop_assert!((1..=SPEC.max_limit).contains(&p.limit));
+                        prop_assert!(p.offset() >= 0);
+                        prop_assert!(p.sort_sql == SPEC.default_sort.0
+                            || SPEC.sortable.iter().any(|(_, sql)| *sql == p.sort_sql));
+                        if let Some(f) = &p.fields {
+                            prop_assert!(f.iter().all(|x| SPEC.selectable.contains(&x.as_str())));
+                        }
+                    }
+                    Err(ApiError::Validation { field, .. }) => {
+                        prop_assert!(["page", "limit", "sort", "order", "fields"].contains(&field.as_str()));
+                    }
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+
+            /// Everything the OpenAPI parameters allow is accepted, as given.
+            #[test]
+            fn documented_values_are_accepted(page in 1..=MAX_PAGE, limit in 1..=100i64,
+                                              sort in 0..2usize, desc in any::<bool>(),
+                                              fields in proptest::sample::subsequence(vec!["id", "name"], 1..=2)) {
+                let query = ListQuery {
+                    page: Some(page.to_string()),
+                    limit: Some(limit.to_string()),
+                    sort: Some(SPEC.sortable[sort].0.to_string()),
+                    order: Some(if desc { "desc" } else { "asc" }.to_string()),
+                    fields: Some(fields.join(",")),
+                };
+                let p = query.parse(&SPEC).expect("documented values are accepted");
+                prop_assert_eq!((p.page, p.limit, p.desc), (page, limit, desc));
+                prop_assert_eq!(p.sort_sql, SPEC.sortable[sort].1);
+                prop_assert_eq!(p.fields.expect("fields").len(), fields.len());
+            }
+        }
+
+        /// The documented `fields` pattern names the same fields the parser accepts.
+        #[test]
+        fn fields_pattern_lists_the_selectable_fields() {
+            assert_eq!(fields_pattern(&["id", "name"]), "^(id|name)(,(id|name))*$");
+            let params = params(&SPEC);
+            let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+            assert_eq!(names, ["page", "limit", "sort", "order", "fields"]);
         }
     }
 

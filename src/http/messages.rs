@@ -4,6 +4,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json, parse_id};
@@ -12,8 +13,6 @@ use crate::actors::events::MessageView;
 use crate::state::AppState;
 use crate::validate;
 
-/// Longest idempotency key accepted.
-const IDEMPOTENCY_KEY_MAX: usize = 128;
 /// Longest emoji (a short sequence of code points, e.g. a flag or a ZWJ family).
 const EMOJI_MAX_CHARS: usize = 32;
 
@@ -28,32 +27,58 @@ const MESSAGE_FIELDS: &[&str] = &[
     "reactions",
 ];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SendMessageRequest)]
 pub struct SendRequest {
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub chat_id: Option<i64>,
+    /// 1 to 4000 characters (not counting leading and trailing spaces); newlines and tabs
+    /// are kept, NUL is refused.
+    #[schema(value_type = String, required = true, max_length = 4000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: Option<String>,
+    /// Makes the send idempotent for this sender.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UpdateMessageRequest)]
 pub struct UpdateRequest {
+    /// 1 to 4000 characters (not counting leading and trailing spaces); newlines and tabs
+    /// are kept, NUL is refused.
+    #[schema(value_type = String, required = true, max_length = 4000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ReactionRequest {
+    #[schema(value_type = String, required = true, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,32}$")]
     pub emoji: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(value_type = i64, required = true, minimum = 1)]
     pub chat_id: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 50)]
     pub limit: Option<String>,
+    /// Messages before this one (older), for the next page.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub before_id: Option<String>,
+    #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
+    #[param(pattern = "^(created_at|id)$")]
     pub sort: Option<String>,
+    #[param(ignore)]
     pub fields: Option<String>,
 }
+
+crate::fields_params!(MessageFieldsParam, MESSAGE_FIELDS);
 
 fn content_of(raw: &Option<String>) -> ApiResult<String> {
     let content = raw
@@ -91,6 +116,10 @@ async fn visible_message_chat(state: &AppState, user: AuthUser, message_id: i64)
 }
 
 /// `POST /api/messages` — 201 with the message; a repeated idempotency key returns the original.
+#[utoipa::path(post, path = "/api/messages", tag = "messages",
+    summary = "Send a message (idempotent with idempotency_key)", request_body = SendRequest,
+    responses((status = 201, body = MessageView),
+        (status = 403, description = "Not a member of the chat"), (status = 404, description = "No such chat")))]
 pub async fn send(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -101,15 +130,10 @@ pub async fn send(
         ApiError::validation("chat_id", "is required and must be a positive integer")
     })?;
     let content = content_of(&body.content)?;
-    let key = match body.idempotency_key {
-        Some(k) if k.is_empty() || k.len() > IDEMPOTENCY_KEY_MAX => {
-            return Err(ApiError::validation(
-                "idempotency_key",
-                format!("must be 1 to {IDEMPOTENCY_KEY_MAX} bytes"),
-            ));
-        }
-        other => other,
-    };
+    if let Some(k) = &body.idempotency_key {
+        validate::idempotency_key(k)?;
+    }
+    let key = body.idempotency_key;
     // The chat's room answers 404 for an unknown chat and 403 for a non-member itself.
     let (message, _created) = state
         .rooms
@@ -119,6 +143,11 @@ pub async fn send(
 }
 
 /// `GET /api/messages?chat_id=&limit=&before_id=&order=` — newest first by default.
+#[utoipa::path(get, path = "/api/messages", tag = "messages", summary = "Messages of a chat, newest first",
+    params(ListQuery, MessageFieldsParam),
+    responses((status = 200, body = crate::http::openapi::MessageList),
+        (status = 403, description = "Not a member of the chat"), (status = 404, description = "No such chat"),
+        (status = 422, description = "before_id is not a message of this chat")))]
 pub async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -195,6 +224,11 @@ pub async fn list(
 }
 
 /// `PUT /api/messages/{id}` — the sender edits; `updated_at` changes.
+#[utoipa::path(put, path = "/api/messages/{message_id}", tag = "messages", summary = "Edit one's message",
+    params(("message_id" = i64, Path, minimum = 1)), request_body = UpdateRequest,
+    responses((status = 200, body = MessageView),
+        (status = 403, description = "Not the sender, or not a member of the chat"),
+        (status = 404, description = "No such message")))]
 pub async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -212,6 +246,11 @@ pub async fn update(
 }
 
 /// `DELETE /api/messages/{id}` — the sender, or the chat's owner/admin.
+#[utoipa::path(delete, path = "/api/messages/{message_id}", tag = "messages", summary = "Delete one's message",
+    params(("message_id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = crate::http::openapi::DeletedMessage),
+        (status = 403, description = "Not the sender or a chat owner/admin"),
+        (status = 404, description = "No such message")))]
 pub async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -227,6 +266,11 @@ pub async fn delete(
 }
 
 /// `POST /api/messages/{id}/reactions` — idempotent per user and emoji (201 added, 200 already).
+#[utoipa::path(post, path = "/api/messages/{message_id}/reactions", tag = "messages", summary = "Add a reaction",
+    params(("message_id" = i64, Path, minimum = 1)), request_body = ReactionRequest,
+    responses((status = 201, description = "Added", body = crate::http::openapi::Reactions),
+        (status = 200, description = "Already there", body = crate::http::openapi::Reactions),
+        (status = 403, description = "Not a member of the chat"), (status = 404, description = "No such message")))]
 pub async fn add_reaction(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -253,6 +297,11 @@ pub async fn add_reaction(
 }
 
 /// `DELETE /api/messages/{id}/reactions/{emoji}` — idempotent.
+#[utoipa::path(delete, path = "/api/messages/{message_id}/reactions/{emoji}", tag = "messages",
+    summary = "Remove one's reaction",
+    params(("message_id" = i64, Path, minimum = 1), ("emoji" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,32}$")),
+    responses((status = 200, body = crate::http::openapi::Reactions),
+        (status = 403, description = "Not a member of the chat"), (status = 404, description = "No such message")))]
 pub async fn remove_reaction(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -99,11 +99,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(admin::prometheus));
 }
 
-/// Fallback for unknown routes: the 404 envelope.
+/// Fallback for unmatched requests: 405 with `Allow` for a known path and a method it does not
+/// serve (the methods come from the OpenAPI document, i.e. from the handlers), else the 404
+/// envelope.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    if let Some(allowed) = openapi::methods_for(req.path()) {
+        return Ok(method_not_allowed(&req, &allowed));
+    }
     Err(ApiError::NotFound(format!(
         "No route for {} {}",
         req.method(),
         req.path()
     )))
+}
+
+/// 405 in the envelope, with `Allow: <allowed>`.
+pub fn method_not_allowed(req: &HttpRequest, allowed: &[&str]) -> actix_web::HttpResponse {
+    let err = ApiError::MethodNotAllowed(format!(
+        "Method {} is not allowed on {}; allowed: {}",
+        req.method(),
+        req.path(),
+        allowed.join(", ")
+    ));
+    let mut resp = actix_web::ResponseError::error_response(&err);
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    resp
 }

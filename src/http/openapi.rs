@@ -1,729 +1,461 @@
-//! The OpenAPI 3 description of the API (`GET /api/openapi.json`) and a browsable docs page
-//! (`/api/docs/`, Swagger UI served from the binary).
+//! The OpenAPI 3.1 document (`GET /api/openapi.json`), generated from the code, and a browsable
+//! docs page (`/api/docs/`, Swagger UI served from the binary).
 //!
-//! Component schemas are utoipa derives of the wire bodies; operations come from [`ENDPOINTS`],
-//! one row per route. Two tests keep it honest: every `.route(` of the route table in `mod.rs`
-//! is in [`ENDPOINTS`] and back, and `tests/api/openapi.rs` compares the schemas' properties with
-//! the bodies the server really returns.
+//! Operations are the `#[utoipa::path]` attributes on the handlers, listed in [`ApiDoc`]; their
+//! bodies are the handlers' own wire types (`#[derive(ToSchema)]`), their query parameters the
+//! handlers' query structs (`IntoParams`) and each list endpoint's `ListSpec`. Below are only
+//! the schemas of bodies that handlers build with `json!` and the rules every operation shares
+//! ([`Conventions`]: the error envelope, 401/422/429/503, rate-limit headers). A unit test
+//! checks the document against the route table in `mod.rs`; `tests/api/openapi.rs` and
+//! `tests/api/schemathesis.rs` check it against what the server really accepts and sends.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{
-    Content, Header, OpenApi as OpenApiDoc, Ref, Required, ResponseBuilder, ResponsesBuilder,
+    Content, Header, OpenApi as OpenApiDoc, Ref, RefOr, Response, ResponseBuilder, Schema,
 };
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-/// Who may call an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    Public,
-    /// `Authorization: Bearer <access token>`.
-    User,
-    /// `Authorization: Bearer <FECHATTER_ADMIN_TOKEN>`.
-    Admin,
-}
+use super::{admin, auth, batch, chats, health, messages, realtime, search, users, workspaces};
+use crate::actors::events::{MessageView, ReactionView};
 
-/// One operation of the API.
-pub struct Endpoint {
-    pub method: &'static str,
-    /// actix-style path (`{param}`), as in the route table.
-    pub path: &'static str,
-    pub tag: &'static str,
-    pub summary: &'static str,
-    pub auth: Auth,
-    /// Request body schema.
-    pub request: Option<&'static str>,
-    /// Success status and response body schema.
-    pub ok: (u16, Option<&'static str>),
-    /// Query parameters: (name, is integer, required).
-    pub query: &'static [(&'static str, bool, bool)],
-}
+// ---- Schemas of bodies the handlers build with `json!`. ----
 
-const LIST: &[(&str, bool, bool)] = &[
-    ("page", true, false),
-    ("limit", true, false),
-    ("sort", false, false),
-    ("order", false, false),
-    ("fields", false, false),
-];
-const IN_WORKSPACE_LIST: &[(&str, bool, bool)] = &[
-    ("workspace_id", true, true),
-    ("page", true, false),
-    ("limit", true, false),
-    ("sort", false, false),
-    ("order", false, false),
-    ("fields", false, false),
-];
-const CHAT_LIST: &[(&str, bool, bool)] = &[
-    ("workspace_id", true, false),
-    ("page", true, false),
-    ("limit", true, false),
-    ("sort", false, false),
-    ("order", false, false),
-    ("fields", false, false),
-];
-const MESSAGE_LIST: &[(&str, bool, bool)] = &[
-    ("chat_id", true, true),
-    ("limit", true, false),
-    ("before_id", true, false),
-    ("sort", false, false),
-    ("order", false, false),
-    ("fields", false, false),
-];
-const NAME_SEARCH: &[(&str, bool, bool)] = &[
-    ("q", false, true),
-    ("workspace_id", true, true),
-    ("page", true, false),
-    ("limit", true, false),
-];
-const STREAM: &[(&str, bool, bool)] = &[
-    ("access_token", false, false),
-    ("last_event_id", false, false),
-];
-
-macro_rules! ep {
-    ($m:literal $p:literal, $tag:literal, $summary:literal, $auth:ident, $req:expr, $ok:expr, $q:expr) => {
-        Endpoint {
-            method: $m,
-            path: $p,
-            tag: $tag,
-            summary: $summary,
-            auth: Auth::$auth,
-            request: $req,
-            ok: $ok,
-            query: $q,
-        }
-    };
-}
-
-/// Every operation, in route-table order.
-#[rustfmt::skip]
-pub const ENDPOINTS: &[Endpoint] = &[
-    ep!("GET" "/api/health", "health", "Liveness, version and uptime", Public, None, (200, Some("Health")), &[]),
-    ep!("POST" "/api/auth/register", "auth", "Create an account (limited per IP)", Public, Some("RegisterRequest"), (201, Some("AuthResponse")), &[]),
-    ep!("POST" "/api/auth/login", "auth", "Log in (limited per IP)", Public, Some("LoginRequest"), (200, Some("AuthResponse")), &[]),
-    ep!("POST" "/api/auth/refresh", "auth", "New token for a current or recently expired one", User, None, (200, Some("TokenResponse")), &[]),
-    ep!("PUT" "/api/auth/change-password", "auth", "Change password (revokes earlier tokens)", User, Some("ChangePasswordRequest"), (200, Some("TokenResponse")), &[]),
-    ep!("GET" "/api/users/me", "users", "The caller's profile", User, None, (200, Some("Profile")), &[]),
-    ep!("PUT" "/api/users/me", "users", "Update the caller's profile (partial)", User, Some("UpdateProfileRequest"), (200, Some("Profile")), &[]),
-    ep!("GET" "/api/users", "users", "Users of a workspace", User, None, (200, Some("UserList")), IN_WORKSPACE_LIST),
-    ep!("GET" "/api/workspaces", "workspaces", "The caller's workspaces", User, None, (200, Some("WorkspaceList")), LIST),
-    ep!("POST" "/api/workspaces", "workspaces", "Create a workspace", User, Some("CreateWorkspaceRequest"), (201, Some("Workspace")), &[]),
-    ep!("GET" "/api/workspaces/{workspace_id}", "workspaces", "Workspace details, settings and stats", User, None, (200, Some("Workspace")), &[]),
-    ep!("POST" "/api/workspaces/{workspace_id}/invites", "workspaces", "Invite someone (owners and admins)", User, Some("InviteRequest"), (201, Some("Invite")), &[]),
-    ep!("POST" "/api/invites/{code}/accept", "workspaces", "Accept an invite", User, None, (200, Some("Workspace")), &[]),
-    ep!("GET" "/api/chats", "chats", "The caller's chats", User, None, (200, Some("ChatList")), CHAT_LIST),
-    ep!("POST" "/api/chats", "chats", "Create a channel", User, Some("CreateChatRequest"), (201, Some("Chat")), &[]),
-    ep!("POST" "/api/chats/direct", "chats", "Create (or return) a direct message", User, Some("CreateDirectRequest"), (201, Some("Chat")), &[]),
-    ep!("GET" "/api/chats/{chat_id}", "chats", "Chat details", User, None, (200, Some("Chat")), &[]),
-    ep!("POST" "/api/chats/{chat_id}/join", "chats", "Join a public channel", User, None, (200, Some("Chat")), &[]),
-    ep!("POST" "/api/chats/{chat_id}/leave", "chats", "Leave a chat", User, None, (200, None), &[]),
-    ep!("GET" "/api/chats/{chat_id}/members", "chats", "Members of a chat", User, None, (200, Some("MemberList")), LIST),
-    ep!("POST" "/api/chats/{chat_id}/members", "chats", "Add a member to a channel", User, Some("AddMemberRequest"), (201, None), &[]),
-    ep!("POST" "/api/chats/{chat_id}/read", "chats", "Move the caller's read marker", User, Some("MarkReadRequest"), (200, None), &[]),
-    ep!("GET" "/api/messages", "messages", "Messages of a chat, newest first", User, None, (200, Some("MessageList")), MESSAGE_LIST),
-    ep!("POST" "/api/messages", "messages", "Send a message (idempotent with idempotency_key)", User, Some("SendMessageRequest"), (201, Some("Message")), &[]),
-    ep!("PUT" "/api/messages/{message_id}", "messages", "Edit one's message", User, Some("UpdateMessageRequest"), (200, Some("Message")), &[]),
-    ep!("DELETE" "/api/messages/{message_id}", "messages", "Delete one's message", User, None, (200, None), &[]),
-    ep!("POST" "/api/messages/{message_id}/reactions", "messages", "Add a reaction", User, Some("ReactionRequest"), (201, Some("Reactions")), &[]),
-    ep!("DELETE" "/api/messages/{message_id}/reactions/{emoji}", "messages", "Remove one's reaction", User, None, (200, Some("Reactions")), &[]),
-    ep!("GET" "/api/events", "realtime", "Server-Sent Events stream (text/event-stream)", User, None, (200, None), STREAM),
-    ep!("POST" "/api/search/messages", "search", "Full-text message search (search rate limit)", User, Some("SearchMessagesRequest"), (200, Some("SearchResults")), &[]),
-    ep!("GET" "/api/search/users", "search", "Users by name (search rate limit)", User, None, (200, None), NAME_SEARCH),
-    ep!("GET" "/api/search/chats", "search", "Chats by name (search rate limit)", User, None, (200, None), NAME_SEARCH),
-    ep!("POST" "/api/batch", "batch", "Run up to FECHATTER_BATCH_MAX_OPS operations in order", Public, Some("BatchRequest"), (200, Some("BatchResponse")), &[]),
-    ep!("GET" "/ws", "realtime", "WebSocket upgrade; authenticate with the first frame", Public, None, (101, None), &[]),
-    ep!("GET" "/admin/production/health", "admin", "Dependencies and load (admin token)", Admin, None, (200, Some("ProductionHealth")), &[]),
-    ep!("GET" "/admin/production/metrics/{service_name}", "admin", "One service's figures: database, search, http, realtime, websocket, system", Admin, None, (200, None), &[]),
-    ep!("GET" "/metrics", "admin", "Prometheus text format (firewall it)", Public, None, (200, None), &[]),
-];
-
-// ---- Component schemas: the wire bodies. ----
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct RegisterRequest {
-    pub email: String,
-    pub username: String,
-    pub password: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ChangePasswordRequest {
-    pub current_password: String,
-    pub new_password: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AuthUser {
-    pub id: i64,
-    pub email: String,
-    pub username: String,
-    pub avatar_url: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AuthResponse {
-    pub token: String,
-    pub user: AuthUser,
-    pub expires_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Preferences {
-    /// `light` or `dark`.
-    pub theme: String,
-    pub language: String,
-    pub notifications_enabled: bool,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Profile {
-    pub id: i64,
-    pub email: String,
-    pub username: String,
-    pub avatar_url: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub preferences: Preferences,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct UpdateProfileRequest {
-    pub username: Option<String>,
-    /// `null` removes the avatar.
-    pub avatar_url: Option<String>,
-    pub preferences: Option<Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct UserItem {
-    pub id: i64,
-    pub username: String,
-    pub avatar_url: Option<String>,
-    /// `online` or `offline`.
-    pub status: String,
-    pub role: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct UserList {
-    pub users: Vec<UserItem>,
-    pub total: i64,
-    pub page: i64,
-    pub pages: i64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct WorkspaceItem {
-    pub id: i64,
-    pub name: String,
-    pub description: Option<String>,
-    pub logo_url: Option<String>,
-    pub member_count: i64,
-    pub role: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct WorkspaceList {
-    pub workspaces: Vec<WorkspaceItem>,
-    pub total: i64,
-    pub page: i64,
-    pub pages: i64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct WorkspaceSettings {
-    pub allow_guest_access: bool,
-    pub require_2fa: bool,
-    pub retention_days: i32,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct WorkspaceStats {
-    pub member_count: i64,
-    pub channel_count: i64,
-    pub message_count: i64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Workspace {
-    pub id: i64,
-    pub name: String,
-    pub description: Option<String>,
-    pub logo_url: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub role: String,
-    pub member_count: i64,
-    pub settings: WorkspaceSettings,
-    pub stats: WorkspaceStats,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CreateWorkspaceRequest {
-    pub name: String,
-    pub description: Option<String>,
-    pub logo_url: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct InviteRequest {
-    pub email: Option<String>,
-    /// `member` or `admin`.
-    pub role: Option<String>,
-    pub expires_in_days: Option<i64>,
-    pub max_uses: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Invite {
-    pub invite_code: String,
-    pub invite_url: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Sender {
-    pub id: i64,
-    pub username: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct LastMessage {
-    pub id: i64,
-    pub content: String,
-    pub sender: Sender,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Chat {
-    pub id: i64,
-    pub workspace_id: i64,
-    pub name: String,
-    /// `channel` or `direct`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub description: Option<String>,
-    pub is_private: bool,
-    pub member_count: i64,
-    pub unread_count: i64,
-    pub last_message: Option<LastMessage>,
-    pub role: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ChatList {
-    pub chats: Vec<Chat>,
-    pub total: i64,
-    pub page: i64,
-    pub pages: i64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CreateChatRequest {
-    pub workspace_id: i64,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub description: Option<String>,
-    pub is_private: Option<bool>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CreateDirectRequest {
-    pub workspace_id: i64,
-    pub user_ids: Vec<i64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Member {
-    pub user_id: i64,
-    pub username: String,
-    pub avatar_url: Option<String>,
-    pub role: String,
-    pub joined_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct MemberList {
-    pub members: Vec<Member>,
-    pub total: i64,
-    pub page: i64,
-    pub pages: i64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AddMemberRequest {
-    pub user_id: i64,
-    pub role: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct MarkReadRequest {
-    pub message_id: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct MessageSender {
-    pub id: i64,
-    pub username: String,
-    pub avatar_url: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Reaction {
-    pub emoji: String,
-    pub count: i64,
-    pub users: Vec<i64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Message {
-    pub id: i64,
-    pub chat_id: i64,
-    pub sender_id: i64,
-    pub sender: MessageSender,
-    pub content: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub reactions: Vec<Reaction>,
-    /// Echoed when the send carried one.
-    pub idempotency_key: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct MessageList {
-    pub messages: Vec<Message>,
-    pub has_more: bool,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SendMessageRequest {
-    pub chat_id: i64,
-    pub content: String,
-    pub idempotency_key: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct UpdateMessageRequest {
-    pub content: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ReactionRequest {
-    pub emoji: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Reactions {
-    pub message_id: i64,
-    pub emoji: String,
-    pub reactions: Vec<Reaction>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SearchMessagesRequest {
-    pub query: String,
-    pub workspace_id: i64,
-    /// `chat_ids`, `sender_ids`, `date_from`, `date_to`.
-    pub filters: Option<Value>,
-    pub page: Option<i64>,
-    pub limit: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SearchResult {
-    pub message_id: i64,
-    pub chat_id: i64,
-    pub chat_name: String,
-    /// HTML-escaped text with matches in `<mark>`.
-    pub content: String,
-    pub sender: Sender,
-    pub created_at: DateTime<Utc>,
-    pub score: f64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SearchResults {
-    pub results: Vec<SearchResult>,
-    pub total: i64,
-    pub page: i64,
-    pub processing_time_ms: i64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct BatchOperation {
-    /// GET, POST, PUT, PATCH or DELETE.
-    pub method: String,
-    /// A path under `/api/` (not `/api/batch`), query string allowed.
-    pub path: String,
-    pub body: Option<Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct BatchRequest {
-    pub operations: Vec<BatchOperation>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct BatchResult {
-    pub status: u16,
-    /// The operation's JSON body (an error envelope on failure).
-    pub body: Value,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct BatchResponse {
-    pub results: Vec<BatchResult>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
+/// `GET /api/health`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct Health {
-    pub status: String,
-    pub version: String,
-    pub uptime_seconds: u64,
+    #[schema(pattern = "^healthy$")]
+    status: String,
+    version: String,
+    uptime_seconds: u64,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+/// One dependency in the production health.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct ServiceHealth {
-    /// `healthy` or `unhealthy`.
-    pub status: String,
-    pub latency_ms: Option<f64>,
-    pub error: Option<String>,
+    #[schema(pattern = "^(healthy|unhealthy)$")]
+    status: String,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+    /// Search only: `postgres` or `meilisearch`.
+    engine: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct LoadFigures {
-    pub requests_per_second: f64,
-    pub active_connections: i64,
-    pub cpu_usage_percent: f64,
-    pub memory_usage_mb: f64,
+    requests_per_second: f64,
+    active_connections: i64,
+    cpu_usage_percent: f64,
+    memory_usage_mb: Option<f64>,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+/// `GET /admin/production/health`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct ProductionHealth {
     /// `healthy`, `degraded` (search down) or `unhealthy` (database down, HTTP 503).
-    pub status: String,
-    pub timestamp: u64,
+    #[schema(pattern = "^(healthy|degraded|unhealthy)$")]
+    status: String,
+    timestamp: u64,
     /// `database` and `search`.
-    pub services: BTreeMap<String, ServiceHealth>,
-    pub metrics: LoadFigures,
+    services: BTreeMap<String, ServiceHealth>,
+    metrics: LoadFigures,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+/// `GET /admin/production/metrics/{service_name}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ServiceMetrics {
+    service: String,
+    timestamp: u64,
+    /// The service's figures (their names depend on the service).
+    metrics: Value,
+}
+
+/// `PUT /api/auth/change-password`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PasswordChanged {
+    message: String,
+    token: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `GET /api/users`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UserList {
+    users: Vec<workspaces::UserItem>,
+    total: i64,
+    page: i64,
+    pages: i64,
+}
+
+/// `GET /api/workspaces`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WorkspaceList {
+    workspaces: Vec<workspaces::WorkspaceItem>,
+    total: i64,
+    page: i64,
+    pages: i64,
+}
+
+/// `GET /api/chats`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChatList {
+    chats: Vec<chats::ChatBody>,
+    total: i64,
+    page: i64,
+    pages: i64,
+}
+
+/// `GET /api/chats/{chat_id}/members`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MemberList {
+    members: Vec<chats::MemberBody>,
+    total: i64,
+    page: i64,
+    pages: i64,
+}
+
+/// `POST /api/chats/{chat_id}/leave`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LeftChat {
+    chat_id: i64,
+    left: bool,
+}
+
+/// `POST /api/chats/{chat_id}/read`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReadMarker {
+    chat_id: i64,
+    last_read_message_id: i64,
+    unread_count: i64,
+}
+
+/// `GET /api/messages` (messages never carry `idempotency_key` here).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MessageList {
+    messages: Vec<MessageView>,
+    has_more: bool,
+}
+
+/// `DELETE /api/messages/{message_id}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeletedMessage {
+    id: i64,
+    chat_id: i64,
+    deleted: bool,
+}
+
+/// The reactions of a message after adding or removing one.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Reactions {
+    message_id: i64,
+    emoji: String,
+    reactions: Vec<ReactionView>,
+}
+
+/// `GET /api/search/users`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UserSearchResults {
+    users: Vec<search::UserItem>,
+    total: i64,
+    page: i64,
+}
+
+/// `GET /api/search/chats`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChatSearchResults {
+    chats: Vec<search::ChatItem>,
+    total: i64,
+    page: i64,
+}
+
+/// `POST /api/batch`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchResponse {
+    results: Vec<batch::OpResult>,
+}
+
+/// `error` of the envelope.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct ErrorBody {
-    /// UNAUTHORIZED, FORBIDDEN, NOT_FOUND, VALIDATION_ERROR, CONFLICT, RATE_LIMITED, ...
-    pub code: String,
-    pub message: String,
-    pub details: Value,
+    /// UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, VALIDATION_ERROR, CONFLICT,
+    /// RATE_LIMITED, SERVICE_UNAVAILABLE, INTERNAL_ERROR.
+    code: String,
+    message: String,
+    /// `field` and `reason` for VALIDATION_ERROR; `retry_after_seconds` for RATE_LIMITED.
+    details: Value,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+/// Every error answer of the API.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct ErrorEnvelope {
-    pub error: ErrorBody,
-    pub request_id: String,
+    error: ErrorBody,
+    request_id: String,
 }
 
+/// The document: every handler of the route table, in its order.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Fechatter API",
-        description = "Real-time chat server. Rate limits: X-RateLimit-* headers on every limited response; 429 RATE_LIMITED with Retry-After when refused."
+        description = "Real-time chat server. Rate limits: X-RateLimit-* headers on every limited response; 429 RATE_LIMITED with Retry-After when refused. Every error is the ErrorEnvelope."
     ),
-    components(schemas(
-        RegisterRequest,
-        LoginRequest,
-        ChangePasswordRequest,
-        AuthUser,
-        AuthResponse,
-        TokenResponse,
-        Preferences,
-        Profile,
-        UpdateProfileRequest,
-        UserItem,
-        UserList,
-        WorkspaceItem,
-        WorkspaceList,
-        WorkspaceSettings,
-        WorkspaceStats,
-        Workspace,
-        CreateWorkspaceRequest,
-        InviteRequest,
-        Invite,
-        Sender,
-        LastMessage,
-        Chat,
-        ChatList,
-        CreateChatRequest,
-        CreateDirectRequest,
-        Member,
-        MemberList,
-        AddMemberRequest,
-        MarkReadRequest,
-        MessageSender,
-        Reaction,
-        Message,
-        MessageList,
-        SendMessageRequest,
-        UpdateMessageRequest,
-        ReactionRequest,
-        Reactions,
-        SearchMessagesRequest,
-        SearchResult,
-        SearchResults,
-        BatchOperation,
-        BatchRequest,
-        BatchResult,
-        BatchResponse,
-        Health,
-        ServiceHealth,
-        LoadFigures,
-        ProductionHealth,
-        ErrorBody,
-        ErrorEnvelope
-    ))
+    paths(
+        health::health,
+        auth::register,
+        auth::login,
+        auth::refresh,
+        auth::change_password,
+        users::me,
+        users::update_me,
+        workspaces::list_users,
+        workspaces::list,
+        workspaces::create,
+        workspaces::get,
+        workspaces::invite,
+        workspaces::accept_invite,
+        chats::list,
+        chats::create,
+        chats::create_direct,
+        chats::get,
+        chats::join,
+        chats::leave,
+        chats::members,
+        chats::add_member,
+        chats::mark_read,
+        messages::list,
+        messages::send,
+        messages::update,
+        messages::delete,
+        messages::add_reaction,
+        messages::remove_reaction,
+        realtime::sse,
+        search::messages,
+        search::users,
+        search::chats,
+        batch::batch,
+        realtime::websocket,
+        admin::health,
+        admin::metrics,
+        admin::prometheus,
+    ),
+    components(schemas(ErrorEnvelope, ErrorBody)),
+    security(("bearer" = [])),
+    modifiers(&Conventions)
 )]
-struct ApiDoc;
+pub struct ApiDoc;
 
-fn method_of(m: &str) -> HttpMethod {
-    match m {
-        "POST" => HttpMethod::Post,
-        "PUT" => HttpMethod::Put,
-        "PATCH" => HttpMethod::Patch,
-        "DELETE" => HttpMethod::Delete,
-        _ => HttpMethod::Get,
+/// The rules every operation shares, applied to the generated operations.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        let global_security = doc.security.clone();
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                let secured = op
+                    .security
+                    .as_ref()
+                    .or(global_security.as_ref())
+                    .is_some_and(|reqs| {
+                        // `security(())` is the empty requirement: public, or optional auth.
+                        let json = serde_json::to_value(reqs).unwrap_or_default();
+                        json.as_array().is_some_and(|a| {
+                            !a.is_empty()
+                                && a.iter().all(|r| r != &Value::Object(Default::default()))
+                        })
+                    });
+                conventions(path, method, op, secured);
+            }
+        }
     }
 }
 
-fn scalar(integer: bool) -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(if integer { Type::Integer } else { Type::String })
+/// The operations of a path item.
+fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<(&'static str, &mut Operation)> {
+    [
+        ("get", item.get.as_mut()),
+        ("post", item.post.as_mut()),
+        ("put", item.put.as_mut()),
+        ("patch", item.patch.as_mut()),
+        ("delete", item.delete.as_mut()),
+    ]
+    .into_iter()
+    .filter_map(|(m, op)| op.map(|op| (m, op)))
+    .collect()
 }
 
-fn json_of(schema: &str) -> Content {
-    Content::new(Some(Ref::from_schema_name(schema)))
-}
-
-fn error(description: &str) -> ResponseBuilder {
+fn error_response(description: &str) -> Response {
     ResponseBuilder::new()
         .description(description)
-        .content("application/json", json_of("ErrorEnvelope"))
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name("ErrorEnvelope"))),
+        )
+        .build()
 }
 
-/// `X-RateLimit-*` headers, on every response of a limited endpoint.
-fn with_rate_headers(mut r: ResponseBuilder) -> ResponseBuilder {
-    for (name, what) in [
-        ("X-RateLimit-Limit", "Requests allowed per period"),
-        ("X-RateLimit-Remaining", "Requests left now"),
-        (
-            "X-RateLimit-Reset",
-            "Unix second at which the quota is full again",
-        ),
-    ] {
-        let mut h = Header::new(scalar(true));
-        h.description = Some(what.to_string());
-        r = r.header(name, h);
-    }
-    r
+fn integer_header(description: &str) -> Header {
+    let mut h = Header::new(ObjectBuilder::new().schema_type(Type::Integer));
+    h.description = Some(description.to_string());
+    h
 }
 
-fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
-    let limited = e.path.starts_with("/api/") && e.path != "/api/health" || e.path == "/ws";
-    let mut op = OperationBuilder::new()
-        .tag(e.tag)
-        .summary(Some(e.summary))
-        .operation_id(Some(format!(
-            "{}{}",
-            e.method.to_lowercase(),
-            e.path.replace(['/', '-'], "_").replace(['{', '}'], "")
-        )));
-    for segment in e.path.split('/') {
-        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            op = op.parameter(
-                ParameterBuilder::new()
-                    .name(name)
-                    .parameter_in(ParameterIn::Path)
-                    .required(Required::True)
-                    .schema(Some(scalar(name.ends_with("_id")))),
-            );
-        }
+/// Whether the rate limiter applies to `path` (mirrors `ratelimit::exempt`).
+fn rate_limited(path: &str) -> bool {
+    (path.starts_with("/api/") && path != "/api/health") || path == "/ws"
+}
+
+/// Adds what every operation of its kind can answer: the error envelope on every error,
+/// 401 when authenticated, 422 for malformed input, 429 and rate-limit headers when limited,
+/// 503 when a dependency is down.
+fn conventions(path: &str, method: &str, op: &mut Operation, secured: bool) {
+    let id = format!(
+        "{method}{}",
+        path.replace(['/', '-'], "_").replace(['{', '}'], "")
+    );
+    op.operation_id = Some(id);
+    let responses = &mut op.responses.responses;
+    let mut add = |status: &str, description: &str| {
+        responses
+            .entry(status.to_string())
+            .or_insert_with(|| RefOr::T(error_response(description)));
+    };
+    if secured {
+        add("401", "Missing, invalid, expired or revoked token");
     }
-    for (name, integer, required) in e.query {
-        op = op.parameter(
-            ParameterBuilder::new()
-                .name(*name)
-                .parameter_in(ParameterIn::Query)
-                .required(if *required {
-                    Required::True
-                } else {
-                    Required::False
-                })
-                .schema(Some(scalar(*integer))),
+    let has_input =
+        op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    if has_input {
+        add("422", "Invalid input (details.field names it)");
+    }
+    let limited = rate_limited(path);
+    if limited {
+        add("429", "Rate limited (Retry-After says when to retry)");
+    }
+    if path != "/api/health" && path != "/metrics" {
+        add(
+            "503",
+            "A dependency is unavailable or the server is overloaded; retry (Retry-After)",
         );
     }
-    if let Some(req) = e.request {
-        op = op.request_body(Some(
-            RequestBodyBuilder::new()
-                .content("application/json", json_of(req))
-                .required(Some(Required::True))
-                .build(),
+    for (status, response) in responses.iter_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        let error = !status.starts_with('2') && !status.starts_with('1');
+        if error && response.content.is_empty() {
+            response.content.insert(
+                "application/json".into(),
+                Content::new(Some(Ref::from_schema_name("ErrorEnvelope"))),
+            );
+        }
+        if limited && status != "101" {
+            for (name, what) in [
+                ("X-RateLimit-Limit", "Requests allowed per period"),
+                ("X-RateLimit-Remaining", "Requests left now"),
+                (
+                    "X-RateLimit-Reset",
+                    "Unix second at which the quota is full again",
+                ),
+            ] {
+                response
+                    .headers
+                    .entry(name.into())
+                    .or_insert_with(|| integer_header(what));
+            }
+        }
+        if status == "429" || status == "503" {
+            response
+                .headers
+                .entry("Retry-After".into())
+                .or_insert_with(|| integer_header("Seconds to wait before retrying"));
+        }
+    }
+}
+
+/// List items may be trimmed by `fields=`: in the list schemas, their properties are optional.
+fn selectable_items(doc: &mut OpenApiDoc) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let lists = [
+        ("UserList", "UserItem"),
+        ("WorkspaceList", "WorkspaceItem"),
+        ("ChatList", "Chat"),
+        ("MemberList", "Member"),
+        ("MessageList", "Message"),
+        ("UserSearchResults", "UserMatch"),
+        ("ChatSearchResults", "ChatMatch"),
+    ];
+    for (list, item) in lists {
+        let Some(RefOr::T(Schema::Object(full))) = components.schemas.get(item).cloned() else {
+            continue;
+        };
+        let mut partial = full;
+        partial.required.clear();
+        partial.description = Some(format!(
+            "{item}, with only the fields asked for by `fields=`"
         ));
-    }
-    let mut ok = ResponseBuilder::new().description("Success");
-    if let Some(body) = e.ok.1 {
-        ok = ok.content("application/json", json_of(body));
-    }
-    if limited {
-        ok = with_rate_headers(ok);
-    }
-    let mut responses = ResponsesBuilder::new().response(e.ok.0.to_string(), ok.build());
-    match e.auth {
-        Auth::User => {
-            responses = responses.response("401", error("Missing or invalid token").build());
-            op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+        let name = format!("{item}Fields");
+        components
+            .schemas
+            .insert(name.clone(), RefOr::T(Schema::Object(partial)));
+        if let Some(RefOr::T(Schema::Object(list))) = components.schemas.get_mut(list) {
+            let json = serde_json::to_string(&*list).unwrap_or_default().replace(
+                &format!("#/components/schemas/{item}\""),
+                &format!("#/components/schemas/{name}\""),
+            );
+            if let Ok(updated) = serde_json::from_str(&json) {
+                *list = updated;
+            }
         }
-        Auth::Admin => {
-            responses = responses
-                .response("401", error("Missing bearer token").build())
-                .response("403", error("Wrong admin token").build())
-                .response(
-                    "404",
-                    error("Admin API disabled (no token configured)").build(),
-                );
-            op = op.security(SecurityRequirement::new("admin", Vec::<String>::new()));
-        }
-        Auth::Public => {}
     }
-    if e.request.is_some() || !e.query.is_empty() || e.path.contains('{') {
-        responses = responses.response("422", error("Invalid input").build());
-    }
-    if limited {
-        let mut limited = with_rate_headers(error("Rate limited"));
-        limited = limited.header("Retry-After", Header::new(scalar(true)));
-        responses = responses.response("429", limited.build());
-    }
-    op.responses(responses.build()).build()
+}
+
+/// An array of 1 to `max` positive ids (`distinct`: no repeats allowed).
+pub fn id_array(max: usize, distinct: bool) -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(super::list::integer_schema(1, i64::MAX))
+        .min_items(Some(1))
+        .max_items(Some(max))
+        .unique_items(distinct)
+        .build()
 }
 
 /// The whole document (built once).
@@ -731,17 +463,7 @@ pub fn document() -> &'static OpenApiDoc {
     static DOC: OnceLock<OpenApiDoc> = OnceLock::new();
     DOC.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
-        doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-        let mut paths = utoipa::openapi::Paths::new();
-        for e in ENDPOINTS {
-            paths.add_path_operation(e.path, vec![method_of(e.method)], operation(e));
-        }
-        doc.paths = paths;
-        if let Some(components) = doc.components.as_mut() {
-            let bearer = || SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
-            components.add_security_scheme("bearer", bearer());
-            components.add_security_scheme("admin", bearer());
-        }
+        selectable_items(&mut doc);
         doc
     })
 }
@@ -750,6 +472,57 @@ pub fn document() -> &'static OpenApiDoc {
 /// which would otherwise claim these paths.
 pub fn service() -> SwaggerUi {
     SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", document().clone())
+}
+
+type MethodTable = Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>;
+
+/// The methods the document lists for the route template matching `path`, if any (for 405).
+/// Literal templates (`/api/chats/direct`) win over parameterised ones (`/api/chats/{chat_id}`).
+pub fn methods_for(path: &str) -> Option<Vec<&'static str>> {
+    method_table()
+        .iter()
+        .find(|(def, _)| def.is_match(path))
+        .map(|(_, methods)| methods.clone())
+}
+
+/// The methods of the literal (parameterless) template equal to `path`, if there is one.
+pub fn static_methods(path: &str) -> Option<Vec<&'static str>> {
+    method_table()
+        .iter()
+        .find(|(def, _)| !def.pattern().unwrap_or("{").contains('{') && def.is_match(path))
+        .map(|(_, methods)| methods.clone())
+}
+
+fn method_table() -> &'static MethodTable {
+    static ROUTES: OnceLock<MethodTable> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let mut out: Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)> = document()
+            .paths
+            .paths
+            .iter()
+            .map(|(template, item)| {
+                let mut methods = Vec::new();
+                for (m, name) in [
+                    (item.get.is_some(), "GET"),
+                    (item.post.is_some(), "POST"),
+                    (item.put.is_some(), "PUT"),
+                    (item.patch.is_some(), "PATCH"),
+                    (item.delete.is_some(), "DELETE"),
+                ] {
+                    if m {
+                        methods.push(name);
+                    }
+                }
+                (actix_web::dev::ResourceDef::new(template.as_str()), methods)
+            })
+            .collect();
+        out.push((
+            actix_web::dev::ResourceDef::new("/api/openapi.json"),
+            vec!["GET"],
+        ));
+        out.sort_by_key(|(def, _)| def.pattern().unwrap_or("{").contains('{'));
+        out
+    })
 }
 
 #[cfg(test)]
@@ -805,37 +578,40 @@ mod tests {
         out
     }
 
+    fn documented() -> Vec<(String, String)> {
+        let doc = serde_json::to_value(document()).expect("json");
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("item").keys() {
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    out.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Every route of the route table is in the document, and the document has no route the
     /// table lacks.
     #[test]
     fn document_covers_the_route_table() {
-        let routes = route_table();
+        let mut routes = route_table();
         assert!(routes.len() >= 30, "parsed too few routes: {routes:?}");
         assert!(routes.contains(&("GET".into(), "/api/health".into())));
         assert!(routes.contains(&("GET".into(), "/ws".into())));
-        let doc = serde_json::to_value(document()).expect("json");
-        for (method, path) in &routes {
-            assert!(
-                doc["paths"][path][method.to_lowercase()].is_object(),
-                "{method} {path} is not in the OpenAPI document"
-            );
-        }
-        let mut documented = 0;
-        for e in ENDPOINTS {
-            documented += 1;
-            assert!(
-                routes.contains(&(e.method.to_string(), e.path.to_string())),
-                "{} {} is documented but not routed",
-                e.method,
-                e.path
-            );
-        }
-        assert_eq!(documented, routes.len());
+        let mut documented = documented();
+        routes.sort();
+        documented.sort();
+        let missing: Vec<_> = routes.iter().filter(|r| !documented.contains(r)).collect();
+        assert!(missing.is_empty(), "routed but not documented: {missing:?}");
+        let extra: Vec<_> = documented.iter().filter(|r| !routes.contains(r)).collect();
+        assert!(extra.is_empty(), "documented but not routed: {extra:?}");
     }
 
-    /// Every schema an operation refers to is a component.
+    /// Every schema an operation refers to is a component, and every error answer is the
+    /// envelope.
     #[test]
-    fn references_resolve() {
+    fn references_resolve_and_errors_are_envelopes() {
         let doc = serde_json::to_value(document()).expect("json");
         let text = doc.to_string();
         let schemas = doc["components"]["schemas"].as_object().expect("schemas");
@@ -844,5 +620,53 @@ mod tests {
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
         assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("item") {
+                for (status, r) in op["responses"].as_object().expect("responses") {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        let schema = &r["content"]["application/json"]["schema"]["$ref"];
+                        let is_envelope = schema == "#/components/schemas/ErrorEnvelope";
+                        let admin_health = path == "/admin/production/health" && status == "503";
+                        assert!(is_envelope || admin_health, "{method} {path} {status}: {r}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Authenticated operations declare 401, limited ones 429, every one with input 422.
+    #[test]
+    fn shared_statuses_are_listed() {
+        let doc = serde_json::to_value(document()).expect("json");
+        let op = |m: &str, p: &str| doc["paths"][p][m]["responses"].clone();
+        for status in ["401", "403", "404", "422", "429", "503"] {
+            assert!(
+                op("get", "/api/chats/{chat_id}")[status].is_object(),
+                "{status}"
+            );
+        }
+        assert!(op("post", "/api/auth/register")["401"].is_null());
+        assert!(op("post", "/api/auth/register")["409"].is_object());
+        assert!(op("get", "/api/health")["429"].is_null());
+        let list = &doc["paths"]["/api/chats"]["get"]["parameters"];
+        let limit = list
+            .as_array()
+            .expect("params")
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("limit");
+        assert_eq!(limit["schema"]["minimum"], 1.0);
+        assert_eq!(limit["schema"]["maximum"], 100.0);
+    }
+
+    /// The 405 table knows every documented template.
+    #[test]
+    fn methods_for_matches_templates() {
+        assert_eq!(methods_for("/api/chats/12/join"), Some(vec!["POST"]));
+        assert_eq!(methods_for("/api/users/me"), Some(vec!["GET", "PUT"]));
+        assert_eq!(methods_for("/api/nope"), None);
+        assert_eq!(methods_for("/api/chats/direct"), Some(vec!["POST"]));
+        assert_eq!(static_methods("/api/chats/direct"), Some(vec!["POST"]));
+        assert_eq!(static_methods("/api/chats/3"), None);
     }
 }

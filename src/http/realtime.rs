@@ -36,9 +36,12 @@ fn next_conn_id() -> u64 {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// The access token, for clients that cannot set `Authorization`.
     pub access_token: Option<String>,
+    /// Resume after this event id (also `Last-Event-ID`).
     pub last_event_id: Option<String>,
 }
 
@@ -109,6 +112,9 @@ async fn start_session(
 
 /// `GET /api/events` — Server-Sent Events. Token from `Authorization: Bearer` or
 /// `?access_token=`; resume from `Last-Event-ID` or `?last_event_id=`.
+#[utoipa::path(get, path = "/api/events", tag = "realtime",
+    summary = "Server-Sent Events stream", params(StreamQuery),
+    responses((status = 200, description = "An endless text/event-stream", content_type = "text/event-stream", body = String)))]
 pub async fn sse(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -144,6 +150,11 @@ pub async fn sse(
 }
 
 /// `GET /ws` — upgrades, then hands the socket to [`ws_connection`].
+#[utoipa::path(get, path = "/ws", tag = "realtime",
+    summary = "WebSocket upgrade; authenticate with the first frame or the bearer token",
+    params(StreamQuery), security((), ("bearer" = [])),
+    responses((status = 101, description = "Switching protocols"),
+        (status = 422, description = "Not a WebSocket upgrade request")))]
 pub async fn websocket(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -14,9 +14,10 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, require_id};
+use super::extract::{AuthUser, Json, require_id};
 use super::list::{ListQuery, ListSpec, parse_fields, select_in};
 use crate::state::AppState;
 use crate::store::search::scope::WorkspaceAccess;
@@ -43,37 +44,47 @@ impl From<SearchError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct SearchResponse {
+#[derive(Serialize, ToSchema)]
+#[schema(as = SearchResults)]
+pub struct SearchResponse {
     results: Vec<ResultItem>,
     total: i64,
     page: i64,
     processing_time_ms: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = SearchResult)]
 struct ResultItem {
     message_id: i64,
     chat_id: i64,
     chat_name: String,
+    /// HTML-escaped text with the matches in `<mark>`.
     content: String,
     sender: Sender,
     created_at: DateTime<Utc>,
     score: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = SearchSender)]
 struct Sender {
     id: i64,
     username: String,
 }
 
 /// `POST /api/search/messages`
+#[utoipa::path(post, path = "/api/search/messages", tag = "search",
+    summary = "Full-text message search (search rate limit)", request_body = SearchMessagesRequest,
+    responses((status = 200, body = SearchResponse),
+        (status = 403, description = "Not a member of the workspace, or a chat_ids entry is not the caller's"),
+        (status = 404, description = "No such workspace"),
+        (status = 422, description = "date_from after date_to")))]
 #[tracing::instrument(name = "Searching messages", skip_all, fields(user_id = user.id))]
 pub async fn messages(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: Json<Value>,
 ) -> ApiResult<HttpResponse> {
     let started = Instant::now();
     let req = MessageSearch::parse(&body)?;
@@ -140,6 +151,47 @@ async fn check_workspace(state: &AppState, workspace_id: i64, user_id: i64) -> A
     }
 }
 
+/// The body of `POST /api/search/messages` as the OpenAPI document shows it; the handler reads
+/// it field by field with [`MessageSearch::parse`] (which names the field of each problem).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SearchMessagesRequest {
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 512
+    )]
+    query: String,
+    #[schema(minimum = 1)]
+    workspace_id: i64,
+    filters: Option<SearchFilters>,
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    page: Option<i64>,
+    #[schema(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+/// `filters.chat_ids` / `filters.sender_ids`: 1 to `MAX_FILTER_IDS` positive ids (repeats are ignored).
+fn filter_ids() -> utoipa::openapi::schema::Array {
+    crate::http::openapi::id_array(MAX_FILTER_IDS, false)
+}
+
+/// `filters` of a message search.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SearchFilters {
+    /// Only these chats (each must be one of the caller's chats in the workspace).
+    #[schema(schema_with = filter_ids)]
+    chat_ids: Option<Vec<i64>>,
+    #[schema(schema_with = filter_ids)]
+    sender_ids: Option<Vec<i64>>,
+    /// `YYYY-MM-DD` (a whole UTC day) or an RFC 3339 instant; inclusive.
+    #[schema(format = Date)]
+    date_from: Option<String>,
+    /// `YYYY-MM-DD` or an RFC 3339 instant; inclusive.
+    #[schema(format = Date)]
+    date_to: Option<String>,
+}
+
 /// A validated message search body.
 #[derive(Debug, PartialEq)]
 struct MessageSearch {
@@ -176,12 +228,7 @@ impl MessageSearch {
                 format!("must be at most {QUERY_MAX_CHARS} characters"),
             ));
         }
-        if query.contains('\0') {
-            return Err(ApiError::validation(
-                "query",
-                "must not contain NUL characters",
-            ));
-        }
+        crate::validate::no_control("query", &query)?;
         let workspace_id = positive(obj, "workspace_id", "workspace_id")?
             .ok_or_else(|| ApiError::validation("workspace_id", "is required"))?;
         let filters = match obj.get("filters") {
@@ -311,17 +358,28 @@ fn parse_date(raw: &str) -> Option<DateBound> {
 }
 
 /// Query string of the user and chat searches.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NameSearchQuery {
+    #[param(value_type = String, required = true, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     q: Option<String>,
+    #[param(value_type = i64, required = true, minimum = 1)]
     workspace_id: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     page: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
     /// Only `relevance` (the default): name searches are ranked, not ordered by a column.
+    #[param(pattern = "^relevance$")]
     sort: Option<String>,
+    #[param(pattern = "^(asc|desc)$")]
     order: Option<String>,
+    #[param(ignore)]
     fields: Option<String>,
 }
+
+crate::fields_params!(UserFieldsParam, USER_FIELDS);
+crate::fields_params!(ChatFieldsParam, CHAT_FIELDS);
 
 const USER_FIELDS: &[&str] = &["id", "username", "avatar_url"];
 const CHAT_FIELDS: &[&str] = &["id", "name", "type", "description", "is_private"];
@@ -340,7 +398,8 @@ fn parse_name_query(p: &NameSearchQuery) -> ApiResult<(String, i64, i64, i64, i6
     if q.is_empty() {
         return Err(ApiError::validation("q", "is required"));
     }
-    if q.chars().count() > NAME_QUERY_MAX_CHARS || q.contains('\0') {
+    crate::validate::no_control("q", q)?;
+    if q.chars().count() > NAME_QUERY_MAX_CHARS {
         return Err(ApiError::validation(
             "q",
             format!("must be 1 to {NAME_QUERY_MAX_CHARS} characters"),
@@ -364,15 +423,17 @@ fn parse_name_query(p: &NameSearchQuery) -> ApiResult<(String, i64, i64, i64, i6
     ))
 }
 
-#[derive(Serialize)]
-struct UserItem {
+#[derive(Serialize, ToSchema)]
+#[schema(as = UserMatch)]
+pub struct UserItem {
     id: i64,
     username: String,
     avatar_url: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ChatItem {
+#[derive(Serialize, ToSchema)]
+#[schema(as = ChatMatch)]
+pub struct ChatItem {
     id: i64,
     name: String,
     #[serde(rename = "type")]
@@ -383,6 +444,10 @@ struct ChatItem {
 
 /// `GET /api/search/users?q=&workspace_id=`: members of the workspace by username or email
 /// local part.
+#[utoipa::path(get, path = "/api/search/users", tag = "search", summary = "Users by name (search rate limit)",
+    params(NameSearchQuery, UserFieldsParam),
+    responses((status = 200, body = crate::http::openapi::UserSearchResults),
+        (status = 403, description = "Not a member of the workspace"), (status = 404, description = "No such workspace")))]
 pub async fn users(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -410,6 +475,10 @@ pub async fn users(
 
 /// `GET /api/search/chats?q=&workspace_id=`: public channels of the workspace and the private
 /// chats and direct messages the caller is a member of.
+#[utoipa::path(get, path = "/api/search/chats", tag = "search", summary = "Chats by name (search rate limit)",
+    params(NameSearchQuery, ChatFieldsParam),
+    responses((status = 200, body = crate::http::openapi::ChatSearchResults),
+        (status = 403, description = "Not a member of the workspace"), (status = 404, description = "No such workspace")))]
 pub async fn chats(
     state: web::Data<AppState>,
     user: AuthUser,

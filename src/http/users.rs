@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json};
@@ -11,15 +12,16 @@ use crate::validate;
 
 pub use super::workspaces::list_users as list;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Preferences {
+    #[schema(example = "dark")]
     pub theme: String,
     pub language: String,
     pub notifications_enabled: bool,
 }
 
 /// `GET /api/users/me` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Profile {
     pub id: i64,
     pub email: String,
@@ -51,17 +53,24 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String
     Option::<String>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 pub struct PreferencesUpdate {
+    #[schema(pattern = "^(light|dark|system)$")]
     pub theme: Option<String>,
+    /// A language tag such as `en` or `zh-CN`.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_\-]{1,15}$")]
     pub language: Option<String>,
     pub notifications_enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct UpdateProfileRequest {
+    /// 2 to 32 letters (any script), digits, `_`, `.` or `-`.
+    #[schema(pattern = r"^[A-Za-z0-9_.\-]{2,32}$")]
     pub username: Option<String>,
+    /// An http(s) URL; `null` or `""` removes the avatar.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = r"^$|^https?://[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*(/[A-Za-z0-9._~\-]*)*$")]
     pub avatar_url: Option<Option<String>>,
     pub preferences: Option<PreferencesUpdate>,
 }
@@ -69,6 +78,8 @@ pub struct UpdateProfileRequest {
 pub const THEMES: &[&str] = &["light", "dark", "system"];
 
 /// `GET /api/users/me`
+#[utoipa::path(get, path = "/api/users/me", tag = "users", summary = "The caller's profile",
+    responses((status = 200, body = Profile)))]
 pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
     let row = state
         .store
@@ -79,6 +90,9 @@ pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpRes
 }
 
 /// `PUT /api/users/me` — partial update of username, avatar and preferences.
+#[utoipa::path(put, path = "/api/users/me", tag = "users",
+    summary = "Update the caller's profile (partial)", request_body = UpdateProfileRequest,
+    responses((status = 200, body = Profile)))]
 pub async fn update_me(
     state: web::Data<AppState>,
     user: AuthUser,

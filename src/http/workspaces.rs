@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json, require_id};
@@ -62,6 +63,9 @@ const USER_LIST: ListSpec = ListSpec {
     max_limit: 100,
 };
 
+crate::list_params!(WorkspaceListParams, WORKSPACE_LIST);
+crate::list_params!(UserListParams, USER_LIST);
+
 /// Converts validated list parameters into a store page.
 pub fn page_of(p: &super::list::ListParams) -> Page {
     Page {
@@ -90,7 +94,7 @@ pub fn not_a_member() -> ApiError {
     ApiError::forbidden("You are not a member of this workspace")
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WorkspaceItem {
     pub id: i64,
     pub name: String,
@@ -115,14 +119,16 @@ impl From<WorkspaceSummary> for WorkspaceItem {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WorkspaceSettings)]
 pub struct Settings {
     pub allow_guest_access: bool,
     pub require_2fa: bool,
     pub retention_days: i32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WorkspaceStats)]
 pub struct Stats {
     pub member_count: i64,
     pub channel_count: i64,
@@ -130,7 +136,8 @@ pub struct Stats {
 }
 
 /// A workspace with the caller's role, its settings and counted stats.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Workspace)]
 pub struct WorkspaceBody {
     pub id: i64,
     pub name: String,
@@ -181,6 +188,9 @@ async fn workspace_body(
 }
 
 /// `GET /api/workspaces` — the caller's workspaces.
+#[utoipa::path(get, path = "/api/workspaces", tag = "workspaces", summary = "The caller's workspaces",
+    params(WorkspaceListParams),
+    responses((status = 200, body = crate::http::openapi::WorkspaceList)))]
 pub async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -202,14 +212,24 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateWorkspaceRequest {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
+    /// An http(s) URL; `""` means none.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^$|^https?://[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*(/[A-Za-z0-9._~\-]*)*$"
+    )]
     pub logo_url: Option<String>,
 }
 
 /// `POST /api/workspaces` — the creator becomes the owner.
+#[utoipa::path(post, path = "/api/workspaces", tag = "workspaces", summary = "Create a workspace",
+    request_body = CreateWorkspaceRequest,
+    responses((status = 201, body = WorkspaceBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -237,6 +257,11 @@ pub async fn create(
 }
 
 /// `GET /api/workspaces/{id}` — details, settings and stats, for members.
+#[utoipa::path(get, path = "/api/workspaces/{workspace_id}", tag = "workspaces",
+    summary = "Workspace details, settings and stats",
+    params(("workspace_id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = WorkspaceBody),
+        (status = 403, description = "Not a member"), (status = 404, description = "No such workspace")))]
 pub async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -247,15 +272,24 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(workspace_body(&state, workspace_id, role).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct InviteRequest {
+    /// Only this email may accept; `""` or absent: anyone with the code.
+    #[schema(
+        max_length = 254,
+        pattern = r"^$|^[^\s@\x00-\x1f\x7f-\x9f]+@[^\s@.\x00-\x1f\x7f-\x9f]+(\.[^\s@.\x00-\x1f\x7f-\x9f]+)+$"
+    )]
     pub email: Option<String>,
+    #[schema(pattern = "^(member|admin)$")]
     pub role: Option<String>,
+    #[schema(minimum = 1, maximum = 30)]
     pub expires_in_days: Option<i64>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_uses: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Invite)]
 pub struct InviteBody {
     pub invite_code: String,
     pub invite_url: String,
@@ -270,6 +304,13 @@ fn invite_code() -> String {
 }
 
 /// `POST /api/workspaces/{id}/invites` — owners and admins only.
+#[utoipa::path(post, path = "/api/workspaces/{workspace_id}/invites", tag = "workspaces",
+    summary = "Invite someone (owners and admins)",
+    params(("workspace_id" = i64, Path, minimum = 1)), request_body = InviteRequest,
+    responses((status = 201, body = InviteBody),
+        (status = 403, description = "Not a member, or not an owner or admin"),
+        (status = 404, description = "No such workspace"),
+        (status = 409, description = "No free invite code after several tries (retry)")))]
 pub async fn invite(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -340,6 +381,12 @@ pub async fn invite(
 }
 
 /// `POST /api/invites/{code}/accept` — joins the workspace with the invite's role.
+#[utoipa::path(post, path = "/api/invites/{code}/accept", tag = "workspaces", summary = "Accept an invite",
+    params(("code" = String, Path, min_length = 1, max_length = 64)),
+    responses((status = 200, body = WorkspaceBody),
+        (status = 403, description = "Issued for another email address"),
+        (status = 404, description = "No such invite"),
+        (status = 422, description = "Expired or used up")))]
 pub async fn accept_invite(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -347,6 +394,7 @@ pub async fn accept_invite(
 ) -> ApiResult<HttpResponse> {
     let code = path.into_inner();
     let code = code.trim();
+    validate::no_control("code", code)?;
     if code.is_empty() || code.len() > 64 {
         return Err(ApiError::not_found("Invite"));
     }
@@ -375,12 +423,14 @@ pub async fn accept_invite(
     Ok(HttpResponse::Ok().json(workspace_body(&state, workspace_id, role).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WorkspaceQuery {
+    #[param(value_type = i64, required = true, minimum = 1)]
     pub workspace_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UserItem {
     pub id: i64,
     pub username: String,
@@ -390,6 +440,10 @@ pub struct UserItem {
 }
 
 /// `GET /api/users?workspace_id=` — the members of a workspace the caller belongs to.
+#[utoipa::path(get, path = "/api/users", tag = "users", summary = "Users of a workspace",
+    params(WorkspaceQuery, UserListParams),
+    responses((status = 200, body = crate::http::openapi::UserList),
+        (status = 403, description = "Not a member"), (status = 404, description = "No such workspace")))]
 pub async fn list_users(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -44,9 +44,9 @@ async fn mixed_results_in_order() {
     assert_eq!(r[5]["body"]["error"]["details"]["field"], "path");
 }
 
-/// Operations are authenticated like direct calls: without the caller's token they get 401.
+/// A batch without the caller's token is 401 itself (not 200 with a 401 per operation).
 #[actix_web::test]
-async fn operations_use_the_callers_authentication() {
+async fn unauthenticated_batch_is_401() {
     let app = spawn_app().await;
     // Without a token the batch itself is refused: nothing runs.
     let body = app

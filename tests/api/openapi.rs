@@ -178,9 +178,142 @@ async fn schemas_match_real_responses() {
     conforms(&doc, "ProductionHealth", &prod, "production health");
     let err = app.get("/api/nope", t).await.err(404, "NOT_FOUND");
     conforms(&doc, "ErrorEnvelope", &err, "error");
+    let metrics = app
+        .get("/admin/production/metrics/database", ADMIN)
+        .await
+        .ok(200);
+    conforms(&doc, "ServiceMetrics", &metrics, "service metrics");
+    // The rest of the write operations, with the schema each one's 2xx names.
+    let invite = app
+        .post(&format!("/api/workspaces/{ws}/invites"), t, json!({}))
+        .await
+        .ok(201);
+    conforms(&doc, "Invite", &invite, "invite");
+    let third = app.register("third").await;
+    let code = invite["invite_code"].as_str().expect("code");
+    let accepted = app
+        .post(
+            &format!("/api/invites/{code}/accept"),
+            &third.token,
+            json!({}),
+        )
+        .await
+        .ok(200);
+    conforms(&doc, "Workspace", &accepted, "accept");
+    let added = app
+        .post(
+            &format!("/api/chats/{chat}/members"),
+            t,
+            json!({"user_id": third.id}),
+        )
+        .await
+        .ok(201);
+    conforms(&doc, "Member", &added, "add member");
+    let direct = app
+        .post(
+            "/api/chats/direct",
+            t,
+            json!({"workspace_id": ws, "user_ids": [member.id]}),
+        )
+        .await
+        .ok(201);
+    conforms(&doc, "Chat", &direct, "direct");
+    let read = app
+        .post(
+            &format!("/api/chats/{chat}/read"),
+            &member.token,
+            json!({"message_id": mid}),
+        )
+        .await
+        .ok(200);
+    conforms(&doc, "ReadMarker", &read, "read");
+    let unreacted = app
+        .delete(&format!("/api/messages/{mid}/reactions/👍"), &member.token)
+        .await
+        .ok(200);
+    conforms(&doc, "Reactions", &unreacted, "unreact");
+    for (schema, path) in [
+        (
+            "UserSearchResults",
+            format!("/api/search/users?workspace_id={ws}&q=mem"),
+        ),
+        (
+            "ChatSearchResults",
+            format!("/api/search/chats?workspace_id={ws}&q=gen"),
+        ),
+    ] {
+        let found = app.get(&path, t).await.ok(200);
+        conforms(&doc, schema, &found, &path);
+    }
+    let deleted = app.delete(&format!("/api/messages/{mid}"), t).await.ok(200);
+    conforms(&doc, "DeletedMessage", &deleted, "delete");
+    let left = app
+        .post(&format!("/api/chats/{chat}/leave"), &third.token, json!({}))
+        .await
+        .ok(200);
+    conforms(&doc, "LeftChat", &left, "leave");
+    let login = app
+        .post(
+            "/api/auth/login",
+            "",
+            json!({"email": owner.email, "password": owner.password}),
+        )
+        .await
+        .ok(200);
+    conforms(&doc, "AuthResponse", &login, "login");
+    let refreshed = app.post("/api/auth/refresh", t, json!({})).await.ok(200);
+    conforms(&doc, "TokenResponse", &refreshed, "refresh");
+    let changed = app
+        .put(
+            "/api/auth/change-password",
+            t,
+            json!({"current_password": owner.password, "new_password": "another-password-1"}),
+        )
+        .await
+        .ok(200);
+    conforms(&doc, "PasswordChanged", &changed, "change password");
     // The check has teeth: an unknown field or a missing required one is caught.
     let extra = json!({"status": "healthy", "version": "1", "uptime_seconds": 1, "extra": 1});
     assert!(std::panic::catch_unwind(|| conforms(&doc, "Health", &extra, "extra")).is_err());
     let missing = json!({"status": "healthy", "version": "1"});
     assert!(std::panic::catch_unwind(|| conforms(&doc, "Health", &missing, "missing")).is_err());
+}
+
+/// A known path with a method it does not serve is 405 with `Allow` (from the document); an
+/// unknown path stays 404.
+#[actix_web::test]
+async fn wrong_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let user = app.register("methods").await;
+    for (method, path, allow) in [
+        (Method::DELETE, "/api/chats", "GET, POST"),
+        (Method::PATCH, "/api/users/me", "GET, PUT"),
+        (Method::GET, "/api/chats/direct", "POST"),
+        (Method::GET, "/api/chats/12/join", "POST"),
+        (Method::PUT, "/api/messages/3/reactions/x", "DELETE"),
+        (Method::POST, "/api/health", "GET"),
+        (Method::DELETE, "/api/openapi.json", "GET"),
+    ] {
+        let resp = app
+            .call(method.clone(), path, Some(&user.token), None)
+            .await;
+        assert_eq!(
+            resp.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let err = resp.err(405, "METHOD_NOT_ALLOWED");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(allow)),
+            "{err}"
+        );
+    }
+    app.call(Method::DELETE, "/api/nope", Some(&user.token), None)
+        .await
+        .err(404, "NOT_FOUND");
+    app.call(Method::GET, "/api/chats/1/nope", Some(&user.token), None)
+        .await
+        .err(404, "NOT_FOUND");
 }
