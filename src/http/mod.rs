@@ -18,6 +18,7 @@ pub mod request_id;
 pub mod search;
 pub mod stats;
 pub mod users;
+pub mod web_client;
 pub mod workspaces;
 
 use actix_web::{HttpRequest, web};
@@ -99,8 +100,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(admin::prometheus));
 }
 
-/// Fallback for unknown routes: the 404 envelope.
+/// Fallback for unknown routes: the web client's files and routes (GET/HEAD outside `/api`,
+/// `/ws`, `/metrics`, `/admin`), else the 404 envelope.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    if let Some(resp) = web_client::serve(&req) {
+        return Ok(resp);
+    }
     Err(ApiError::NotFound(format!(
         "No route for {} {}",
         req.method(),
