@@ -293,6 +293,10 @@ export function applyEvent(f: ServerFrame) {
     case "chat.member_joined":
     case "chat.member_left":
       if (d.user_id !== session.user?.id && !state.members[d.user_id]) void loadMembers();
+      {
+        const chat = state.chats.find((c) => c.id === d.chat_id);
+        if (chat && d.user_id !== session.user?.id) chat.member_count = Math.max(0, chat.member_count + (f.type === "chat.member_joined" ? 1 : -1));
+      }
       if (d.user_id === session.user?.id) {
         void loadChats();
         if (f.type === "chat.member_left" && state.chatId === d.chat_id) state.chatId = null;

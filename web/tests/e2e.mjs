@@ -2,7 +2,8 @@
 // Chromium contexts against a running server. Usage: node tests/e2e.mjs <base-url>.
 // The server restart step prints `@@stop` / `@@start` and waits for `stopped` / `started` on
 // stdin (tests/api/browser.rs answers them). FECHATTER_SCREENSHOTS=<dir> also saves the
-// screenshots used in the README. Exits non-zero on the first failed check.
+// screenshots used in the README; FECHATTER_E2E_STANDALONE=1 skips the restart step (for a
+// server started by hand: `npm run screenshots`). Exits non-zero on the first failed check.
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
@@ -237,6 +238,7 @@ try {
     check((await log(B).locator("img, b").count()) === 0, "no element was created from the content");
     check((await B.evaluate(() => window.__xss)) === undefined, "no script ran");
     await shot(A, "chat");
+    await shot(B, "chat-phone");
   });
 
   await step("search finds a message, highlights it safely and jumps to it", async () => {
@@ -281,6 +283,7 @@ try {
   });
 
   await step("a server restart mid-conversation loses nothing", async () => {
+    if (process.env.FECHATTER_E2E_STANDALONE === "1") return;
     await A.getByTestId("connection-status").getByText("Connected").waitFor();
     await B.getByTestId("connection-status").getByText("Connected").waitFor();
     await control("stop", "stopped");
