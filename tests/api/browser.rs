@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::common::{TestApp, spawn_app, spawn_app_on, test_config};
+use crate::common::{TestApp, spawn_app, spawn_app_on, spawn_app_with, test_config};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -148,7 +148,7 @@ async fn browser_suite_in_chromium() {
         }
         panic!("browser suite cannot run: {missing}; set FECHATTER_SKIP_BROWSER=1 to skip it");
     }
-    let mut app = spawn_app().await;
+    let mut app = spawn_app_with(suite_config()).await;
     let addr = app.addr;
     let database = app.database.clone();
 
@@ -156,6 +156,7 @@ async fn browser_suite_in_chromium() {
         .arg(web_dir().join("tests/e2e.mjs"))
         .arg(&app.base)
         .env("CHROMIUM", CHROMIUM)
+        .env("FECHATTER_E2E_SHORT_TOKENS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -188,6 +189,11 @@ async fn browser_suite_in_chromium() {
     assert!(status.success(), "browser suite failed: {status}");
 }
 
+/// Tokens live 65 s, so the page refreshes its token after 5 s (a minute before expiry).
+fn suite_config() -> fechatter::config::Config {
+    test_config(&["--access-token-ttl-secs", "65"])
+}
+
 /// Starts the server again on the same address and database, once the port is free again.
 async fn restart_on(addr: std::net::SocketAddr, database: &str) -> TestApp {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -198,7 +204,7 @@ async fn restart_on(addr: std::net::SocketAddr, database: &str) -> TestApp {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut config = test_config(&[]);
+    let mut config = suite_config();
     config.addr = addr;
     spawn_app_on(config, database.to_string()).await
 }

@@ -2,7 +2,7 @@
 import { createApp, watch } from "vue";
 import App from "./App.vue";
 import { router } from "./router";
-import { onSessionEnd, restore, session, signOut } from "./session";
+import { onSessionEnd, refresh, restore, session, signOut } from "./session";
 import * as rt from "./realtime";
 import { applyEvent, reset, resync } from "./store";
 import "./style.css";
@@ -15,7 +15,12 @@ function startRealtime() {
     ready: (resumed) => {
       if (!resumed) void resync();
     },
-    revoked: () => signOut("Your session was revoked. Please sign in again."),
+    // 4001: an expired token is refreshed (within the server's refresh window) and the
+    // connection resumes; a revoked one cannot be, and the session ends.
+    revoked: async () => {
+      if (await refresh()) rt.reconnect();
+      else signOut("Your session was revoked. Please sign in again.");
+    },
   });
 }
 

@@ -14,7 +14,7 @@ interface Handlers {
   event: (frame: ServerFrame) => void;
   /** The connection is subscribed; `resumed` when it replayed from `last_event_id`. */
   ready: (resumed: boolean) => void;
-  revoked: () => void;
+  revoked: () => void | Promise<void>;
 }
 
 const BACKOFF_MIN_MS = 250;
@@ -85,7 +85,7 @@ function open() {
     if (!wanted) return;
     if (ev.code === 4001) {
       status.value = "offline";
-      handlers?.revoked();
+      void handlers?.revoked();
       return;
     }
     status.value = "reconnecting";
@@ -99,6 +99,11 @@ export function send(frame: Record<string, unknown>) {
   if (ws && ws.readyState === WebSocket.OPEN && status.value === "live") {
     ws.send(JSON.stringify(frame));
   }
+}
+
+/** Opens the connection again now (after a token refresh). */
+export function reconnect() {
+  if (wanted && !ws) open();
 }
 
 /** Forgets the resume position (the next connection starts fresh; the caller refetches). */

@@ -103,11 +103,14 @@ export async function selectWorkspace(id: number) {
   await Promise.all([loadChats(), loadMembers()]);
 }
 
+let chatsRequest = 0;
+/** The chat list; of overlapping calls only the last one's answer is applied. */
 export async function loadChats() {
   const ws = state.workspaceId;
   if (ws === null) return;
+  const seq = ++chatsRequest;
   const r = await get<{ chats: Chat[] }>(`/api/chats?workspace_id=${ws}&limit=100`);
-  if (state.workspaceId !== ws) return;
+  if (state.workspaceId !== ws || seq !== chatsRequest) return;
   if (state.chatId !== null) {
     const open = r.chats.find((c) => c.id === state.chatId);
     if (open) open.unread_count = 0;

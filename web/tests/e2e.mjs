@@ -282,6 +282,40 @@ try {
     await messageText(A, "hi alice").waitFor();
   });
 
+  await step("unread counts and last message for a chat not open; a direct message", async () => {
+    const random = await api(A, "POST", "/api/chats", { workspace_id: workspaceId, name: "random", type: "channel", is_private: false });
+    await api(B, "POST", `/api/chats/${random.id}/join`, {});
+    await api(A, "POST", "/api/messages", { chat_id: random.id, content: "unread one" });
+    await api(A, "POST", "/api/messages", { chat_id: random.id, content: "unread two" });
+    // Bob's sidebar is a closed drawer at phone width: hidden, but in the accessibility tree
+    // once opened.
+    const link = B.getByRole("link", { name: "# random, 2 unread", includeHidden: true });
+    await link.waitFor({ state: "attached" });
+    await B.locator(".chat-list .last", { hasText: "alice: unread two" }).waitFor({ state: "attached" });
+    await A.getByRole("button", { name: /^Message bob/ }).click();
+    await A.waitForURL((u) => /\/c\/\d+$/.test(u.pathname) && u.pathname !== generalUrl);
+    await A.getByRole("heading", { name: "alice, bob" }).waitFor();
+    await send(A, "a direct hello");
+    await messageText(A, "a direct hello").waitFor();
+    await B.locator(".chat-list .last", { hasText: "alice: a direct hello" }).waitFor({ state: "attached" });
+    await B.getByRole("button", { name: "Menu" }).click();
+    await B.getByRole("link", { name: "# random, 2 unread" }).click();
+    await messageText(B, "unread two").waitFor();
+    await B.getByRole("link", { name: "# random", exact: true, includeHidden: true }).waitFor({ state: "attached" });
+    await B.goto(generalUrl);
+    await messageText(B, "hi alice").waitFor();
+    await A.goto(generalUrl);
+    await messageText(A, "hi alice").waitFor();
+  });
+
+  await step("the token is refreshed before it expires", async () => {
+    if (!process.env.FECHATTER_E2E_SHORT_TOKENS) return;
+    const first = await token(A);
+    await eventually("a new token", async () => (await token(A)) !== first, 20_000);
+    await send(A, "with a refreshed token");
+    await messageText(B, "with a refreshed token").waitFor();
+  });
+
   await step("a server restart mid-conversation loses nothing", async () => {
     if (process.env.FECHATTER_E2E_STANDALONE === "1") return;
     await A.getByTestId("connection-status").getByText("Connected").waitFor();
@@ -316,6 +350,10 @@ try {
   console.log(`${passed} passed, 0 failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 } catch (e) {
   console.log(`not ok - ${e.stack ?? e}`);
+  for (const [who, page] of [["alice", A], ["bob", B]]) {
+    const list = await page.locator(".chat-list").innerText().catch(() => "?");
+    console.log(`${who}'s chats: ${list.replace(/\n/g, " | ")}`);
+  }
   await A.screenshot({ path: "/tmp/fechatter-e2e-alice.png" }).catch(() => {});
   await B.screenshot({ path: "/tmp/fechatter-e2e-bob.png" }).catch(() => {});
   console.log("screenshots of the failure: /tmp/fechatter-e2e-alice.png, /tmp/fechatter-e2e-bob.png");
