@@ -189,9 +189,10 @@ async fn browser_suite_in_chromium() {
     assert!(status.success(), "browser suite failed: {status}");
 }
 
-/// Tokens live 65 s, so the page refreshes its token after 5 s (a minute before expiry).
+/// Tokens live 65 s, so the page refreshes its token after 5 s (a minute before expiry); a
+/// resume replays at most 20 events per chat, so the suite can cause `resync.required`.
 fn suite_config() -> fechatter::config::Config {
-    test_config(&["--access-token-ttl-secs", "65"])
+    test_config(&["--access-token-ttl-secs", "65", "--replay-max", "20"])
 }
 
 /// Starts the server again on the same address and database, once the port is free again.

@@ -66,6 +66,16 @@ async function newPage(viewport) {
   page.setDefaultTimeout(TIMEOUT);
   page.on("pageerror", (e) => errors.push(`${e}`));
   page.on("dialog", (d) => d.accept());
+  page.frames_ = [];
+  page.on("websocket", (ws) =>
+    ws.on("framereceived", (f) => {
+      try {
+        page.frames_.push(JSON.parse(f.payload).type);
+      } catch {
+        /* not JSON */
+      }
+    }),
+  );
   return page;
 }
 
@@ -323,9 +333,11 @@ try {
     await control("stop", "stopped");
     await A.getByTestId("connection-status").getByText("Reconnecting…").waitFor();
     await B.getByTestId("connection-status").getByText("Reconnecting…").waitFor();
+    await B.context().setOffline(true);
     await control("start", "started");
-    // Sent before the pages have reconnected: they get it by resuming from their last event.
+    // Sent before bob's page reconnects: it gets it by resuming from its last event id.
     await api(A, "POST", "/api/messages", { chat_id: Number(generalUrl.split("/").pop()), content: "sent during the reconnect" });
+    await B.context().setOffline(false);
     await A.getByTestId("connection-status").getByText("Connected").waitFor();
     await B.getByTestId("connection-status").getByText("Connected").waitFor();
     await send(A, "after the restart");
@@ -337,6 +349,60 @@ try {
       }
       assertOrderedUnique(await idsIn(page), "log after restart");
     }
+  });
+
+  await step("a gap larger than the replay budget: resync.required re-fetches the chat", async () => {
+    if (process.env.FECHATTER_E2E_STANDALONE === "1") return;
+    await A.getByTestId("connection-status").getByText("Connected").waitFor();
+    await B.getByTestId("connection-status").getByText("Connected").waitFor();
+    await control("stop", "stopped");
+    await B.getByTestId("connection-status").getByText("Reconnecting…").waitFor();
+    // Bob stays offline until the burst is stored, so he must resume across the whole gap.
+    await B.context().setOffline(true);
+    await control("start", "started");
+    const chat_id = Number(generalUrl.split("/").pop());
+    const operations = Array.from({ length: 30 }, (_, i) => ({
+      method: "POST",
+      path: "/api/messages",
+      body: { chat_id, content: `burst ${i + 1}` },
+    }));
+    await api(A, "POST", "/api/batch", { operations });
+    await B.context().setOffline(false);
+    await eventually("bob's page told to resync", async () => B.frames_.includes("resync.required"));
+    for (const page of [A, B]) {
+      await messageText(page, /^burst 30$/).waitFor();
+      const texts = await log(page).locator("li[data-message-id] .content").allInnerTexts();
+      const bursts = texts.filter((t) => t.startsWith("burst "));
+      check(bursts.join("|") === Array.from({ length: 30 }, (_, i) => `burst ${i + 1}`).join("|"), "30 bursts in order, once");
+      assertOrderedUnique(await idsIn(page), "log after resync");
+    }
+  });
+
+  await step("preferences: dark theme and Chinese apply at once", async () => {
+    await A.getByRole("button", { name: "Profile and preferences" }).click();
+    const dialog = A.getByRole("dialog");
+    await dialog.getByLabel("Theme").selectOption("dark");
+    await dialog.getByLabel("Language").selectOption("zh");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await A.waitForFunction(() => document.documentElement.dataset.theme === "dark" && document.documentElement.lang === "zh");
+    await A.getByRole("button", { name: "退出" }).waitFor();
+    await shot(A, "chat-dark");
+    await A.getByRole("button", { name: "个人资料与偏好" }).click();
+    await dialog.getByLabel("主题").selectOption("light");
+    await dialog.getByLabel("语言").selectOption("en");
+    await dialog.getByRole("button", { name: "保存" }).click();
+    await A.getByRole("button", { name: "Sign out" }).waitFor();
+  });
+
+  await step("workspaces: create a second one and switch back", async () => {
+    await A.getByRole("button", { name: "New workspace" }).click();
+    await A.getByRole("dialog").getByLabel("Name").fill("Side project");
+    await A.getByRole("button", { name: "Create workspace" }).click();
+    await A.waitForURL((u) => /^\/w\/\d+$/.test(u.pathname) && u.pathname !== `/w/${workspaceId}`);
+    await A.getByText("Pick a channel or a person to start chatting.").waitFor();
+    await A.getByLabel("Workspace", { exact: true }).selectOption({ label: "Acme" });
+    await A.waitForURL(new RegExp(`/w/${workspaceId}$`));
+    await A.getByRole("link", { name: "# general" }).waitFor();
   });
 
   await step("a revoked token signs the user out cleanly", async () => {
