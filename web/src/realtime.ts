@@ -88,10 +88,7 @@ function open() {
       void handlers?.revoked();
       return;
     }
-    status.value = "reconnecting";
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
-    attempt += 1;
-    retryTimer = window.setTimeout(open, delay / 2 + Math.random() * (delay / 2));
+    retry();
   };
 }
 
@@ -101,9 +98,17 @@ export function send(frame: Record<string, unknown>) {
   }
 }
 
-/** Opens the connection again now (after a token refresh). */
+/** Opens the connection again (after a token refresh), after the usual backoff delay. */
 export function reconnect() {
-  if (wanted && !ws) open();
+  if (wanted && !ws) retry();
+}
+
+function retry() {
+  status.value = "reconnecting";
+  const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
+  attempt += 1;
+  clearTimeout(retryTimer);
+  retryTimer = window.setTimeout(open, delay / 2 + Math.random() * (delay / 2));
 }
 
 /** Forgets the resume position (the next connection starts fresh; the caller refetches). */

@@ -1,7 +1,7 @@
 // The signed-in session: token and user kept in localStorage, refreshed before expiry, ended
 // cleanly (state cleared, socket closed, back to sign-in) on sign-out, a 401 or a revoked token.
 import { reactive } from "vue";
-import { api, configureApi } from "./api";
+import { ApiError, api, configureApi } from "./api";
 import type { AuthResponse, User } from "./types";
 
 const KEY = "fechatter.session";
@@ -37,6 +37,10 @@ function scheduleRefresh() {
   refreshTimer = window.setTimeout(() => void refresh(), Math.min(at, 2 ** 31 - 1));
 }
 
+const RETRY_MS = 10_000;
+
+/** Trades the token for a fresh one. `false` only when the server refused it (then the API
+ *  hook has signed out); an unreachable server keeps the session and retries shortly. */
 export async function refresh(): Promise<boolean> {
   if (!session.token) return false;
   try {
@@ -46,8 +50,11 @@ export async function refresh(): Promise<boolean> {
     persist();
     scheduleRefresh();
     return true;
-  } catch {
-    return false;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return false;
+    clearTimeout(refreshTimer);
+    refreshTimer = window.setTimeout(() => void refresh(), RETRY_MS);
+    return session.token !== null;
   }
 }
 
