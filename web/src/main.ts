@@ -4,7 +4,7 @@ import App from "./App.vue";
 import { router } from "./router";
 import { onSessionEnd, refresh, restore, session, signOut } from "./session";
 import * as rt from "./realtime";
-import { applyEvent, reset, resync } from "./store";
+import { applyEvent, markRead, reset, resync, state } from "./store";
 import "./style.css";
 
 function startRealtime() {
@@ -28,6 +28,11 @@ onSessionEnd(() => {
   rt.disconnect();
   reset();
   void router.push({ name: "login" });
+});
+
+// Coming back to the tab reads the open chat.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && state.chatId !== null) markRead(state.chatId);
 });
 
 await restore();

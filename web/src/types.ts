@@ -49,6 +49,8 @@ export interface Chat {
   member_count: number;
   unread_count: number;
   last_message: LastMessage | null;
+  /** The caller's role in the chat (owner, admin, member). */
+  role?: string | null;
 }
 
 export interface Reaction {

@@ -394,6 +394,21 @@ try {
     await A.getByRole("button", { name: "Sign out" }).waitFor();
   });
 
+  await step("a private channel: alice adds bob, who sees it appear", async () => {
+    await A.getByRole("button", { name: "New channel" }).click();
+    const dialog = A.getByRole("dialog");
+    await dialog.getByLabel("Name").fill("secret");
+    await dialog.getByRole("checkbox", { name: /Private/ }).check();
+    await dialog.getByRole("button", { name: "Create channel" }).click();
+    await A.getByRole("heading", { name: "#secret" }).waitFor();
+    await A.getByRole("button", { name: "Add people" }).click();
+    await A.getByRole("dialog").getByLabel("Person").selectOption({ label: "bob" });
+    await A.getByRole("dialog").getByRole("button", { name: "Add" }).click();
+    await B.getByRole("link", { name: "# secret", includeHidden: true }).waitFor({ state: "attached" });
+    await send(A, "just between us");
+    await B.getByRole("link", { name: "# secret, 1 unread", includeHidden: true }).waitFor({ state: "attached" });
+  });
+
   await step("workspaces: create a second one and switch back", async () => {
     await A.getByRole("button", { name: "New workspace" }).click();
     await A.getByRole("dialog").getByLabel("Name").fill("Side project");
