@@ -386,12 +386,15 @@ try {
     await dialog.getByRole("button", { name: "Save" }).click();
     await A.waitForFunction(() => document.documentElement.dataset.theme === "dark" && document.documentElement.lang === "zh");
     await A.getByRole("button", { name: "退出" }).waitFor();
-    await shot(A, "chat-dark");
     await A.getByRole("button", { name: "个人资料与偏好" }).click();
-    await dialog.getByLabel("主题").selectOption("light");
     await dialog.getByLabel("语言").selectOption("en");
     await dialog.getByRole("button", { name: "保存" }).click();
     await A.getByRole("button", { name: "Sign out" }).waitFor();
+    await shot(A, "chat-dark");
+    await A.getByRole("button", { name: "Profile and preferences" }).click();
+    await dialog.getByLabel("Theme").selectOption("light");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await A.waitForFunction(() => document.documentElement.dataset.theme === "light");
   });
 
   await step("a private channel: alice adds bob, who sees it appear", async () => {
