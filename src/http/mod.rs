@@ -18,6 +18,7 @@ pub mod request_id;
 pub mod search;
 pub mod stats;
 pub mod users;
+pub mod web_client;
 pub mod workspaces;
 
 use actix_web::{HttpRequest, web};
@@ -99,10 +100,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(admin::prometheus));
 }
 
-/// Fallback for unmatched requests: 405 with `Allow` for a known path and a method it does not
-/// serve (the methods come from the OpenAPI document, i.e. from the handlers), else the 404
+/// Fallback for unmatched requests: the web client's files and routes (GET/HEAD outside `/api`,
+/// `/ws`, `/metrics`, `/admin`); 405 with `Allow` for a known API path and a method it does not
+/// serve (the methods come from the OpenAPI document, i.e. from the handlers); else the 404
 /// envelope.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    if let Some(resp) = web_client::serve(&req) {
+        return Ok(resp);
+    }
     if let Some(allowed) = openapi::methods_for(req.path()) {
         return Ok(method_not_allowed(&req, &allowed));
     }

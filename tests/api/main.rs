@@ -7,6 +7,7 @@ mod common;
 mod admin;
 mod auth;
 mod batch;
+mod browser;
 mod chats;
 mod cluster;
 mod cluster_delivery;
