@@ -394,3 +394,36 @@ async fn presence_changes_reach_the_other_nodes() {
         ("node-a", 11, true, vec![4, 5])
     );
 }
+
+/// Redis gone: requests are still limited (by the node's own buckets, with the same headers)
+/// rather than refused or waved through, and the shared buckets are back once Redis is.
+#[actix_web::test]
+async fn rate_limits_fall_back_to_the_node_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let db = fresh_database().await;
+    let a = node(&redis, &db, "node-a", &["--rate-limit-per-hour", "3"]).await;
+    let u = a.register("fallback").await;
+    assert_eq!(remaining(&a.get("/api/users/me", &u.token).await), 2);
+    redis.kill();
+    // The node's own bucket has not been touched yet: it starts full.
+    let counts = [
+        remaining(&a.get("/api/users/me", &u.token).await),
+        remaining(&a.get("/api/users/me", &u.token).await),
+        remaining(&a.get("/api/users/me", &u.token).await),
+    ];
+    assert_eq!(counts, [2, 1, 0]);
+    a.get("/api/users/me", &u.token)
+        .await
+        .err(429, "RATE_LIMITED");
+    redis.restart();
+    // A fresh Redis has a fresh bucket: once it answers again, the shared count resumes.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = a.get("/api/users/me", &u.token).await;
+        if r.status == 200 && remaining(&r) == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shared buckets never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
