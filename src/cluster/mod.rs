@@ -20,6 +20,7 @@ pub mod revocation;
 pub mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -86,6 +87,8 @@ struct Inner {
     node_ttl: Duration,
     gap_wait: Duration,
     revocation: revocation::Revocation,
+    /// Set by [`Cluster::leave`]: the heartbeat stops.
+    left: AtomicBool,
 }
 
 impl Cluster {
@@ -120,6 +123,7 @@ impl Cluster {
                 node_ttl: Duration::from_secs(config.node_ttl_secs),
                 gap_wait: Duration::from_millis(config.broker_gap_ms),
                 revocation,
+                left: AtomicBool::new(false),
             }),
         };
         cluster.inner.revocation.listen(&cluster.inner.broker);
@@ -193,6 +197,29 @@ impl Cluster {
             Ok(_) => Ok(started.elapsed()),
             Err(e) => Err(format!("Redis: {e}")),
         }
+    }
+
+    /// A clean shutdown: stop heartbeating, drop this node's connection counts and leave the
+    /// live nodes now rather than after the TTL.
+    pub async fn leave(&self) {
+        self.inner.left.store(true, Ordering::Relaxed);
+        if let Err(e) = self.presence().reset_node().await {
+            tracing::warn!(error = %e, "could not clear this node's connection counts");
+        }
+        let mut conn = self.conn();
+        let r: redis::RedisResult<i64> = redis::cmd("ZREM")
+            .arg(self.keys().nodes())
+            .arg(self.node_id())
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Ok(_) => tracing::info!(node = %self.node_id(), "left the cluster"),
+            Err(e) => tracing::warn!(error = %e, "could not leave the cluster cleanly"),
+        }
+    }
+
+    fn has_left(&self) -> bool {
+        self.inner.left.load(Ordering::Relaxed)
     }
 
     /// The nodes whose heartbeat is younger than the node TTL, sorted.

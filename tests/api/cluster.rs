@@ -260,6 +260,23 @@ async fn broker_resubscribes_and_signals_a_gap_after_a_redis_restart() {
         data: &own,
     }]);
     deliver(cluster(&b), &mut rx, 2).await;
+    // Typing is relayed like the rest, without a seq (never logged, never refilled).
+    let typing = Bytes::from_static(br#"{"user_id":1}"#);
+    cluster(&b).broker().publish_chat([ChatEventRef {
+        chat_id: 7,
+        seq: None,
+        kind: "typing.start",
+        data: &typing,
+    }]);
+    match next(&mut rx).await {
+        ChatDelivery::Event(e) => {
+            assert_eq!(
+                (e.seq, e.kind.as_str(), &e.data),
+                (None, "typing.start", &typing)
+            )
+        }
+        other => panic!("expected the typing event, got {other:?}"),
+    }
     let before = cluster(&a).broker().stats();
     assert!(before.connected && before.received >= 2, "{before:?}");
 
@@ -426,4 +443,30 @@ async fn rate_limits_fall_back_to_the_node_while_redis_is_down() {
         assert!(Instant::now() < deadline, "shared buckets never came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A node that stops cleanly leaves at once: out of the live nodes, its connections uncounted.
+#[actix_web::test]
+async fn a_stopped_node_leaves_the_cluster() {
+    let redis = RedisServer::start();
+    let db = fresh_database().await;
+    let a = node(&redis, &db, "node-a", &[]).await;
+    let b = node(&redis, &db, "node-b", &[]).await;
+    let (ca, cb) = (cluster(&a).clone(), cluster(&b).clone());
+    assert!(matches!(
+        cb.presence().connect(3, 10).await.unwrap(),
+        Admit::Admitted { .. }
+    ));
+    assert_eq!(ca.presence().connections(3).await.unwrap(), 1);
+    assert_eq!(ca.live_nodes().await.unwrap(), ["node-a", "node-b"]);
+    b.stop().await;
+    let deadline = Instant::now() + DEADLINE;
+    while ca.live_nodes().await.unwrap() != ["node-a"] {
+        assert!(Instant::now() < deadline, "node-b never left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ca.presence().connections(3).await.unwrap(), 0);
+    // Well past a heartbeat: it stays gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ca.live_nodes().await.unwrap(), ["node-a"]);
 }
