@@ -2,11 +2,12 @@
 //!
 //! PostgreSQL stays the truth (every chat's events and `seq`s); Redis carries speed (pub/sub of
 //! committed events, typing, revocations) and the state that must be one across nodes (rate-limit
-//! buckets, presence and connection counts, token versions, live nodes). Every Redis state change
+//! buckets, presence and connection counts, live nodes). Every Redis state change
 //! is one Lua script, so each is atomic. Without `REDIS_URL` nothing here runs.
 //!
 //! - [`broker`]: publish/subscribe with resubscription and a "gap possible" signal;
-//! - [`feed`]: the ordered feed a room puts remote events through (pure logic);
+//! - [`feed`]: the ordered feed a room puts remote events through, and [`relay`] the state
+//!   machine around it (timer, reads from PostgreSQL, resyncs) — both pure logic;
 //! - [`wire`]: the bytes of a published chat event;
 //! - [`limits`]: GCRA buckets; [`presence`]: connections per user across nodes;
 //!   [`revocation`]: "close this user's sockets" on every node; [`nodes`]: heartbeats.
@@ -16,6 +17,7 @@ pub mod feed;
 pub mod limits;
 pub mod nodes;
 pub mod presence;
+pub mod relay;
 pub mod revocation;
 pub mod wire;
 
@@ -30,6 +32,7 @@ use crate::config::Config;
 
 pub use broker::{Broker, BrokerStats, ChatDelivery, Delivery, Subscription};
 pub use feed::{Feed, Pushed};
+pub use relay::{Read, Relay, Step};
 pub use wire::ChatEvent;
 
 /// How long one Redis command may take before it counts as failed (callers fall back: rate
