@@ -373,7 +373,7 @@ async fn subscriber(
                     }
                 }
                 _ = ping.tick() => {
-                    let pong = tokio::time::timeout(PING_EVERY, sink.ping::<String>()).await;
+                    let pong = tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         break;
                     }
