@@ -149,9 +149,14 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM, or the handle).
+    /// Serves until the server is stopped (SIGINT/SIGTERM, or the handle); in cluster mode the
+    /// node then leaves the cluster.
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(cluster) = &self.state.cluster {
+            cluster.leave().await;
+        }
+        served
     }
 }
 

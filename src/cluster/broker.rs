@@ -300,7 +300,13 @@ async fn subscriber(
         if shared.strong_count() == 0 {
             return;
         }
-        let pubsub = match client.get_async_pubsub().await {
+        let connect = tokio::time::timeout(PING_EVERY, client.get_async_pubsub()).await;
+        let pubsub = match connect.unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connect timed out",
+            )))
+        }) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "broker: Redis unreachable, retrying");
@@ -317,7 +323,7 @@ async fn subscriber(
         // Drain queued commands: the snapshot below is what counts now.
         while commands.try_recv().is_ok() {}
         let channels: Vec<String> = s.subs.lock().keys().cloned().collect();
-        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+        if !channels.is_empty() && !answered(sink.subscribe(&channels)).await {
             continue;
         }
         s.counters.connected.store(true, Ordering::Relaxed);
@@ -356,7 +362,7 @@ async fn subscriber(
                             let still = s.subs.lock().contains_key(&ch);
                             if !still {
                                 true
-                            } else if sink.subscribe(&ch).await.is_ok() {
+                            } else if answered(sink.subscribe(&ch)).await {
                                 resync(&s, &ch);
                                 true
                             } else {
@@ -365,7 +371,7 @@ async fn subscriber(
                         }
                         Command::Unsubscribe(ch) => {
                             let back = s.subs.lock().contains_key(&ch);
-                            back || sink.unsubscribe(&ch).await.is_ok()
+                            back || answered(sink.unsubscribe(&ch)).await
                         }
                     };
                     if !ok {
@@ -373,7 +379,7 @@ async fn subscriber(
                     }
                 }
                 _ = ping.tick() => {
-                    let pong = tokio::time::timeout(PING_EVERY, sink.ping::<String>()).await;
+                    let pong = tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         break;
                     }
@@ -385,6 +391,11 @@ async fn subscriber(
         }
         tracing::warn!("broker: lost the Redis subscriber connection; reconnecting");
     }
+}
+
+/// True when Redis acknowledged in time (a frozen Redis must not stall the subscriber forever).
+async fn answered(f: impl std::future::Future<Output = redis::RedisResult<()>>) -> bool {
+    matches!(tokio::time::timeout(PING_EVERY, f).await, Ok(Ok(())))
 }
 
 fn handlers(s: &Shared, channel: &str) -> Vec<Handler> {

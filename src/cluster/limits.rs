@@ -2,8 +2,10 @@
 //! (atomic), on Redis's clock (nodes' clocks may differ). The same arithmetic as governor's GCRA,
 //! so a key's `X-RateLimit-*` headers read the same whichever node answers.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use redis::Script;
 
 use super::Cluster;
@@ -38,11 +40,16 @@ pub struct Verdict {
     pub retry_after: Duration,
 }
 
+/// After a failed call, how long requests skip Redis and use the node's own buckets (so a dead
+/// Redis costs one timeout per second, not one per request).
+const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
 /// The shared buckets.
 #[derive(Clone)]
 pub struct SharedLimiter {
     cluster: Cluster,
     script: Script,
+    skip_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl SharedLimiter {
@@ -50,6 +57,7 @@ impl SharedLimiter {
         SharedLimiter {
             cluster,
             script: Script::new(GCRA),
+            skip_until: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -62,15 +70,29 @@ impl SharedLimiter {
         burst: u32,
         per_cell: Duration,
     ) -> redis::RedisResult<Verdict> {
+        if self.skip_until.lock().is_some_and(|t| Instant::now() < t) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "Redis failed recently; skipping it for a moment",
+            )));
+        }
         let mut conn = self.cluster.conn();
         let interval = per_cell.as_micros().max(1) as u64;
-        let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) = self
+        let r: redis::RedisResult<(i64, i64, i64, i64)> = self
             .script
             .key(self.cluster.keys().rate(limiter, key))
             .arg(interval)
             .arg(burst.max(1))
             .invoke_async(&mut conn)
-            .await?;
+            .await;
+        let (allowed, remaining, reset_us, retry_us) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared rate limits unavailable: nodes use their own for now");
+                *self.skip_until.lock() = Some(Instant::now() + SKIP_AFTER_FAILURE);
+                return Err(e);
+            }
+        };
         Ok(Verdict {
             allowed: allowed == 1,
             remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,

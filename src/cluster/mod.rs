@@ -2,11 +2,12 @@
 //!
 //! PostgreSQL stays the truth (every chat's events and `seq`s); Redis carries speed (pub/sub of
 //! committed events, typing, revocations) and the state that must be one across nodes (rate-limit
-//! buckets, presence and connection counts, token versions, live nodes). Every Redis state change
+//! buckets, presence and connection counts, live nodes). Every Redis state change
 //! is one Lua script, so each is atomic. Without `REDIS_URL` nothing here runs.
 //!
 //! - [`broker`]: publish/subscribe with resubscription and a "gap possible" signal;
-//! - [`feed`]: the ordered feed a room puts remote events through (pure logic);
+//! - [`feed`]: the ordered feed a room puts remote events through, and [`relay`] the state
+//!   machine around it (timer, reads from PostgreSQL, resyncs) — both pure logic;
 //! - [`wire`]: the bytes of a published chat event;
 //! - [`limits`]: GCRA buckets; [`presence`]: connections per user across nodes;
 //!   [`revocation`]: "close this user's sockets" on every node; [`nodes`]: heartbeats.
@@ -16,10 +17,12 @@ pub mod feed;
 pub mod limits;
 pub mod nodes;
 pub mod presence;
+pub mod relay;
 pub mod revocation;
 pub mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -29,6 +32,7 @@ use crate::config::Config;
 
 pub use broker::{Broker, BrokerStats, ChatDelivery, Delivery, Subscription};
 pub use feed::{Feed, Pushed};
+pub use relay::{Read, Relay, Step};
 pub use wire::ChatEvent;
 
 /// How long one Redis command may take before it counts as failed (callers fall back: rate
@@ -91,6 +95,8 @@ struct Inner {
     node_ttl: Duration,
     gap_wait: Duration,
     revocation: revocation::Revocation,
+    /// Set by [`Cluster::leave`]: the heartbeat stops.
+    left: AtomicBool,
 }
 
 impl Cluster {
@@ -125,6 +131,7 @@ impl Cluster {
                 node_ttl: Duration::from_secs(config.node_ttl_secs),
                 gap_wait: Duration::from_millis(config.broker_gap_ms),
                 revocation,
+                left: AtomicBool::new(false),
             }),
         };
         cluster.inner.revocation.listen(&cluster.inner.broker);
@@ -198,6 +205,29 @@ impl Cluster {
             Ok(_) => Ok(started.elapsed()),
             Err(e) => Err(format!("Redis: {e}")),
         }
+    }
+
+    /// A clean shutdown: stop heartbeating, drop this node's connection counts and leave the
+    /// live nodes now rather than after the TTL.
+    pub async fn leave(&self) {
+        self.inner.left.store(true, Ordering::Relaxed);
+        if let Err(e) = self.presence().reset_node().await {
+            tracing::warn!(error = %e, "could not clear this node's connection counts");
+        }
+        let mut conn = self.conn();
+        let r: redis::RedisResult<i64> = redis::cmd("ZREM")
+            .arg(self.keys().nodes())
+            .arg(self.node_id())
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Ok(_) => tracing::info!(node = %self.node_id(), "left the cluster"),
+            Err(e) => tracing::warn!(error = %e, "could not leave the cluster cleanly"),
+        }
+    }
+
+    fn has_left(&self) -> bool {
+        self.inner.left.load(Ordering::Relaxed)
     }
 
     /// The nodes whose heartbeat is younger than the node TTL, sorted.

@@ -41,6 +41,9 @@ pub async fn spawn_heartbeat(cluster: &Cluster, every: Duration) {
             tick.tick().await;
             let Some(inner) = weak.upgrade() else { return };
             let cluster = Cluster { inner };
+            if cluster.has_left() {
+                return;
+            }
             if let Err(e) = beat(&cluster).await {
                 tracing::warn!(error = %e, "cluster heartbeat failed");
                 continue;

@@ -174,7 +174,9 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
                 limiter: self.name,
             },
             Err(e) => {
-                tracing::warn!(error = %e, limiter = self.name, "shared rate limit unavailable; using this node's");
+                tracing::debug!(error = %e, limiter = self.name, "shared rate limit unavailable; using this node's");
+                ::metrics::counter!("fechatter_rate_limit_fallbacks_total", "limit" => self.name)
+                    .increment(1);
                 self.check(key)
             }
         }

@@ -260,8 +260,29 @@ async fn broker_resubscribes_and_signals_a_gap_after_a_redis_restart() {
         data: &own,
     }]);
     deliver(cluster(&b), &mut rx, 2).await;
+    // Typing is relayed like the rest, without a seq (never logged, never refilled).
+    let typing = Bytes::from_static(br#"{"user_id":1}"#);
+    cluster(&b).broker().publish_chat([ChatEventRef {
+        chat_id: 7,
+        seq: None,
+        kind: "typing.start",
+        data: &typing,
+    }]);
+    match next(&mut rx).await {
+        ChatDelivery::Event(e) => {
+            assert_eq!(
+                (e.seq, e.kind.as_str(), &e.data),
+                (None, "typing.start", &typing)
+            )
+        }
+        other => panic!("expected the typing event, got {other:?}"),
+    }
+    // An idle subscription stays up: its pings are answered, nothing reconnects (a ping reply
+    // misread while subscribed once dropped the connection every ping).
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let before = cluster(&a).broker().stats();
     assert!(before.connected && before.received >= 2, "{before:?}");
+    assert_eq!(before.reconnects, 0, "{before:?}");
 
     redis.restart();
     match next(&mut rx).await {
@@ -393,4 +414,63 @@ async fn presence_changes_reach_the_other_nodes() {
         ),
         ("node-a", 11, true, vec![4, 5])
     );
+}
+
+/// Redis gone: requests are still limited (by the node's own buckets, with the same headers)
+/// rather than refused or waved through, and the shared buckets are back once Redis is.
+#[actix_web::test]
+async fn rate_limits_fall_back_to_the_node_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let db = fresh_database().await;
+    let a = node(&redis, &db, "node-a", &["--rate-limit-per-hour", "3"]).await;
+    let u = a.register("fallback").await;
+    assert_eq!(remaining(&a.get("/api/users/me", &u.token).await), 2);
+    redis.kill();
+    // The node's own bucket has not been touched yet: it starts full.
+    let counts = [
+        remaining(&a.get("/api/users/me", &u.token).await),
+        remaining(&a.get("/api/users/me", &u.token).await),
+        remaining(&a.get("/api/users/me", &u.token).await),
+    ];
+    assert_eq!(counts, [2, 1, 0]);
+    a.get("/api/users/me", &u.token)
+        .await
+        .err(429, "RATE_LIMITED");
+    redis.restart();
+    // A fresh Redis has a fresh bucket: once it answers again, the shared count resumes.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = a.get("/api/users/me", &u.token).await;
+        if r.status == 200 && remaining(&r) == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shared buckets never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A node that stops cleanly leaves at once: out of the live nodes, its connections uncounted.
+#[actix_web::test]
+async fn a_stopped_node_leaves_the_cluster() {
+    let redis = RedisServer::start();
+    let db = fresh_database().await;
+    let a = node(&redis, &db, "node-a", &[]).await;
+    let b = node(&redis, &db, "node-b", &[]).await;
+    let (ca, cb) = (cluster(&a).clone(), cluster(&b).clone());
+    assert!(matches!(
+        cb.presence().connect(3, 10).await.unwrap(),
+        Admit::Admitted { .. }
+    ));
+    assert_eq!(ca.presence().connections(3).await.unwrap(), 1);
+    assert_eq!(ca.live_nodes().await.unwrap(), ["node-a", "node-b"]);
+    b.stop().await;
+    let deadline = Instant::now() + DEADLINE;
+    while ca.live_nodes().await.unwrap() != ["node-a"] {
+        assert!(Instant::now() < deadline, "node-b never left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ca.presence().connections(3).await.unwrap(), 0);
+    // Well past a heartbeat: it stays gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ca.live_nodes().await.unwrap(), ["node-a"]);
 }
