@@ -227,6 +227,8 @@ pub struct ChatRoom {
     gap_armed: bool,
     /// A read from PostgreSQL for the feed is in flight.
     catching_up: bool,
+    /// Another catch-up was asked for while one was in flight (a `Resync` during a read).
+    catch_up_again: bool,
 }
 
 impl ChatRoom {
@@ -267,6 +269,7 @@ impl ChatRoom {
             subscription: None,
             gap_armed: false,
             catching_up: false,
+            catch_up_again: false,
         }
     }
 
@@ -357,9 +360,11 @@ impl ChatRoom {
             return;
         };
         if self.catching_up {
+            self.catch_up_again = true;
             return;
         }
         self.catching_up = true;
+        self.catch_up_again = false;
         let store = self.store.clone();
         let chat_id = self.chat_id;
         const PAGE: i64 = 1000;
@@ -395,7 +400,8 @@ impl ChatRoom {
                     for item in ready {
                         act.deliver(item, ctx);
                     }
-                    let behind = act.feed.as_ref().is_some_and(|f| f.last() < upto);
+                    let behind =
+                        act.catch_up_again || act.feed.as_ref().is_some_and(|f| f.last() < upto);
                     let gap = act.feed.as_ref().is_some_and(|f| f.missing().is_some());
                     if behind {
                         act.catch_up(ctx);

@@ -6,8 +6,8 @@
 //! is one Lua script, so each is atomic. Without `REDIS_URL` nothing here runs.
 //!
 //! - [`broker`]: publish/subscribe with resubscription and a "gap possible" signal;
-//! - [`feed`]: the ordered feed a room puts remote events through, and [`relay`] the state
-//!   machine around it (timer, reads from PostgreSQL, resyncs) — both pure logic;
+//! - [`feed`]: the ordered feed a room puts every event through (pure logic; the room's side
+//!   is `actors::relay` and `ChatRoom`'s feed methods);
 //! - [`wire`]: the bytes of a published chat event;
 //! - [`limits`]: GCRA buckets; [`presence`]: connections per user across nodes;
 //!   [`revocation`]: "close this user's sockets" on every node; [`nodes`]: heartbeats.
@@ -17,7 +17,6 @@ pub mod feed;
 pub mod limits;
 pub mod nodes;
 pub mod presence;
-pub mod relay;
 pub mod revocation;
 pub mod wire;
 
@@ -32,7 +31,6 @@ use crate::config::Config;
 
 pub use broker::{Broker, BrokerStats, ChatDelivery, Delivery, Subscription};
 pub use feed::{Feed, Pushed};
-pub use relay::{Read, Relay, Step};
 pub use wire::ChatEvent;
 
 /// How long one Redis command may take before it counts as failed (callers fall back: rate

@@ -294,7 +294,11 @@ impl RateLimits {
 
 /// Paths not counted: liveness, scraping, admin (its own token) and the static docs.
 fn exempt(path: &str) -> bool {
-    path == "/api/health"
+    // Only the API and the real-time endpoints are limited (the web client's files are not).
+    let limited =
+        path == "/api" || path.starts_with("/api/") || path == "/ws" || path.starts_with("/ws/");
+    !limited
+        || path == "/api/health"
         || path == "/metrics"
         || path == "/admin"
         || path.starts_with("/admin/")
