@@ -119,10 +119,6 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_REPLAY_MAX", default_value_t = 1000)]
     pub replay_max: i64,
 
-    /// Workspaces with more online users than this get no pushed presence updates.
-    #[arg(long, env = "FECHATTER_PRESENCE_FANOUT_MAX", default_value_t = 1000)]
-    pub presence_fanout_max: usize,
-
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,
@@ -170,6 +166,12 @@ pub struct Config {
     /// Log format: `text` or `json`. Filter with RUST_LOG.
     #[arg(long, env = "FECHATTER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    // ---- performance (issue 13) ----
+    /// Milliseconds presence changes are collected before one `presence.update` per workspace
+    /// goes out (0: each change at once).
+    #[arg(long, env = "FECHATTER_PRESENCE_COALESCE_MS", default_value_t = 200)]
+    pub presence_coalesce_ms: u64,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -251,6 +253,9 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return fail("FECHATTER_LOG_FORMAT must be `text` or `json`");
+        }
+        if self.presence_coalesce_ms > 10_000 {
+            return fail("FECHATTER_PRESENCE_COALESCE_MS must be at most 10000");
         }
         Ok(())
     }

@@ -157,9 +157,8 @@ pub struct FanoutArgs {
     pub members: usize,
 
     /// Connections per member user (raise FECHATTER_MAX_WS_PER_USER to match). Presence:
-    /// the server pushes presence updates to every online user of the workspace while there
-    /// are at most FECHATTER_PRESENCE_FANOUT_MAX (default 1000) of them — O(n²) frames as
-    /// members connect; keep users under it, or raise/lower it knowingly.
+    /// the server coalesces presence changes per workspace (FECHATTER_PRESENCE_COALESCE_MS),
+    /// one frame per window to every online member, while members connect.
     #[arg(long, default_value_t = 10)]
     pub conns_per_user: usize,
 

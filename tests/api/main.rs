@@ -13,6 +13,7 @@ mod lists;
 mod load;
 mod messages;
 mod openapi;
+mod presence;
 mod ratelimit;
 mod realtime;
 mod search;
