@@ -38,6 +38,9 @@ pub enum Command {
     /// A REST mix (login, list chats, send, list messages, search) at a concurrency:
     /// requests/s, latency percentiles per route, errors by status.
     Http(HttpArgs),
+    /// The chat scenario at rising rates until saturation (persisted HTTP sends, every
+    /// delivery checked): each step's acked msg/s and latency, and the knee.
+    Ramp(super::ramp::RampArgs),
     /// A plain actix-ws broadcast server without actors, auth or storage: the fan-out baseline.
     /// It speaks just enough of the protocol (auth frame, POST /api/messages) for `fanout`.
     BaselineServer(BaselineArgs),
@@ -46,9 +49,11 @@ pub enum Command {
 /// Options every scenario shares.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Server base URL; must be on loopback.
+    /// Server base URL, or several comma-separated (`--url` too): client connections and
+    /// senders are spread over them round robin (set-up uses the first). On loopback only.
     #[arg(
         long,
+        visible_alias = "url",
         env = "FECHATTER_LOAD_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]

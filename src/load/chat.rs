@@ -60,8 +60,14 @@ struct SenderOutcome {
 
 pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     let c = &a.common;
-    let target = Target::parse(&c.server)?;
+    let targets = Target::parse_all(&c.server)?;
+    let target = targets[0].clone();
     let api = Api::new(&target)?;
+    // Sender `i` posts to `apis[i % len]`, as its connection goes to `targets[i % len]`.
+    let apis = targets
+        .iter()
+        .map(Api::new)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let shape = Shape {
         users: a.users,
         rooms: a.rooms,
@@ -77,7 +83,7 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     };
     let pop = setup::population(&opts, shape).await?;
     let dial = Dial {
-        target: target.clone(),
+        targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
     };
@@ -107,7 +113,7 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     let senders: Vec<_> = (0..pop.users.len())
         .map(|i| {
             tokio::spawn(send_for(
-                api.clone(),
+                apis[i % apis.len()].clone(),
                 pop.users[i].clone(),
                 pop.rooms_of(i),
                 Schedule::new(a, i, started, duration),
