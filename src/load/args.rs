@@ -38,6 +38,9 @@ pub enum Command {
     /// A REST mix (login, list chats, send, list messages, search) at a concurrency:
     /// requests/s, latency percentiles per route, errors by status.
     Http(HttpArgs),
+    /// Merges the --json summaries of the shards of one `chat --shard I/N` run: delivery
+    /// checked across all shards, latency histograms merged exactly.
+    Merge(super::shard::MergeArgs),
     /// The chat scenario at rising rates until saturation (persisted HTTP sends, every
     /// delivery checked): each step's acked msg/s and latency, and the knee.
     Ramp(super::ramp::RampArgs),
@@ -150,6 +153,17 @@ pub struct ChatArgs {
     /// Most seconds to wait, after the last send, for deliveries still in flight.
     #[arg(long, default_value_t = 10)]
     pub drain_secs: u64,
+
+    /// Run only shard I of N (`I/N`, 0-based): the connections and senders of users with
+    /// index ≡ I (mod N). Start N processes at once with the same --reuse file (made first,
+    /// e.g. by a `--duration-secs 0` run) and --run-id, then `merge` their --json summaries.
+    #[arg(long, default_value = "0/1")]
+    pub shard: super::shard::Shard,
+
+    /// The run id stamped into every message (shards of one run must share it; default:
+    /// random).
+    #[arg(long)]
+    pub run_id: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -9,6 +9,7 @@
 //! - [`checker`]: the delivery checker (lost, duplicated, out of order) — pure.
 //! - [`latency`]: HDR histograms. [`report`]: JSON summary and tables. [`progress`]: bars.
 //!   [`rss`]: a process's resident memory.
+//! - [`shard`]: `--shard I/N` digests and `merge` (several load processes, one scenario).
 //! - Scenarios: [`connect`], [`chat`], [`ramp`] (chat at rising rates: the knee), [`fanout`],
 //!   [`httpmix`] (`http`); [`baseline`]: the
 //!   plain broadcast server fan-out is compared with.
@@ -27,6 +28,7 @@ pub mod ramp;
 pub mod report;
 pub mod rss;
 pub mod setup;
+pub mod shard;
 pub mod target;
 pub mod wsclient;
 
@@ -51,6 +53,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Fanout(a) => {
             let s = fanout::run(&a).await?;
             finish(&a.common, &s, || fanout::print(&s))?;
+            s.clean
+        }
+        Command::Merge(a) => {
+            let s = shard::merge(&a)?;
+            chat::print(&s);
             s.clean
         }
         Command::Ramp(a) => {
