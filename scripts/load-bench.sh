@@ -27,4 +27,10 @@ for i in 1 2 3; do
   "$L" http --users 50 --rooms 5 --concurrency 32 --duration-secs 20 \
     --reuse http-setup.json --json "http-$i.json" --quiet
 done
+# The persisted-send knee (BENCHMARKS.md "Issue 13"): chat at rising rates until saturation.
+for i in 1 2 3; do
+  "$L" ramp --users 500 --rooms 50 --duration-secs 8 --drain-secs 15 --start-rate 250 \
+    --factor 1.6 --max-rate 12000 --p99-ms 250 --reuse ramp-setup.json --json "ramp-$i.json" --quiet || true
+done
+for i in 1 2 3; do jq -r '"ramp \(input_filename): knee \(.knee_acked_per_sec) peak \(.peak_acked_per_sec) acked msg/s"' "ramp-$i.json"; done
 "$ROOT/scripts/load-medians.sh" "$OUT"

@@ -12,6 +12,8 @@
 #                               cluster; the group_commit bench then needs BENCH_DATABASE_URL
 #   CLIENTS="1 2 8 16"  DURATION=10 (s per pgbench run)  RUNS=3 (medians of RUNS runs)
 #   GROUP_COMMIT=0      skip step 2
+#   SQL=scripts/pgbench-insert-outbox.sql   the INSERT plus each row's search outbox row (what a
+#                       send writes since V7); default scripts/pgbench-insert.sql
 #   FSYNC=off           throwaway settings (fsync, synchronous_commit, full_page_writes off)
 # The throwaway cluster runs with fsync on by default, as `fechatter serve` runs its own.
 set -euo pipefail
@@ -23,6 +25,7 @@ RUNS=${RUNS:-3}
 GROUP_COMMIT=${GROUP_COMMIT:-1}
 FSYNC=${FSYNC:-on}
 ROWS=50
+SQL=${SQL:-scripts/pgbench-insert.sql}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 bin_dir() {
@@ -89,7 +92,7 @@ psql_q "CREATE SEQUENCE IF NOT EXISTS pgbench_msg_seq" >/dev/null
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $("$BIN/postgres" --version)"
 echo "PostgreSQL: fsync=$(psql_q 'SHOW fsync') synchronous_commit=$(psql_q 'SHOW synchronous_commit')"
 echo
-echo "pgbench: one ${ROWS}-row INSERT per transaction, ${DURATION}s per run, median of $RUNS runs"
+echo "pgbench: $SQL, one ${ROWS}-row INSERT per transaction, ${DURATION}s per run, median of $RUNS runs"
 printf '%8s  %12s  %s\n' clients "rows/s" "runs (rows/s)"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A CEILING
@@ -98,7 +101,7 @@ for c in $CLIENTS; do
     results=()
     for _ in $(seq "$RUNS"); do
         tps=$("$BIN/pgbench" -n -c "$c" -j "$j" -T "$DURATION" -D base="$BASE" -D sender="$SENDER" \
-            -f scripts/pgbench-insert.sql "$CEILING_DB" 2>/dev/null |
+            -f "$SQL" "$CEILING_DB" 2>/dev/null |
             awk '/^tps = / {print $3; exit}')
         results+=("$(awk -v t="$tps" -v r="$ROWS" 'BEGIN {printf "%.0f", t * r}')")
     done

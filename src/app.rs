@@ -52,10 +52,9 @@ impl Application {
         )?;
         store.migrate().await.context("applying migrations")?;
         let mut search = Search::from_config(&config, &store).await?;
-        if let Some(meili) = search.meili() {
-            // The rooms get it from `Search::indexer()` (below, through the Hub).
-            search.set_indexer(SearchIndexer::start(store.clone(), meili.clone()));
-        }
+        // Feeds the configured engine from the outbox; the rooms get its handle from
+        // `Search::indexer()` (below, through the Hub).
+        search.set_indexer(SearchIndexer::start(store.clone(), search.engine().clone()));
         let cluster = crate::cluster::Cluster::connect(&config).await?;
         let presence = Presence::new(store.clone(), &config);
         let registry = presence.registry();
@@ -72,7 +71,8 @@ impl Application {
             store.clone(),
             registry.clone(),
             search.indexer(),
-            search.needs_outbox(),
+            // Every message write records its outbox row: both engines are fed from it.
+            true,
             &config,
             faults.clone(),
             cluster.clone(),

@@ -167,10 +167,6 @@ pub struct Config {
     )]
     pub fault_session_start_failures: u32,
 
-    /// Workspaces with more online users than this get no pushed presence updates.
-    #[arg(long, env = "FECHATTER_PRESENCE_FANOUT_MAX", default_value_t = 1000)]
-    pub presence_fanout_max: usize,
-
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,
@@ -246,6 +242,12 @@ pub struct Config {
     /// Prefix of every Redis key and channel (several clusters may share one Redis).
     #[arg(long, env = "FECHATTER_REDIS_PREFIX", default_value = "fechatter")]
     pub redis_prefix: String,
+
+    // ---- performance (issue 13) ----
+    /// Milliseconds presence changes are collected before one `presence.update` per workspace
+    /// goes out (0: each change at once).
+    #[arg(long, env = "FECHATTER_PRESENCE_COALESCE_MS", default_value_t = 200)]
+    pub presence_coalesce_ms: u64,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -327,6 +329,9 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return fail("FECHATTER_LOG_FORMAT must be `text` or `json`");
+        }
+        if self.presence_coalesce_ms > 10_000 {
+            return fail("FECHATTER_PRESENCE_COALESCE_MS must be at most 10000");
         }
         self.validate_cluster()
     }

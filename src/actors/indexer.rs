@@ -1,31 +1,35 @@
-//! `SearchIndexer`: drains the search outbox into Meilisearch, in batches, behind the write.
+//! `SearchIndexer`: drains the search outbox into the configured engine (Meilisearch, or the
+//! PostgreSQL engine's `message_search` table), in batches, behind the write.
 //!
 //! State: the store, the engine, and whether a drain is running. Chat rooms wake it through an
 //! [`IndexerHandle`] after committing messages (with their outbox rows, in the same
 //! transaction); a timer wakes it every second too, so after Meilisearch was down (or this node
-//! crashed between commit and indexing) it catches up from PostgreSQL on its own.
+//! crashed between commit and indexing) it catches up from PostgreSQL on its own. What arrives
+//! during a drain is taken by the next one, so batches grow with the write rate.
 //!
 //! Delivery: at least once. A batch's outbox rows are deleted only after Meilisearch confirmed
-//! the batch's tasks; a failed batch stays and is retried. Replays are harmless: a document is
-//! upserted by primary key from the message's current row, or deleted when the message is gone.
+//! the batch's tasks (PostgreSQL: in the transaction that wrote `message_search`); a failed
+//! batch stays and is retried. Replays are harmless: a document or row is upserted by primary
+//! key from the message's current row, or deleted when the message is gone.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::store::Store;
+use crate::store::search::Engine;
 use crate::store::search::meili::MeiliEngine;
 
 /// Outbox rows taken per batch.
 const BATCH: i64 = 500;
 /// How often the outbox is checked without being woken.
 const TICK: Duration = Duration::from_secs(1);
-/// Longest drain: a Meilisearch that stops answering mid-request must not wedge the indexer
+/// Longest drain: an engine that stops answering mid-request must not wedge the indexer
 /// (the unfinished batch rolls back and is retried).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Handle the chat rooms use to tell the indexer that new outbox rows are committed.
-/// The default handle (PostgreSQL engine: no indexer) does nothing.
+/// The default handle (no indexer attached yet) does nothing.
 #[derive(Clone, Default)]
 pub struct IndexerHandle {
     addr: Option<Addr<SearchIndexer>>,
@@ -48,7 +52,7 @@ struct Wake;
 
 pub struct SearchIndexer {
     store: Store,
-    engine: MeiliEngine,
+    engine: Engine,
     /// A drain future is running (only one at a time).
     draining: bool,
     /// Woken during a drain: drain again when it ends.
@@ -59,7 +63,7 @@ pub struct SearchIndexer {
 
 impl SearchIndexer {
     /// Starts the indexer on the current arbiter.
-    pub fn start(store: Store, engine: MeiliEngine) -> IndexerHandle {
+    pub fn start(store: Store, engine: Engine) -> IndexerHandle {
         let addr = Actor::start(SearchIndexer {
             store,
             engine,
@@ -128,7 +132,20 @@ impl Handler<Wake> for SearchIndexer {
 }
 
 /// Drains the outbox batch by batch until it is empty (or another node holds the drain lock).
-async fn drain(store: &Store, engine: &MeiliEngine) -> anyhow::Result<()> {
+async fn drain(store: &Store, engine: &Engine) -> anyhow::Result<()> {
+    match engine {
+        Engine::Meili(m) => drain_meili(store, m).await,
+        Engine::Postgres => loop {
+            match store.drain_outbox_into_table(BATCH).await? {
+                Some(n) if n as i64 == BATCH => continue,
+                _ => return Ok(()),
+            }
+        },
+    }
+}
+
+/// Drains the outbox into Meilisearch.
+async fn drain_meili(store: &Store, engine: &MeiliEngine) -> anyhow::Result<()> {
     // Also how settings reach a Meilisearch that was down at start-up.
     engine.ensure_index().await?;
     loop {

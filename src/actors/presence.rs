@@ -2,16 +2,24 @@
 //! or SSE connections is open; several tabs are one presence), the per-user connection limit,
 //! and `presence.update` events to the online users who share a workspace.
 //!
+//! Changes are coalesced per workspace over `FECHATTER_PRESENCE_COALESCE_MS`: each window sends
+//! one frame per workspace that had changes, serialised once and shared by every recipient, so
+//! a storm of n users connecting costs O(n) frames per window instead of n² (no cap on the
+//! workspace size). A window with one change sends the contract's `{user_id, status,
+//! last_seen}`; with several, the last change's fields plus `changes`, all of them in order.
+//!
 //! Presence is the only writer of [`ConnRegistry`], the index of open connections per user;
 //! chat rooms read it synchronously when a user joins a chat, to subscribe that user's open
 //! connections in the same turn as the join is fanned out (no window where an event is missed).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
 use dashmap::DashMap;
+use serde::Serialize;
 
 use super::events::{Event, EventKind, PresenceData};
 use super::room::{ConnId, Push};
@@ -63,16 +71,29 @@ struct Online {
     workspaces: Vec<i64>,
 }
 
+/// `data` of a `presence.update` for a window that held several changes: the last change's
+/// fields (so a client reading only those stays correct) and every change in order.
+#[derive(Serialize)]
+struct CoalescedData<'a> {
+    #[serde(flatten)]
+    last: &'a PresenceData,
+    changes: &'a [PresenceData],
+}
+
 pub struct Presence {
     store: Store,
     registry: ConnRegistry,
     max_per_user: u32,
-    /// Workspaces with more online users than this get no pushed presence updates
-    /// (clients read `GET /api/users`); bounds the O(n²) cost of connection storms.
-    fanout_max: usize,
+    /// How long changes are collected before one frame per workspace goes out (zero: each
+    /// change goes out at once).
+    window: Duration,
     online: HashMap<i64, Online>,
     /// workspace id → its online users.
     by_workspace: HashMap<i64, HashSet<i64>>,
+    /// workspace id → the changes of its users since the last flush, in order.
+    pending: HashMap<i64, Vec<PresenceData>>,
+    /// A flush is scheduled.
+    flush_scheduled: bool,
 }
 
 impl Presence {
@@ -81,9 +102,11 @@ impl Presence {
             store,
             registry: Arc::new(DashMap::new()),
             max_per_user: config.max_ws_per_user,
-            fanout_max: config.presence_fanout_max,
+            window: Duration::from_millis(config.presence_coalesce_ms),
             online: HashMap::new(),
             by_workspace: HashMap::new(),
+            pending: HashMap::new(),
+            flush_scheduled: false,
         }
     }
 
@@ -92,32 +115,71 @@ impl Presence {
         self.registry.clone()
     }
 
-    /// Sends `presence.update` for `user_id` to the online users sharing a workspace.
-    fn broadcast(&self, user_id: i64, workspaces: &[i64], status: &'static str) {
-        let mut recipients: HashSet<i64> = HashSet::new();
+    /// Records that `user_id` went `status` for the online users sharing a workspace: at
+    /// once with no window, else at the window's end.
+    fn changed(
+        &mut self,
+        user_id: i64,
+        workspaces: &[i64],
+        status: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
+        let last_seen = Utc::now();
         for ws in workspaces {
-            if let Some(users) = self.by_workspace.get(ws) {
-                if users.len() > self.fanout_max {
+            self.pending.entry(*ws).or_default().push(PresenceData {
+                user_id,
+                status,
+                last_seen,
+            });
+        }
+        if self.window.is_zero() {
+            self.flush();
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(self.window, |act, _| {
+                act.flush_scheduled = false;
+                act.flush();
+            });
+        }
+    }
+
+    /// Sends each workspace's pending changes as one `presence.update`, serialised once and
+    /// shared by all its online users' connections. A single change keeps the contract's shape
+    /// and skips its own user; several add `changes` and go to every online member (their
+    /// own change included), so the cost is O(online members) per workspace per window.
+    fn flush(&mut self) {
+        for (ws, changes) in std::mem::take(&mut self.pending) {
+            let Some(users) = self.by_workspace.get(&ws) else {
+                continue;
+            };
+            let (event, skip) = match changes.as_slice() {
+                [] => continue,
+                [only] => (
+                    Event::new(EventKind::PresenceUpdate, None, None, only),
+                    Some(only.user_id),
+                ),
+                [.., last] => (
+                    Event::new(
+                        EventKind::PresenceUpdate,
+                        None,
+                        None,
+                        &CoalescedData {
+                            last,
+                            changes: &changes,
+                        },
+                    ),
+                    None,
+                ),
+            };
+            for user in users {
+                if Some(*user) == skip {
                     continue;
                 }
-                recipients.extend(users.iter().copied());
-            }
-        }
-        recipients.remove(&user_id);
-        if recipients.is_empty() {
-            return;
-        }
-        let data = PresenceData {
-            user_id,
-            status,
-            last_seen: Utc::now(),
-        };
-        let event = Event::new(EventKind::PresenceUpdate, None, None, &data);
-        for r in recipients {
-            if let Some(conns) = self.registry.get(&r) {
-                for (_, recipient) in conns.iter() {
-                    // Droppable: a full mailbox just misses this update.
-                    let _ = recipient.try_send(Push::Event(event.clone()));
+                if let Some(conns) = self.registry.get(user) {
+                    for (_, recipient) in conns.iter() {
+                        // Droppable: a full mailbox just misses this update.
+                        let _ = recipient.try_send(Push::Event(event.clone()));
+                    }
                 }
             }
         }
@@ -135,7 +197,7 @@ impl Actor for Presence {
 impl Handler<Connect> for Presence {
     type Result = Result<(), TooManyConnections>;
 
-    fn handle(&mut self, msg: Connect, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
         let count = self.registry.get(&msg.user_id).map_or(0, |c| c.len());
         if count >= self.max_per_user as usize {
             return Err(TooManyConnections(self.max_per_user));
@@ -157,7 +219,7 @@ impl Handler<Connect> for Presence {
                     .or_default()
                     .insert(msg.user_id);
             }
-            self.broadcast(msg.user_id, &msg.workspaces, "online");
+            self.changed(msg.user_id, &msg.workspaces, "online", ctx);
         }
         Ok(())
     }
@@ -197,7 +259,7 @@ impl Handler<Disconnect> for Presence {
                 }
             }
         }
-        self.broadcast(msg.user_id, &workspaces, "offline");
+        self.changed(msg.user_id, &workspaces, "offline", ctx);
         let store = self.store.clone();
         let user_id = msg.user_id;
         ctx.spawn(

@@ -38,6 +38,12 @@ pub enum Command {
     /// A REST mix (login, list chats, send, list messages, search) at a concurrency:
     /// requests/s, latency percentiles per route, errors by status.
     Http(HttpArgs),
+    /// Merges the --json summaries of the shards of one `chat --shard I/N` run: delivery
+    /// checked across all shards, latency histograms merged exactly.
+    Merge(super::shard::MergeArgs),
+    /// The chat scenario at rising rates until saturation (persisted HTTP sends, every
+    /// delivery checked): each step's acked msg/s and latency, and the knee.
+    Ramp(super::ramp::RampArgs),
     /// A plain actix-ws broadcast server without actors, auth or storage: the fan-out baseline.
     /// It speaks just enough of the protocol (auth frame, POST /api/messages) for `fanout`.
     BaselineServer(BaselineArgs),
@@ -46,9 +52,11 @@ pub enum Command {
 /// Options every scenario shares.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Server base URL; must be on loopback.
+    /// Server base URL, or several comma-separated (`--url` too): client connections and
+    /// senders are spread over them round robin (set-up uses the first). On loopback only.
     #[arg(
         long,
+        visible_alias = "url",
         env = "FECHATTER_LOAD_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
@@ -145,6 +153,17 @@ pub struct ChatArgs {
     /// Most seconds to wait, after the last send, for deliveries still in flight.
     #[arg(long, default_value_t = 10)]
     pub drain_secs: u64,
+
+    /// Run only shard I of N (`I/N`, 0-based): the connections and senders of users with
+    /// index ≡ I (mod N). Start N processes at once with the same --reuse file (made first,
+    /// e.g. by a `--duration-secs 0` run) and --run-id, then `merge` their --json summaries.
+    #[arg(long, default_value = "0/1")]
+    pub shard: super::shard::Shard,
+
+    /// The run id stamped into every message (shards of one run must share it; default:
+    /// random).
+    #[arg(long)]
+    pub run_id: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -157,9 +176,8 @@ pub struct FanoutArgs {
     pub members: usize,
 
     /// Connections per member user (raise FECHATTER_MAX_WS_PER_USER to match). Presence:
-    /// the server pushes presence updates to every online user of the workspace while there
-    /// are at most FECHATTER_PRESENCE_FANOUT_MAX (default 1000) of them — O(n²) frames as
-    /// members connect; keep users under it, or raise/lower it knowingly.
+    /// the server coalesces presence changes per workspace (FECHATTER_PRESENCE_COALESCE_MS),
+    /// one frame per window to every online member, while members connect.
     #[arg(long, default_value_t = 10)]
     pub conns_per_user: usize,
 

@@ -18,6 +18,7 @@ use super::args::ChatArgs;
 use super::checker::{self, Acked, Stamp, StreamKey, Tally};
 use super::latency::{Percentiles, SharedLatency, now_nanos};
 use super::setup::{self, SetupOptions, Shape};
+use super::shard::ShardDigest;
 use super::target::Target;
 use super::wsclient::{self, ConnPlan, Dial, ReaderShared};
 use super::{progress, report};
@@ -48,6 +49,9 @@ pub struct ChatSummary {
     /// `POST /api/messages` round trip.
     pub ack_latency: Percentiles,
     pub clean: bool,
+    /// With `--shard I/N` (N > 1): what `merge` needs from this shard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardDigest>,
 }
 
 /// What one sender did.
@@ -60,8 +64,14 @@ struct SenderOutcome {
 
 pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     let c = &a.common;
-    let target = Target::parse(&c.server)?;
+    let targets = Target::parse_all(&c.server)?;
+    let target = targets[0].clone();
     let api = Api::new(&target)?;
+    // Sender `i` posts to `apis[i % len]`, as its connection goes to `targets[i % len]`.
+    let apis = targets
+        .iter()
+        .map(Api::new)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let shape = Shape {
         users: a.users,
         rooms: a.rooms,
@@ -75,21 +85,32 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
         concurrency: c.setup_concurrency,
         quiet: c.quiet,
     };
+    let shard = a.shard;
+    if !shard.is_whole() {
+        anyhow::ensure!(
+            c.reuse.as_deref().is_some_and(|p| p.exists()) && a.run_id.is_some(),
+            "--shard needs an existing --reuse file (every shard must use the same users) \
+             and a --run-id shared by all shards"
+        );
+    }
     let pop = setup::population(&opts, shape).await?;
+    // The users this process drives (all of them unless sharded).
+    let mine: Vec<usize> = (0..pop.users.len()).filter(|i| shard.owns(*i)).collect();
     let dial = Dial {
-        target: target.clone(),
+        targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
     };
     let shared = ReaderShared {
-        run: rand::random(),
+        run: a.run_id.unwrap_or_else(rand::random),
         delivered: Arc::new(AtomicU64::new(0)),
         latency: SharedLatency::default(),
         keep_arrivals: false,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let plans: Vec<ConnPlan> = (0..pop.users.len())
-        .map(|i| ConnPlan {
+    let plans: Vec<ConnPlan> = mine
+        .iter()
+        .map(|&i| ConnPlan {
             token: pop.users[i].token.clone(),
             rooms: pop.rooms_of(i),
         })
@@ -98,16 +119,17 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     let opened =
         wsclient::open_all(&dial, plans, c.connect_concurrency, &shared, &stop_rx, &bar).await;
     bar.finish_and_clear();
-    let connected: Vec<usize> = opened.readers.iter().map(|(i, _)| *i).collect();
+    let connected: Vec<usize> = opened.readers.iter().map(|(i, _)| mine[*i]).collect();
 
     let ack_latency = SharedLatency::default();
     let duration = Duration::from_secs(a.duration_secs);
     let bar = progress::timer(c.quiet, a.duration_secs, "send");
     let started = Instant::now();
-    let senders: Vec<_> = (0..pop.users.len())
-        .map(|i| {
+    let senders: Vec<_> = mine
+        .iter()
+        .map(|&i| {
             tokio::spawn(send_for(
-                api.clone(),
+                apis[i % apis.len()].clone(),
                 pop.users[i].clone(),
                 pop.rooms_of(i),
                 Schedule::new(a, i, started, duration),
@@ -135,12 +157,18 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
         .flat_map(|i| pop.rooms_of(*i))
         .map(|room| sent.acked.in_room(room))
         .sum();
-    let drained = wsclient::drain(
-        &shared.delivered,
-        expected,
-        Duration::from_secs(a.drain_secs),
-    )
-    .await;
+    let drained = if shard.is_whole() {
+        wsclient::drain(
+            &shared.delivered,
+            expected,
+            Duration::from_secs(a.drain_secs),
+        )
+        .await
+    } else {
+        // Other shards' messages arrive too, in numbers this process does not know: wait
+        // until deliveries stop for a while (or the drain limit).
+        drain_quiet(&shared.delivered, Duration::from_secs(a.drain_secs)).await
+    };
     let _ = stop_tx.send(true);
     let outcomes = wsclient::join_readers(opened.readers).await;
     let tally = checker::tally(&sent.acked, outcomes.iter().map(|o| &o.log));
@@ -151,6 +179,17 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
         }
     }
     let acknowledged = sent.acked.total();
+    let latency = shared.latency.snapshot();
+    let ack_latency = ack_latency.snapshot();
+    let digest = (!shard.is_whole()).then(|| ShardDigest {
+        index: shard.index,
+        count: shard.count,
+        run_id: shared.run,
+        acked: sent.acked.digest(),
+        clients: outcomes.iter().map(|o| o.log.digest()).collect(),
+        latency: latency.buckets(),
+        ack_latency: ack_latency.buckets(),
+    });
     Ok(ChatSummary {
         scenario: "chat",
         users: a.users,
@@ -169,9 +208,31 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
         drain_secs: drained.as_secs_f64(),
         clean: tally.is_clean(),
         tally,
-        latency: shared.latency.snapshot().summary(),
-        ack_latency: ack_latency.snapshot().summary(),
+        latency: latency.summary(),
+        ack_latency: ack_latency.summary(),
+        shard: digest,
     })
+}
+
+/// How long deliveries must pause before a shard's drain ends.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Waits until `delivered` has not moved for [`QUIET`], at most `max`; returns the time taken.
+async fn drain_quiet(delivered: &AtomicU64, max: Duration) -> Duration {
+    let started = Instant::now();
+    let mut last = delivered.load(std::sync::atomic::Ordering::Relaxed);
+    let mut still_since = Instant::now();
+    while started.elapsed() < max {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = delivered.load(std::sync::atomic::Ordering::Relaxed);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= QUIET {
+            break;
+        }
+    }
+    started.elapsed()
 }
 
 /// When one sender sends: an even share of the total rate, senders staggered over one period.

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the tool writes at the start of every message it sends:
 /// `"{run}:{sender}:{n}:{unix_nanos}"` (padding may follow after a space).
@@ -105,6 +105,112 @@ impl Acked {
 
     pub fn total(&self) -> u64 {
         self.streams.values().map(|ns| ns.len() as u64).sum()
+    }
+}
+
+/// A set of sequence numbers as sorted, disjoint, inclusive ranges (compact: a stream that
+/// arrived whole is one range). How shards of a run exchange what they sent and received.
+pub type Ranges = Vec<(u64, u64)>;
+
+fn to_ranges<'a>(ns: impl IntoIterator<Item = &'a u64>) -> Ranges {
+    let mut v: Vec<u64> = ns.into_iter().copied().collect();
+    v.sort_unstable();
+    let mut out: Ranges = Vec::new();
+    for n in v {
+        match out.last_mut() {
+            Some((_, end)) if *end + 1 == n => *end = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
+fn from_ranges(r: &Ranges) -> impl Iterator<Item = u64> + '_ {
+    r.iter().flat_map(|(a, b)| *a..=*b)
+}
+
+/// One stream's numbers, for a shard digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamRanges {
+    pub room: i64,
+    pub sender: i64,
+    pub ns: Ranges,
+}
+
+/// What one client received, for a shard digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientDigest {
+    pub rooms: Vec<i64>,
+    pub streams: Vec<StreamRanges>,
+    pub received: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+}
+
+impl Acked {
+    /// The acknowledged numbers per stream, as ranges.
+    pub fn digest(&self) -> Vec<StreamRanges> {
+        self.streams
+            .iter()
+            .map(|(k, ns)| StreamRanges {
+                room: k.room,
+                sender: k.sender,
+                ns: to_ranges(ns),
+            })
+            .collect()
+    }
+
+    /// Adds a digest's numbers.
+    pub fn absorb(&mut self, digest: &[StreamRanges]) {
+        for s in digest {
+            let key = StreamKey {
+                room: s.room,
+                sender: s.sender,
+            };
+            self.streams
+                .entry(key)
+                .or_default()
+                .extend(from_ranges(&s.ns));
+        }
+    }
+}
+
+impl ClientLog {
+    /// What this client received, as ranges per stream.
+    pub fn digest(&self) -> ClientDigest {
+        ClientDigest {
+            rooms: self.rooms.clone(),
+            streams: self
+                .streams
+                .iter()
+                .map(|(k, l)| StreamRanges {
+                    room: k.room,
+                    sender: k.sender,
+                    ns: to_ranges(&l.seen),
+                })
+                .collect(),
+            received: self.received,
+            duplicated: self.duplicated,
+            out_of_order: self.out_of_order,
+        }
+    }
+
+    /// The log a digest describes (duplicate and order counts as the shard saw them).
+    pub fn from_digest(d: &ClientDigest) -> ClientLog {
+        let mut log = ClientLog::new(d.rooms.clone());
+        for s in &d.streams {
+            let key = StreamKey {
+                room: s.room,
+                sender: s.sender,
+            };
+            let seen: HashSet<u64> = from_ranges(&s.ns).collect();
+            let highest = seen.iter().max().copied();
+            log.streams.insert(key, StreamLog { seen, highest });
+        }
+        log.received = d.received;
+        log.duplicated = d.duplicated;
+        log.out_of_order = d.out_of_order;
+        log
     }
 }
 
@@ -229,6 +335,18 @@ mod tests {
         let mut log = ClientLog::new(vec![KEY.room]);
         let obs = ns.iter().map(|n| log.record(KEY, *n)).collect();
         (log, obs)
+    }
+
+    #[test]
+    fn digests_round_trip_through_ranges() {
+        let (log, _) = feed(&[0, 1, 2, 5, 6, 9, 9]);
+        let d = log.digest();
+        assert_eq!(d.streams[0].ns, vec![(0, 2), (5, 6), (9, 9)]);
+        let back = ClientLog::from_digest(&d);
+        let a = acked(0..10);
+        let mut merged = Acked::default();
+        merged.absorb(&a.digest());
+        assert_eq!(tally(&merged, [&back]), tally(&a, [&log]));
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct ConnectSummary {
 
 pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
     let c = &a.common;
-    let target = Target::parse(&c.server)?;
+    let targets = Target::parse_all(&c.server)?;
+    let target = targets[0].clone();
     let api = Api::new(&target)?;
     let per_user = a.conns_per_user.max(1);
     let shape = Shape {
@@ -66,7 +67,7 @@ pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
     };
     let pop = setup::population(&opts, shape).await?;
     let dial = Dial {
-        target,
+        targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
     };

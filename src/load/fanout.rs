@@ -125,11 +125,12 @@ async fn cast(a: &FanoutArgs, api: &Api, target: &Target, baseline: bool) -> any
 
 async fn measure(a: &FanoutArgs, server: &str, baseline: bool) -> anyhow::Result<FanoutResult> {
     let c = &a.common;
-    let target = Target::parse(server)?;
+    let targets = Target::parse_all(server)?;
+    let target = targets[0].clone();
     let api = Api::new(&target)?;
     let cast = cast(a, &api, &target, baseline).await?;
     let dial = Dial {
-        target: target.clone(),
+        targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
     };

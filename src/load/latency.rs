@@ -31,6 +31,23 @@ impl Latency {
         let _ = self.0.add(&other.0);
     }
 
+    /// The recorded values and their counts (exact; a shard digest carries these).
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        self.0
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// A histogram of `buckets` (as [`buckets`](Self::buckets) returns).
+    pub fn from_buckets(buckets: &[(u64, u64)]) -> Latency {
+        let mut l = Latency::default();
+        for (value, count) in buckets {
+            let _ = l.0.record_n((*value).clamp(1, MAX_MICROS), *count);
+        }
+        l
+    }
+
     pub fn count(&self) -> u64 {
         self.0.len()
     }

@@ -9,7 +9,9 @@
 //! - [`checker`]: the delivery checker (lost, duplicated, out of order) — pure.
 //! - [`latency`]: HDR histograms. [`report`]: JSON summary and tables. [`progress`]: bars.
 //!   [`rss`]: a process's resident memory.
-//! - Scenarios: [`connect`], [`chat`], [`fanout`], [`httpmix`] (`http`); [`baseline`]: the
+//! - [`shard`]: `--shard I/N` digests and `merge` (several load processes, one scenario).
+//! - Scenarios: [`connect`], [`chat`], [`ramp`] (chat at rising rates: the knee), [`fanout`],
+//!   [`httpmix`] (`http`); [`baseline`]: the
 //!   plain broadcast server fan-out is compared with.
 
 pub mod api;
@@ -22,9 +24,11 @@ pub mod fanout;
 pub mod httpmix;
 pub mod latency;
 pub mod progress;
+pub mod ramp;
 pub mod report;
 pub mod rss;
 pub mod setup;
+pub mod shard;
 pub mod target;
 pub mod wsclient;
 
@@ -49,6 +53,17 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Fanout(a) => {
             let s = fanout::run(&a).await?;
             finish(&a.common, &s, || fanout::print(&s))?;
+            s.clean
+        }
+        Command::Merge(a) => {
+            let s = shard::merge(&a)?;
+            chat::print(&s);
+            s.clean
+        }
+        Command::Ramp(a) => {
+            // `ramp` writes its own JSON (the per-step chat runs must not).
+            let s = ramp::run(&a).await?;
+            ramp::print(&s);
             s.clean
         }
         Command::Http(a) => {

@@ -35,6 +35,21 @@ impl Target {
         })
     }
 
+    /// Parses `--server`/`--url`: one URL or several, comma-separated (clients are spread over
+    /// them round robin; set-up and other single-server work use the first).
+    pub fn parse_all(servers: &str) -> anyhow::Result<Vec<Target>> {
+        let targets = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Target::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if targets.is_empty() {
+            bail!("--server names no URL");
+        }
+        Ok(targets)
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
@@ -65,6 +80,11 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+        let all = Target::parse_all("http://127.0.0.1:8080, http://127.0.0.2:8081").expect("two");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].base, "http://127.0.0.2:8081");
+        assert!(Target::parse_all("http://127.0.0.1:1,http://10.0.0.1:2").is_err());
+        assert!(Target::parse_all(" , ").is_err());
         assert_eq!(source_ip(0, 4), Ipv4Addr::new(127, 0, 0, 1));
         assert_eq!(source_ip(5, 4), Ipv4Addr::new(127, 0, 0, 2));
     }

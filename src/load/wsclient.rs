@@ -39,7 +39,8 @@ pub type Ws = WebSocketStream<TcpStream>;
 /// How clients reach the server.
 #[derive(Debug, Clone)]
 pub struct Dial {
-    pub target: Target,
+    /// Connection `i` goes to `targets[i % len]` (never empty).
+    pub targets: Vec<Target>,
     /// Connections are spread over 127.0.0.1 … 127.0.0.`source_ips`.
     pub source_ips: u8,
     /// tokio-tungstenite's read buffer per connection (its default, 128 KiB, costs ~138 KB
@@ -51,22 +52,32 @@ pub struct Dial {
 pub async fn open(dial: &Dial, i: usize, token: &str) -> anyhow::Result<Ws> {
     tokio::time::timeout(
         OPEN_DEADLINE,
-        open_inner(dial, source_ip(i, dial.source_ips), token),
+        open_inner(
+            dial,
+            &dial.targets[i % dial.targets.len()],
+            source_ip(i, dial.source_ips),
+            token,
+        ),
     )
     .await
     .map_err(|_| anyhow::anyhow!("no auth.success within {OPEN_DEADLINE:?}"))?
 }
 
-async fn open_inner(dial: &Dial, source: Ipv4Addr, token: &str) -> anyhow::Result<Ws> {
+async fn open_inner(
+    dial: &Dial,
+    target: &Target,
+    source: Ipv4Addr,
+    token: &str,
+) -> anyhow::Result<Ws> {
     let socket = TcpSocket::new_v4().context("socket")?;
     socket
         .bind(SocketAddr::new(source.into(), 0))
         .with_context(|| format!("bind {source}"))?;
-    let stream = socket.connect(dial.target.addr).await.context("connect")?;
+    let stream = socket.connect(target.addr).await.context("connect")?;
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default().read_buffer_size(dial.read_buffer);
     let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(dial.target.ws_url(), stream, Some(config))
+        tokio_tungstenite::client_async_with_config(target.ws_url(), stream, Some(config))
             .await
             .context("handshake")?;
     let auth = json!({"type": "auth", "token": format!("Bearer {token}")}).to_string();

@@ -199,3 +199,131 @@ async fn http_mix_runs_every_route() {
         );
     }
 }
+
+/// Two `--shard I/2` processes drive one chat run over two server URLs (here the same server
+/// twice); `merge` checks delivery across both shards' senders and clients.
+#[actix_web::test]
+async fn sharded_chat_merges_into_one_clean_summary() {
+    let app = spawn_app_with(test_config(&[])).await;
+    let servers = format!("{0},{0}", app.base);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reuse = dir.path().join("setup.json");
+    let reuse = reuse.to_str().expect("utf-8 path").to_string();
+    let base = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "chat",
+            "--url",
+            &servers,
+            "--users",
+            "10",
+            "--rooms",
+            "2",
+            "--rooms-per-user",
+            "1",
+            "--rate",
+            "20",
+            "--drain-secs",
+            "30",
+            "--reuse",
+            &reuse,
+            "--run-id",
+            "4242",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // The set-up first (sends nothing), so both shards use the same users.
+    let setup = base(&["--duration-secs", "0"]);
+    let setup: Vec<&str> = setup.iter().map(String::as_str).collect();
+    let (out, _) = load(&setup).await;
+    assert!(out.status.success(), "{out:?}");
+
+    let a = base(&["--duration-secs", "2", "--shard", "0/2"]);
+    let b = base(&["--duration-secs", "2", "--shard", "1/2"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let ((out_a, sa), (out_b, sb)) = tokio::join!(load(&a), load(&b));
+    assert!(
+        out_a.status.success() && out_b.status.success(),
+        "{sa:#} {sb:#}"
+    );
+    assert_eq!(sa["connections"], 5, "{sa:#}");
+    assert_eq!(sb["shard"]["index"], 1, "{sb:#}");
+
+    let files: Vec<std::path::PathBuf> = ["a.json", "b.json"]
+        .iter()
+        .map(|n| dir.path().join(n))
+        .collect();
+    std::fs::write(&files[0], sa.to_string()).expect("write a");
+    std::fs::write(&files[1], sb.to_string()).expect("write b");
+    let merged = dir.path().join("merged.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fechatter-load"))
+        .arg("merge")
+        .args(&files)
+        .arg("--json")
+        .arg(&merged)
+        .output()
+        .await
+        .expect("run merge");
+    assert!(out.status.success(), "{out:?}");
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(&merged).expect("merged")).expect("JSON");
+    assert_eq!(m["connections"], 10, "{m:#}");
+    assert_clean(&m);
+    // Every client was checked against both shards' senders.
+    let acked = m["acknowledged"].as_u64().expect("acknowledged");
+    assert_eq!(m["expected"].as_u64(), Some(acked * 5), "{m:#}");
+
+    // A shard of another run does not merge with these.
+    let mut other = sb.clone();
+    other["shard"]["run_id"] = 1.into();
+    std::fs::write(&files[1], other.to_string()).expect("write b");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fechatter-load"))
+        .arg("merge")
+        .args(&files)
+        .output()
+        .await
+        .expect("run merge");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// `ramp` runs chat steps at rising rates and reports each step and the knee.
+#[actix_web::test]
+async fn ramp_reports_steps_and_a_knee() {
+    let app = spawn_app_with(test_config(&[])).await;
+    let (out, s) = load(&[
+        "ramp",
+        "--server",
+        &app.base,
+        "--users",
+        "4",
+        "--rooms",
+        "2",
+        "--duration-secs",
+        "2",
+        "--drain-secs",
+        "30",
+        "--start-rate",
+        "20",
+        "--factor",
+        "2",
+        "--max-rate",
+        "40",
+        "--p99-ms",
+        "10000",
+    ])
+    .await;
+    assert!(out.status.success(), "{s:#}");
+    assert_eq!(s["scenario"], "ramp");
+    let steps = s["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{s:#}");
+    assert_eq!(steps[1]["target_rate"], 40.0);
+    assert!(steps.iter().all(|t| t["lost"] == 0), "{s:#}");
+    assert!(
+        s["knee_acked_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+        "{s:#}"
+    );
+}

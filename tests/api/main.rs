@@ -19,6 +19,7 @@ mod load;
 mod messages;
 mod openapi;
 mod proptest_input;
+mod presence;
 mod ratelimit;
 mod realtime;
 mod schemathesis;

@@ -3,7 +3,8 @@
 //! indexer catch-up and `fechatter reindex`.
 //!
 //! Waiting for the index: [`settle`] polls until the search outbox is drained (the indexer
-//! deletes outbox rows only after Meilisearch confirmed them), and [`eventually`] polls a
+//! deletes outbox rows only after the engine has them: Meilisearch confirmed the batch, or
+//! `message_search` was written in the same transaction), and [`eventually`] polls a
 //! search; both with a deadline, never a fixed sleep.
 
 use std::collections::HashSet;
@@ -170,9 +171,7 @@ async fn write(
     let mut c = db(app).await;
     let tx = c.transaction().await.expect("tx");
     let id: i64 = tx.query_one(sql, params).await.expect("write").get(0);
-    if app.state.search.needs_outbox() {
-        outbox::record(&tx, &[(id, op)]).await.expect("outbox");
-    }
+    outbox::record(&tx, &[(id, op)]).await.expect("outbox");
     tx.commit().await.expect("commit");
     app.state.search.indexer().notify();
     id

@@ -10,7 +10,10 @@
 //! - `postgres`: the embedded engine (`tsvector` + GIN, `websearch_to_tsquery`, `ts_headline`,
 //!   and a substring fallback for what the stemmer cannot split).
 //! - `meili`: the Meilisearch engine (index settings, queries, document writes).
-//! - `outbox`: rows recorded with each message write and drained by the `SearchIndexer`.
+//! - `outbox`: rows recorded with each message write (both engines) and drained by the
+//!   `SearchIndexer` into the configured engine, in batches, behind the write.
+//! - `table`: `message_search`, the PostgreSQL engine's derived table (no index work happens
+//!   in a send's transaction; with Meilisearch it is not written at all).
 //! - `scope`: who may search what (workspace membership, the caller's chats).
 //! - `directory`: user and chat search.
 //! - `highlight`: turning engine highlights into safe `<mark>` HTML.
@@ -23,6 +26,7 @@ pub mod outbox;
 pub mod postgres;
 mod reindex;
 pub mod scope;
+pub mod table;
 
 use chrono::{DateTime, Utc};
 
@@ -95,7 +99,7 @@ pub enum SearchError {
 
 /// The engine behind message search.
 #[derive(Clone)]
-enum Engine {
+pub enum Engine {
     Postgres,
     Meili(meili::MeiliEngine),
 }
@@ -105,7 +109,7 @@ enum Engine {
 pub struct Search {
     store: Store,
     engine: Engine,
-    /// Wakes the `SearchIndexer` (a no-op handle with the PostgreSQL engine).
+    /// Wakes the `SearchIndexer` (a no-op handle until start-up attaches it).
     indexer: IndexerHandle,
 }
 
@@ -142,17 +146,9 @@ impl Search {
         })
     }
 
-    /// Whether message writes must record outbox rows (an external index is configured).
-    pub fn needs_outbox(&self) -> bool {
-        matches!(self.engine, Engine::Meili(_))
-    }
-
-    /// The Meilisearch engine, when configured (start-up hands it to the `SearchIndexer`).
-    pub fn meili(&self) -> Option<&meili::MeiliEngine> {
-        match &self.engine {
-            Engine::Meili(m) => Some(m),
-            Engine::Postgres => None,
-        }
+    /// The configured engine (start-up hands it to the `SearchIndexer`, which feeds it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Name of the engine, for logs and health checks.

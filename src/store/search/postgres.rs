@@ -1,5 +1,5 @@
-//! The PostgreSQL engine: `websearch_to_tsquery('english', …)` over the generated `content_tsv`
-//! column (GIN), scored `0.5 · ts_rank/(rank+1)` plus `0.5` when the query's words appear as
+//! The PostgreSQL engine: `websearch_to_tsquery('english', …)` over `message_search.content_tsv`
+//! (GIN; the derived table the indexer keeps from the outbox, see `table`), scored `0.5 · ts_rank/(rank+1)` plus `0.5` when the query's words appear as
 //! written, adjacent and unstemmed (the `content_words` column), so exact matches rank above
 //! stemmed ones; highlighted by `ts_headline`. When full-text search finds nothing (CJK text the English parser keeps as one
 //! token, prefixes, stop words), a substring search over the trigram index answers instead.
@@ -117,7 +117,7 @@ fn page_sql(ctes: &str, limit_param: usize, extra: &str) -> String {
                   ORDER BY h.score DESC, h.created_at DESC, h.id DESC \
                   LIMIT ${limit_param} OFFSET ${offset}) \
          SELECT p.id, p.chat_id, c.name, p.sender_id, u.username, p.created_at, p.score, p.total, {extra} \
-         FROM page p JOIN messages m ON m.id = p.id JOIN chats c ON c.id = p.chat_id \
+         FROM page p JOIN message_search m ON m.message_id = p.id JOIN chats c ON c.id = p.chat_id \
          JOIN users u ON u.id = p.sender_id \
          ORDER BY p.score DESC, p.created_at DESC, p.id DESC",
         offset = limit_param + 1,
@@ -151,16 +151,15 @@ async fn full_text(
     let limit_param = 4 + f.params.len();
     // Only the newest RANK_WINDOW matches are ranked: a top-N by recency, which for a common
     // word an index on created_at answers without visiting every match. The sort carries only
-    // narrow rows (no join back to `messages`, which the planner may turn into a full scan).
+    // narrow rows (no join back to the table, which the planner may turn into a full scan).
     let ctes = format!(
-        "hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
+        "hits AS (SELECT m.message_id AS id, m.chat_id, m.sender_id, m.created_at, \
                          (0.5 * ts_rank(m.content_tsv, $1::text::tsquery, 32) \
                           + CASE WHEN m.content_words @@ $3::text::tsquery THEN 0.5 ELSE 0 END \
                          )::float8 AS score \
-                  FROM messages m \
-                  WHERE m.content_tsv @@ $1::text::tsquery \
-                    AND m.deleted_at IS NULL AND m.chat_id = ANY($2){} \
-                  ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW})",
+                  FROM message_search m \
+                  WHERE m.content_tsv @@ $1::text::tsquery AND m.chat_id = ANY($2){} \
+                  ORDER BY m.created_at DESC, m.message_id DESC LIMIT {RANK_WINDOW})",
         f.sql
     );
     let headline = format!(
@@ -198,9 +197,9 @@ async fn count_full_text(
 ) -> StoreResult<i64> {
     let f = filters(q, 3);
     let sql = format!(
-        "SELECT count(*) FROM (SELECT 1 FROM messages m \
-         WHERE m.content_tsv @@ $1::text::tsquery \
-           AND m.deleted_at IS NULL AND m.chat_id = ANY($2){} LIMIT {RANK_WINDOW}) s",
+        "SELECT count(*) FROM (SELECT 1 FROM message_search m \
+         WHERE m.content_tsv @@ $1::text::tsquery AND m.chat_id = ANY($2){} \
+         LIMIT {RANK_WINDOW}) s",
         f.sql
     );
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![tsquery, &q.chat_ids];
@@ -242,13 +241,13 @@ async fn substring(
     let f = filters(q, params.len() + 1);
     params.extend(f.params);
     let ctes = format!(
-        "hits AS (SELECT m.id, m.chat_id, m.sender_id, m.created_at, \
+        "hits AS (SELECT m.message_id AS id, m.chat_id, m.sender_id, m.created_at, \
                          (0.25 + CASE WHEN m.content ILIKE $2 THEN 0.25 ELSE 0 END \
                                + CASE WHEN m.content_words @@ phraseto_tsquery('simple', $3) \
                                       THEN 0.5 ELSE 0 END)::float8 AS score \
-                  FROM messages m \
-                  WHERE m.deleted_at IS NULL AND m.chat_id = ANY($1){conditions}{} \
-                  ORDER BY m.created_at DESC, m.id DESC LIMIT {RANK_WINDOW})",
+                  FROM message_search m \
+                  WHERE m.chat_id = ANY($1){conditions}{} \
+                  ORDER BY m.created_at DESC, m.message_id DESC LIMIT {RANK_WINDOW})",
         f.sql
     );
     let sql = page_sql(&ctes, params.len() + 1, "m.content");

@@ -1,10 +1,10 @@
-//! `fechatter reindex`: rebuilds the Meilisearch index from PostgreSQL.
+//! `fechatter reindex`: rebuilds the configured engine's index from PostgreSQL.
 //!
 //! The documents go into a fresh index (`<index>_rebuild`) which then swaps places with the
 //! live one, so searches keep working during the rebuild. Messages written or changed while it
 //! ran are put again after the swap (and the outbox replays anything else; upserts are
-//! idempotent). With the PostgreSQL engine there is nothing to rebuild: the `tsvector` is a
-//! generated column, so this only refreshes the planner statistics and reports counts.
+//! idempotent). With the PostgreSQL engine `message_search` is rebuilt in place (batches of
+//! upserts, then rows of deleted messages removed), so searches keep working meanwhile.
 
 use std::time::Duration;
 
@@ -32,15 +32,19 @@ pub async fn reindex(config: &Config, database: &str) -> anyhow::Result<()> {
         )
         .await?
         .get(0);
+    drop(client);
+    let bar = ProgressBar::new(live.max(0) as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} messages ({per_sec}, eta {eta})",
+    )?);
     let Some(url) = &config.meili_url else {
-        client.batch_execute("ANALYZE messages").await?;
-        println!(
-            "PostgreSQL full-text search: nothing to rebuild (content_tsv is a generated column \
-             kept current by every write). {live} searchable messages; statistics refreshed."
-        );
+        let done = store
+            .rebuild_search_table(|n| bar.set_position(n.max(0) as u64))
+            .await?;
+        bar.finish();
+        println!("PostgreSQL search table `message_search` rebuilt: {done} messages.");
         return Ok(());
     };
-    drop(client);
     let engine = MeiliEngine::new(url, config.meili_master_key.as_deref(), &config.meili_index)?;
     engine
         .ensure_index()
@@ -51,10 +55,6 @@ pub async fn reindex(config: &Config, database: &str) -> anyhow::Result<()> {
     engine.drop_index(&rebuild).await?;
     engine.prepare_index(&rebuild).await?;
 
-    let bar = ProgressBar::new(live.max(0) as u64);
-    bar.set_style(ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} messages ({per_sec}, eta {eta})",
-    )?);
     let mut after = 0_i64;
     let mut max_id = 0_i64;
     loop {

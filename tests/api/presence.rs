@@ -1,0 +1,189 @@
+//! Presence: coalesced `presence.update` frames (one per workspace per window), their wire
+//! shape, and a connection storm in which no change is lost.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use crate::common::ws::{EVENT_DEADLINE, WsClient};
+use crate::common::{TestApp, TestUser, spawn_app_with, test_config};
+
+/// A workspace owned by the first of `n` new users, the others invited and accepted.
+async fn workspace_of(app: &TestApp, n: usize) -> (i64, Vec<TestUser>) {
+    let mut users = Vec::with_capacity(n);
+    for i in 0..n {
+        users.push(app.register(&format!("p{i}")).await);
+    }
+    let ws = app.create_workspace(&users[0], "storm").await;
+    for u in &users[1..] {
+        app.add_to_workspace(&users[0], ws, u).await;
+    }
+    (ws, users)
+}
+
+/// The users `viewer` sees online in `ws` (`GET /api/users`).
+async fn online_now(app: &TestApp, viewer: &TestUser, ws: i64) -> HashSet<i64> {
+    let r = app
+        .get(
+            &format!("/api/users?workspace_id={ws}&limit=100"),
+            &viewer.token,
+        )
+        .await
+        .ok(200);
+    r["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter(|u| u["status"] == "online")
+        .filter_map(|u| u["id"].as_i64())
+        .collect()
+}
+
+/// The changes a `presence.update` frame carries, checking its shape: one change is exactly
+/// `{user_id, status, last_seen}`; several add `changes`, with the top-level fields equal to
+/// the last of them.
+fn changes_of(frame: &Value) -> Vec<(i64, String)> {
+    let data = &frame["data"];
+    let obj = data.as_object().expect("data object");
+    let one = |c: &Value| {
+        assert!(c["last_seen"].is_string(), "{c}");
+        (
+            c["user_id"].as_i64().expect("user_id"),
+            c["status"].as_str().expect("status").to_string(),
+        )
+    };
+    match data.get("changes") {
+        None => {
+            let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["last_seen", "status", "user_id"], "{frame}");
+            vec![one(data)]
+        }
+        Some(list) => {
+            let list = list.as_array().expect("changes array");
+            assert!(list.len() > 1, "a list only for several changes: {frame}");
+            let last = list.last().expect("non-empty");
+            assert_eq!(data["user_id"], last["user_id"], "{frame}");
+            assert_eq!(data["status"], last["status"], "{frame}");
+            assert_eq!(data["last_seen"], last["last_seen"], "{frame}");
+            list.iter().map(one).collect()
+        }
+    }
+}
+
+/// 40 users of one workspace connect at once. Each learns of every other: those online before
+/// it registered from `GET /api/users` right after connecting, the rest from pushed frames.
+#[actix_web::test]
+async fn a_connection_storm_loses_no_change() {
+    const USERS: usize = 40;
+    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "100"])).await;
+    let (ws, users) = workspace_of(&app, USERS).await;
+    let all: HashSet<i64> = users.iter().map(|u| u.id).collect();
+    let app = &app;
+    let views = futures_util::future::join_all(users.iter().map(|u| {
+        let all = &all;
+        async move {
+            let mut client = WsClient::connect(app, &u.token, None).await;
+            let mut status: HashMap<i64, String> = online_now(app, u, ws)
+                .await
+                .into_iter()
+                .map(|id| (id, "online".to_string()))
+                .collect();
+            status.insert(u.id, "online".into());
+            let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
+            let mut frames = 0;
+            while status.len() < all.len() {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let Some(frame) = client.next_within(left).await else {
+                    break;
+                };
+                if frame["type"] != "presence.update" {
+                    continue;
+                }
+                frames += 1;
+                for (id, s) in changes_of(&frame) {
+                    status.insert(id, s);
+                }
+            }
+            (u.id, status, frames, client)
+        }
+    }))
+    .await;
+    let mut total_frames = 0;
+    for (user, status, frames, _) in &views {
+        let missing: Vec<i64> = all
+            .difference(&status.keys().copied().collect())
+            .copied()
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "user {user} never learned of {missing:?}"
+        );
+        assert!(
+            status.values().all(|s| s == "online"),
+            "user {user}: {status:?}"
+        );
+        total_frames += frames;
+    }
+    // Coalesced: far fewer frames than one per (recipient, change) pair.
+    assert!(
+        total_frames < USERS * (USERS - 1) / 2,
+        "{total_frames} presence frames for {USERS} users"
+    );
+    for (_, _, _, client) in views {
+        client.close().await;
+    }
+}
+
+/// Changes inside one window go out as one frame listing them in order; a lone change later
+/// keeps the contract's three-field shape.
+#[actix_web::test]
+async fn one_window_is_one_frame_listing_its_changes() {
+    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "3000"])).await;
+    let (_, users) = workspace_of(&app, 3).await;
+    let mut watcher = WsClient::connect(&app, &users[0].token, None).await;
+    let a = WsClient::connect(&app, &users[1].token, None).await;
+    let b = WsClient::connect(&app, &users[2].token, None).await;
+    let frame = watcher.next_of("presence.update").await;
+    let expected: Vec<(i64, String)> = users.iter().map(|u| (u.id, "online".to_string())).collect();
+    assert_eq!(changes_of(&frame), expected, "{frame}");
+    assert!(frame["data"]["changes"].is_array(), "{frame}");
+
+    a.close().await;
+    let frame = watcher.next_of("presence.update").await;
+    assert_eq!(changes_of(&frame), [(users[1].id, "offline".to_string())]);
+    assert!(frame["data"].get("changes").is_none(), "{frame}");
+    b.close().await;
+}
+
+/// With no window each change goes out at once, in the contract's shape.
+#[actix_web::test]
+async fn zero_window_sends_each_change_at_once() {
+    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "0"])).await;
+    let (_, users) = workspace_of(&app, 3).await;
+    let mut watcher = WsClient::connect(&app, &users[0].token, None).await;
+    let a = WsClient::connect(&app, &users[1].token, None).await;
+    let b = WsClient::connect(&app, &users[2].token, None).await;
+    let got: Vec<Vec<(i64, String)>> = watcher
+        .collect("presence.update", 2)
+        .await
+        .iter()
+        .map(changes_of)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            vec![(users[1].id, "online".to_string())],
+            vec![(users[2].id, "online".to_string())]
+        ]
+    );
+    a.close().await;
+    b.close().await;
+}
+
+/// A window longer than the limit is refused at start-up.
+#[test]
+fn coalesce_window_is_bounded() {
+    let config = test_config(&["--presence-coalesce-ms", "60000"]);
+    assert!(config.validate().is_err());
+}
