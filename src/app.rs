@@ -56,7 +56,11 @@ impl Application {
         // `Search::indexer()` (below, through the Hub).
         search.set_indexer(SearchIndexer::start(store.clone(), search.engine().clone()));
         let cluster = crate::cluster::Cluster::connect(&config).await?;
-        let presence = Presence::new(store.clone(), &config);
+        let presence = Presence::new(
+            store.clone(),
+            &config,
+            cluster.as_ref().map(|c| c.presence()),
+        );
         let registry = presence.registry();
         let presence = presence.start();
         if let Some(cluster) = &cluster {

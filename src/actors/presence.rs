@@ -8,6 +8,11 @@
 //! workspace size). A window with one change sends the contract's `{user_id, status,
 //! last_seen}`; with several, the last change's fields plus `changes`, all of them in order.
 //!
+//! Cluster mode: whether a connection is the user's first (or a close their last) is decided
+//! cluster-wide by the session (`cluster::presence`, one Lua script) and passed in `announce`;
+//! changes decided on other nodes arrive as [`RemoteChange`] and are fanned out here like local
+//! ones; `OnlineAmong` asks Redis.
+//!
 //! Presence is the only writer of [`ConnRegistry`], the index of open connections per user;
 //! chat rooms read it synchronously when a user joins a chat, to subscribe that user's open
 //! connections in the same turn as the join is fanned out (no window where an event is missed).
@@ -23,6 +28,8 @@ use serde::Serialize;
 
 use super::events::{Event, EventKind, PresenceData};
 use super::room::{ConnId, Push};
+use crate::cluster::Subscription;
+use crate::cluster::presence::ClusterPresence;
 use crate::config::Config;
 use crate::store::Store;
 
@@ -37,6 +44,9 @@ pub struct Connect {
     pub conn: ConnId,
     pub recipient: Recipient<Push>,
     pub workspaces: Vec<i64>,
+    /// Cluster mode: whether this is the user's first connection on any node (`None`: decide
+    /// from this node's connections).
+    pub announce: Option<bool>,
 }
 
 /// Refusal of a connection beyond the per-user limit.
@@ -49,6 +59,17 @@ pub struct TooManyConnections(pub u32);
 pub struct Disconnect {
     pub user_id: i64,
     pub conn: ConnId,
+    /// Cluster mode: whether this was the user's last connection on any node.
+    pub announce: Option<bool>,
+}
+
+/// Cluster mode: a user went online or offline on another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RemoteChange {
+    user_id: i64,
+    online: bool,
+    workspaces: Vec<i64>,
 }
 
 /// Which of these users are online.
@@ -94,11 +115,16 @@ pub struct Presence {
     pending: HashMap<i64, Vec<PresenceData>>,
     /// A flush is scheduled.
     flush_scheduled: bool,
+    /// Cluster mode: presence across nodes.
+    cluster: Option<ClusterPresence>,
+    changes: Option<Subscription>,
 }
 
 impl Presence {
-    pub fn new(store: Store, config: &Config) -> Self {
+    pub fn new(store: Store, config: &Config, cluster: Option<ClusterPresence>) -> Self {
         Presence {
+            cluster,
+            changes: None,
             store,
             registry: Arc::new(DashMap::new()),
             max_per_user: config.max_ws_per_user,
@@ -191,6 +217,25 @@ impl Actor for Presence {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
+        if let Some(cluster) = &self.cluster {
+            let addr = ctx.address();
+            self.changes = Some(cluster.subscribe_changes(move |c| {
+                addr.do_send(RemoteChange {
+                    user_id: c.user_id,
+                    online: c.online,
+                    workspaces: c.workspaces,
+                })
+            }));
+        }
+    }
+}
+
+impl Handler<RemoteChange> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoteChange, ctx: &mut Self::Context) {
+        let status = if msg.online { "online" } else { "offline" };
+        self.changed(msg.user_id, &msg.workspaces, status, ctx);
     }
 }
 
@@ -219,7 +264,9 @@ impl Handler<Connect> for Presence {
                     .or_default()
                     .insert(msg.user_id);
             }
-            self.changed(msg.user_id, &msg.workspaces, "online", ctx);
+            if msg.announce.unwrap_or(true) {
+                self.changed(msg.user_id, &msg.workspaces, "online", ctx);
+            }
         }
         Ok(())
     }
@@ -259,7 +306,9 @@ impl Handler<Disconnect> for Presence {
                 }
             }
         }
-        self.changed(msg.user_id, &workspaces, "offline", ctx);
+        if msg.announce.unwrap_or(true) {
+            self.changed(msg.user_id, &workspaces, "offline", ctx);
+        }
         let store = self.store.clone();
         let user_id = msg.user_id;
         ctx.spawn(
@@ -274,15 +323,27 @@ impl Handler<Disconnect> for Presence {
 }
 
 impl Handler<OnlineAmong> for Presence {
-    type Result = MessageResult<OnlineAmong>;
+    type Result = ResponseFuture<HashSet<i64>>;
 
     fn handle(&mut self, msg: OnlineAmong, _: &mut Self::Context) -> Self::Result {
-        MessageResult(
-            msg.user_ids
-                .into_iter()
-                .filter(|u| self.online.contains_key(u))
-                .collect(),
-        )
+        let local: HashSet<i64> = msg
+            .user_ids
+            .iter()
+            .copied()
+            .filter(|u| self.online.contains_key(u))
+            .collect();
+        let Some(cluster) = self.cluster.clone() else {
+            return Box::pin(async move { local });
+        };
+        Box::pin(async move {
+            match cluster.online_among(&msg.user_ids).await {
+                Ok(online) => online.union(&local).copied().collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster presence unavailable; answering locally");
+                    local
+                }
+            }
+        })
     }
 }
 

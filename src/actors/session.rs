@@ -37,6 +37,7 @@ use super::hub::{GetRoom, Hub};
 use super::presence::{Connect, Disconnect, Presence};
 use super::room::{ChatRoom, ConnId, Push, Subscribe, Typing, Unsubscribe};
 use super::rooms::RoomError;
+use crate::cluster::presence::{Admit, ClusterPresence};
 use crate::config::Config;
 use crate::faults::Faults;
 use crate::store::Store;
@@ -98,6 +99,8 @@ pub struct TransportClosed;
 /// Tunables of every session, from the configuration.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// Connections per user (counted across nodes in cluster mode).
+    pub max_per_user: u32,
     pub replay_max: i64,
     pub replay_page: i64,
     pub ping_every: Duration,
@@ -107,6 +110,7 @@ pub struct SessionConfig {
 impl SessionConfig {
     pub fn from_config(c: &Config) -> Self {
         SessionConfig {
+            max_per_user: c.max_ws_per_user,
             replay_max: c.replay_max.max(0),
             replay_page: c.replay_page.clamp(1, 10_000),
             ping_every: Duration::from_secs(c.ws_ping_secs.max(1)),
@@ -137,6 +141,8 @@ pub struct SessionArgs {
     pub presence: Addr<Presence>,
     pub config: SessionConfig,
     pub faults: Arc<Faults>,
+    /// Cluster mode: connection counts and presence across nodes.
+    pub cluster: Option<ClusterPresence>,
 }
 
 /// One followed chat.
@@ -190,6 +196,10 @@ pub struct Session {
     presence: Addr<Presence>,
     config: SessionConfig,
     faults: Arc<Faults>,
+    cluster: Option<ClusterPresence>,
+    /// Cluster mode: counted in the cluster-wide connections of the user (a disconnect is
+    /// owed), with the user's workspaces for the offline announcement.
+    counted: Option<Vec<i64>>,
     chats: BTreeMap<i64, Follow>,
     /// Chats waiting for a fill, in order.
     fill_queue: VecDeque<i64>,
@@ -210,6 +220,8 @@ struct Startup {
 /// happened next (so a failed start still gives its slot back).
 struct Started {
     registered: bool,
+    /// Counted cluster-wide (with the user's workspaces), whatever happened next.
+    counted: Option<Vec<i64>>,
     result: Result<Startup, Refusal>,
 }
 
@@ -231,6 +243,8 @@ impl Session {
             presence: a.presence,
             config: a.config,
             faults: a.faults,
+            cluster: a.cluster,
+            counted: None,
             chats: BTreeMap::new(),
             fill_queue: VecDeque::new(),
             fill: None,
@@ -534,6 +548,7 @@ impl Session {
 
     fn on_started(&mut self, started: Started, ctx: &mut Context<Self>) {
         self.registered = started.registered;
+        self.counted = started.counted;
         let startup = match started.result {
             Ok(s) => s,
             Err(refusal) => {
@@ -691,6 +706,8 @@ impl Actor for Session {
             user_id: self.user_id,
             conn: self.conn,
             faults: self.faults.clone(),
+            cluster: self.cluster.clone(),
+            max_per_user: self.config.max_per_user,
         };
         ctx.wait(
             startup(args, me)
@@ -724,11 +741,39 @@ impl Actor for Session {
                 room.do_send(Unsubscribe { conn: self.conn });
             }
         }
-        if self.registered {
-            self.presence.do_send(Disconnect {
-                user_id: self.user_id,
-                conn: self.conn,
-            });
+        match (self.counted.take(), self.cluster.clone()) {
+            (Some(workspaces), Some(cluster)) => {
+                // Offline is announced only when the user's last connection on any node closed.
+                let (presence, user_id, conn) = (self.presence.clone(), self.user_id, self.conn);
+                let registered = self.registered;
+                actix::spawn(async move {
+                    let last = match cluster.disconnect(user_id).await {
+                        Ok(total) => total == 0,
+                        Err(e) => {
+                            tracing::warn!(user_id, error = %e, "cluster disconnect failed");
+                            true
+                        }
+                    };
+                    if last {
+                        cluster.publish_change(user_id, false, &workspaces);
+                    }
+                    if registered {
+                        presence.do_send(Disconnect {
+                            user_id,
+                            conn,
+                            announce: Some(last),
+                        });
+                    }
+                });
+            }
+            _ if self.registered => {
+                self.presence.do_send(Disconnect {
+                    user_id: self.user_id,
+                    conn: self.conn,
+                    announce: None,
+                });
+            }
+            _ => {}
         }
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(Refusal::Unavailable("session stopped".into())));
@@ -747,6 +792,8 @@ struct StartArgs {
     user_id: i64,
     conn: ConnId,
     faults: Arc<Faults>,
+    cluster: Option<ClusterPresence>,
+    max_per_user: u32,
 }
 
 /// How a subscription attempt ended.
@@ -789,35 +836,45 @@ async fn subscribe(
 /// subscribing before the replay is read means nothing falls between the two.
 async fn startup(a: StartArgs, me: Recipient<Push>) -> Started {
     let unavailable = |e: String| Refusal::Unavailable(e);
+    let refused = |counted, result| Started {
+        registered: false,
+        counted,
+        result: Err(result),
+    };
     let workspaces = match a.store.user_workspaces(a.user_id).await {
         Ok(w) => w,
-        Err(e) => {
-            return Started {
-                registered: false,
-                result: Err(unavailable(e.to_string())),
-            };
-        }
+        Err(e) => return refused(None, unavailable(e.to_string())),
     };
+    // Cluster mode: the connection limit and "first connection" are counted across nodes (one
+    // Lua script: the 11th connection on any node is refused). Redis failing: count locally.
+    let mut counted = None;
+    let mut announce = None;
+    if let Some(cluster) = &a.cluster {
+        match cluster.connect(a.user_id, a.max_per_user).await {
+            Ok(Admit::Admitted { first, .. }) => {
+                counted = Some(workspaces.clone());
+                announce = Some(first);
+                if first {
+                    cluster.publish_change(a.user_id, true, &workspaces);
+                }
+            }
+            Ok(Admit::Refused { .. }) => {
+                return refused(None, Refusal::TooManyConnections(a.max_per_user));
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster connection count unavailable"),
+        }
+    }
     let connect = Connect {
         user_id: a.user_id,
         conn: a.conn,
         recipient: me.clone(),
         workspaces,
+        announce,
     };
     match a.presence.send(connect).await {
         Ok(Ok(())) => {}
-        Ok(Err(t)) => {
-            return Started {
-                registered: false,
-                result: Err(Refusal::TooManyConnections(t.0)),
-            };
-        }
-        Err(e) => {
-            return Started {
-                registered: false,
-                result: Err(unavailable(e.to_string())),
-            };
-        }
+        Ok(Err(t)) => return refused(counted, Refusal::TooManyConnections(t.0)),
+        Err(e) => return refused(counted, unavailable(e.to_string())),
     }
     let result = async {
         let delay = a.faults.session_start_delay();
@@ -851,6 +908,7 @@ async fn startup(a: StartArgs, me: Recipient<Push>) -> Started {
     .await;
     Started {
         registered: true,
+        counted,
         result,
     }
 }

@@ -93,6 +93,7 @@ async fn start_session(
         presence: state.presence.clone(),
         config: SessionConfig::from_config(&state.config),
         faults: state.faults.clone(),
+        cluster: state.cluster.as_ref().map(|c| c.presence()),
     })
     .start();
     match ready_rx.await {
