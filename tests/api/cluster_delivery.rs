@@ -148,3 +148,36 @@ async fn a_password_change_closes_sockets_on_every_node() {
     let frame = ws.closed().await.expect("close frame");
     assert_eq!(u16::from(frame.code), 4004, "{frame:?}");
 }
+
+#[actix_web::test]
+async fn the_connection_limit_and_presence_span_the_nodes() {
+    let redis = RedisServer::start();
+    let db = fresh_database().await;
+    let limit = ["--max-ws-per-user", "2", "--presence-coalesce-ms", "0"];
+    let a = node(&redis, &db, "node-a", &limit).await;
+    let b = node(&redis, &db, "node-b", &limit).await;
+    let owner = a.register("watcher").await;
+    let roamer = a.register("roamer").await;
+    let ws_id = a.create_workspace(&owner, "Acme").await;
+    a.add_to_workspace(&owner, ws_id, &roamer).await;
+    let mut watcher = WsClient::connect(&b, &owner.token, None).await;
+    // The roamer's first connection (on A) is seen online by the watcher on B.
+    let first = WsClient::connect(&a, &roamer.token, None).await;
+    let online = watcher.next_of("presence.update").await;
+    assert_eq!(online["data"]["user_id"], roamer.id);
+    assert_eq!(online["data"]["status"], "online");
+    // A second tab on B: still one presence, and the limit (2) is now reached on every node.
+    let second = WsClient::connect(&b, &roamer.token, None).await;
+    let mut third = WsClient::connect_raw(&a).await;
+    third
+        .send(json!({"type": "auth", "token": format!("Bearer {}", roamer.token)}))
+        .await;
+    let refused = third.next_of("error").await;
+    assert_eq!(refused["data"]["code"], "RATE_LIMITED", "{refused}");
+    // Closing one tab is not going offline; closing the last one is.
+    first.close().await;
+    second.close().await;
+    let offline = watcher.next_of("presence.update").await;
+    assert_eq!(offline["data"]["user_id"], roamer.id);
+    assert_eq!(offline["data"]["status"], "offline", "{offline}");
+}
