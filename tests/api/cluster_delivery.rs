@@ -181,3 +181,33 @@ async fn the_connection_limit_and_presence_span_the_nodes() {
     assert_eq!(offline["data"]["user_id"], roamer.id);
     assert_eq!(offline["data"]["status"], "offline", "{offline}");
 }
+
+/// Redis restarted while one node writes and another reads: delivery resumes by itself, the
+/// gap is filled from PostgreSQL, nothing acknowledged is lost, duplicated or reordered.
+#[actix_web::test]
+async fn a_redis_restart_under_load_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let db = fresh_database().await;
+    let a = node(&redis, &db, "node-a", &[]).await;
+    let b = node(&redis, &db, "node-b", &[]).await;
+    let owner = a.register("owner").await;
+    let reader = a.register("reader").await;
+    let ws_id = a.create_workspace(&owner, "Acme").await;
+    a.add_to_workspace(&owner, ws_id, &reader).await;
+    let chat = a.create_channel(&owner, ws_id, "general").await;
+    a.join(&reader, chat).await;
+    let mut ws = WsClient::connect(&b, &reader.token, None).await;
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            redis.kill();
+        }
+        if i == 40 {
+            redis.restart();
+        }
+        acked.push(a.send(&owner, chat, &format!("m{i}")).await["id"].clone());
+    }
+    assert_eq!(created(&mut ws, acked.len()).await, acked);
+    let after = a.send(&owner, chat, "after").await;
+    assert_eq!(created(&mut ws, 1).await, vec![after["id"].clone()]);
+}
