@@ -7,9 +7,23 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::cluster::node;
-use crate::common::fresh_database;
 use crate::common::redis::RedisServer;
 use crate::common::ws::WsClient;
+use crate::common::{TestApp, TestUser, fresh_database};
+
+/// An owner and a second user in one workspace, with a channel; `joined`: the second user is
+/// a member of it. Set up through node `app`.
+async fn two_users(app: &TestApp, second: &str, joined: bool) -> (TestUser, TestUser, i64, i64) {
+    let owner = app.register("owner").await;
+    let other = app.register(second).await;
+    let ws_id = app.create_workspace(&owner, "Acme").await;
+    app.add_to_workspace(&owner, ws_id, &other).await;
+    let chat = app.create_channel(&owner, ws_id, "general").await;
+    if joined {
+        app.join(&other, chat).await;
+    }
+    (owner, other, ws_id, chat)
+}
 
 /// Message ids of the next `n` `message.created` frames, with their seqs from the ids.
 async fn created(ws: &mut WsClient, n: usize) -> Vec<Value> {
@@ -89,12 +103,7 @@ async fn a_client_resumes_on_another_node() {
     let a = node(&redis, &db, "node-a", &[]).await;
     let b = node(&redis, &db, "node-b", &[]).await;
     let c = node(&redis, &db, "node-c", &[]).await;
-    let owner = a.register("owner").await;
-    let reader = a.register("reader").await;
-    let ws_id = a.create_workspace(&owner, "Acme").await;
-    a.add_to_workspace(&owner, ws_id, &reader).await;
-    let chat = a.create_channel(&owner, ws_id, "general").await;
-    a.join(&reader, chat).await;
+    let (owner, reader, _, chat) = two_users(&a, "reader", true).await;
     let mut ws = WsClient::connect(&a, &reader.token, None).await;
     b.send(&owner, chat, "first").await;
     ws.next_of("message.created").await;
@@ -116,11 +125,7 @@ async fn a_join_on_one_node_is_followed_on_another() {
     let db = fresh_database().await;
     let a = node(&redis, &db, "node-a", &[]).await;
     let b = node(&redis, &db, "node-b", &[]).await;
-    let owner = a.register("owner").await;
-    let joiner = a.register("joiner").await;
-    let ws_id = a.create_workspace(&owner, "Acme").await;
-    a.add_to_workspace(&owner, ws_id, &joiner).await;
-    let chat = a.create_channel(&owner, ws_id, "general").await;
+    let (owner, joiner, _, chat) = two_users(&a, "joiner", false).await;
     // The joiner's socket is on B, which has no room for the chat; the join happens on A.
     let mut ws = WsClient::connect(&b, &joiner.token, None).await;
     a.join(&joiner, chat).await;
@@ -190,12 +195,7 @@ async fn a_redis_restart_under_load_loses_nothing() {
     let db = fresh_database().await;
     let a = node(&redis, &db, "node-a", &[]).await;
     let b = node(&redis, &db, "node-b", &[]).await;
-    let owner = a.register("owner").await;
-    let reader = a.register("reader").await;
-    let ws_id = a.create_workspace(&owner, "Acme").await;
-    a.add_to_workspace(&owner, ws_id, &reader).await;
-    let chat = a.create_channel(&owner, ws_id, "general").await;
-    a.join(&reader, chat).await;
+    let (owner, reader, _, chat) = two_users(&a, "reader", true).await;
     let mut ws = WsClient::connect(&b, &reader.token, None).await;
     let mut acked = Vec::new();
     for i in 0..60 {
