@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod batch;
 pub mod chats;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -19,6 +20,7 @@ pub mod search;
 pub mod stats;
 pub mod users;
 pub mod workspaces;
+pub mod ws_guard;
 
 use actix_web::{HttpRequest, web};
 

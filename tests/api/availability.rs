@@ -1,0 +1,187 @@
+//! Availability: what an attacker cannot hold — oversized and flooding WebSocket frames, stalled
+//! bodies, metrics cardinality, SSE slots, login lock-outs.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::ws::WsClient;
+use crate::common::{TestApp, spawn_app_with, test_config};
+
+/// A WebSocket opened by hand, so a test can send a frame header without its payload.
+struct RawWs {
+    tcp: TcpStream,
+}
+
+impl RawWs {
+    async fn open(app: &TestApp, token: Option<&str>) -> RawWs {
+        let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n",
+            app.addr
+        );
+        tcp.write_all(req.as_bytes()).await.expect("write upgrade");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).await.expect("read upgrade");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        RawWs { tcp }
+    }
+
+    /// A masked frame header announcing `len` bytes of `opcode`.
+    async fn send_header(&mut self, opcode: u8, len: u64) {
+        let mut h = vec![0x80 | opcode, 0x80 | 127];
+        h.extend_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(&[1, 2, 3, 4]);
+        self.tcp.write_all(&h).await.expect("write header");
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        let mask = [7u8, 1, 9, 3];
+        let body: Vec<u8> = text
+            .bytes()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        let mut h = vec![0x81];
+        if body.len() < 126 {
+            h.push(0x80 | body.len() as u8);
+        } else {
+            h.push(0x80 | 126);
+            h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        }
+        h.extend_from_slice(&mask);
+        h.extend_from_slice(&body);
+        self.tcp.write_all(&h).await.expect("write frame");
+    }
+
+    /// The next server frame: (opcode, payload); `None` at the deadline or on EOF.
+    async fn frame_within(&mut self, within: Duration) -> Option<(u8, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut h = [0u8; 2];
+        tokio::time::timeout_at(deadline, self.tcp.read_exact(&mut h))
+            .await
+            .ok()?
+            .ok()?;
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.tcp.read_exact(&mut b).await.ok()?;
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.tcp.read_exact(&mut b).await.ok()?;
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut body = vec![0u8; len];
+        self.tcp.read_exact(&mut body).await.ok()?;
+        Some((h[0] & 0x0f, body))
+    }
+
+    /// Server frames until a close frame (its code) or `within` passes (`None`).
+    async fn close_code_within(&mut self, within: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (opcode, body) = self.frame_within(left).await?;
+            if opcode == 8 {
+                return (body.len() >= 2).then(|| u16::from_be_bytes([body[0], body[1]]));
+            }
+        }
+    }
+}
+
+/// Before authentication, a frame announcing 16 MiB is refused from its header: the socket is
+/// closed with 1009 at once, although the payload never comes (before the fix it waited for
+/// the 16 MiB, then the auth timeout).
+#[actix_web::test]
+async fn oversized_frame_refused_from_its_header_before_auth() {
+    let app = spawn_app_with(test_config(&["--ws-auth-timeout-secs", "30"])).await;
+    let mut ws = RawWs::open(&app, None).await;
+    ws.send_header(1, 16 << 20).await;
+    assert_eq!(
+        ws.close_code_within(Duration::from_secs(3)).await,
+        Some(1009)
+    );
+    // The pre-auth budget is the auth frame's size: 10 KiB is already too much.
+    let mut ws = RawWs::open(&app, None).await;
+    ws.send_header(1, 10 * 1024).await;
+    assert_eq!(
+        ws.close_code_within(Duration::from_secs(3)).await,
+        Some(1009)
+    );
+    app.stop().await;
+}
+
+/// After authentication the limit is the configured frame size (64 KiB): 1 MiB announced is
+/// refused from the header, while a frame under the limit is read normally.
+#[actix_web::test]
+async fn oversized_frame_refused_from_its_header_after_auth() {
+    let app = spawn_app_with(test_config(&[])).await;
+    let user = app.register("frames").await;
+    let mut ws = RawWs::open(&app, Some(&user.token)).await;
+    // The session has started once it speaks (auth.success).
+    let (opcode, _) = ws
+        .frame_within(Duration::from_secs(10))
+        .await
+        .expect("first frame");
+    assert_eq!(opcode, 1);
+    ws.send_text(&json!({"type": "ping", "pad": "x".repeat(20_000)}).to_string())
+        .await;
+    ws.send_header(1, 1 << 20).await;
+    assert_eq!(
+        ws.close_code_within(Duration::from_secs(3)).await,
+        Some(1009)
+    );
+    app.stop().await;
+}
+
+/// Frames beyond the per-connection budget get a `RATE_LIMITED` error frame; a client that keeps
+/// flooding is closed with 4009.
+#[actix_web::test]
+async fn inbound_frame_budget_refuses_then_closes() {
+    let app = spawn_app_with(test_config(&[
+        "--ws-frames-per-sec",
+        "2",
+        "--ws-frame-burst",
+        "5",
+        "--ws-frame-excess-close",
+        "20",
+    ]))
+    .await;
+    let user = app.register("flooder").await;
+    let mut ws = WsClient::connect(&app, &user.token, None).await;
+    for _ in 0..10 {
+        ws.send(json!({"type": "ping"})).await;
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    while pongs + limited < 10 {
+        let f = ws.next().await;
+        match f["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") if f["data"]["code"] == "RATE_LIMITED" => limited += 1,
+            _ => {}
+        }
+    }
+    assert!(limited >= 3, "{pongs} pongs, {limited} refused");
+    assert!(pongs <= 7, "{pongs} pongs, {limited} refused");
+    for _ in 0..40 {
+        ws.send(json!({"type": "ping"})).await;
+    }
+    assert_eq!(ws.closed().await.map(|c| u16::from(c.code)), Some(4009));
+    app.stop().await;
+}
