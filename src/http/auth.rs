@@ -77,12 +77,7 @@ fn auth_response(state: &AppState, user: &UserRow) -> ApiResult<AuthResponse> {
     })
 }
 
-/// The client's IP (the socket peer; proxies are not trusted).
-pub fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
-}
+pub use super::client_ip::client_ip;
 
 /// `POST /api/auth/register`
 pub async fn register(

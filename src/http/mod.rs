@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod auth;
 pub mod batch;
+pub mod body_timeout;
 pub mod chats;
 pub mod client_ip;
+pub mod conn_limit;
 pub mod error;
 pub mod extract;
 pub mod health;

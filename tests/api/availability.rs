@@ -185,3 +185,84 @@ async fn inbound_frame_budget_refuses_then_closes() {
     assert_eq!(ws.closed().await.map(|c| u16::from(c.code)), Some(4009));
     app.stop().await;
 }
+
+/// Writes `head` on a fresh connection and reads the response until the server closes the
+/// connection or `within` passes; returns (status line, whether the connection was closed).
+async fn raw_exchange(app: &TestApp, head: &str, within: Duration) -> (String, bool) {
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    (text.lines().next().unwrap_or("").to_string(), closed)
+}
+
+/// A body that never finishes is cut off at the configured bound: 408 and the connection
+/// closed (before the fix the connection was held for ever).
+#[actix_web::test]
+async fn stalled_body_is_closed_within_the_bound() {
+    let app = spawn_app_with(test_config(&["--body-timeout-secs", "1"])).await;
+    let head = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"email\":",
+        app.addr
+    );
+    let started = std::time::Instant::now();
+    let (status, closed) = raw_exchange(&app, &head, Duration::from_secs(6)).await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status:?}");
+    assert!(closed, "the connection stays open");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Unauthenticated batch (a handler that may not read the body) is closed too.
+    let head = format!(
+        "POST /api/batch HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{",
+        app.addr
+    );
+    let (_, closed) = raw_exchange(&app, &head, Duration::from_secs(6)).await;
+    assert!(closed, "the batch connection stays open");
+    app.stop().await;
+}
+
+/// Past the per-address cap a connection is still accepted and answered 503 with
+/// `Connection: close`; once one closes, a new connection is served again.
+#[actix_web::test]
+async fn connections_per_address_are_capped_with_503() {
+    let app = spawn_app_with(test_config(&["--max-connections-per-ip", "3"])).await;
+    let head = format!("GET /api/health HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        // Served once (so surely counted), then kept open.
+        let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let mut buf = [0u8; 1024];
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(tcp);
+    }
+    let (status, closed) = raw_exchange(&app, &head, Duration::from_secs(5)).await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status:?}");
+    assert!(closed, "an over-cap connection is closed");
+    held.pop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = raw_exchange(&app, &head, Duration::from_millis(300)).await;
+        if status.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still refused: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(held);
+    app.stop().await;
+}
