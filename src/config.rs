@@ -83,11 +83,13 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_AUTH_RATE_PER_MIN", default_value_t = 600)]
     pub auth_rate_per_min: u32,
 
-    /// Failed logins per account within 15 minutes before the account is temporarily locked.
+    /// Failed logins per account (from all addresses) within 15 minutes before the account counts
+    /// as under a spread attack: addresses with failures on it are then refused, others let
+    /// through once per second (see FECHATTER_LOGIN_FAILURES_PER_PAIR for one address).
     #[arg(
         long,
         env = "FECHATTER_LOGIN_FAILURES_PER_ACCOUNT",
-        default_value_t = 10
+        default_value_t = 50
     )]
     pub login_failures_per_account: u32,
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod list;
+pub mod login_guard;
 pub mod messages;
 pub mod openapi;
 pub mod ratelimit;

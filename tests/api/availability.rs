@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::ws::WsClient;
-use crate::common::{TestApp, spawn_app_with, test_config};
+use crate::common::{TestApp, spawn_app, spawn_app_with, test_config};
 
 /// A WebSocket opened by hand, so a test can send a frame header without its payload.
 struct RawWs {
@@ -264,5 +264,92 @@ async fn connections_per_address_are_capped_with_503() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(held);
+    app.stop().await;
+}
+
+/// A login from `addr` (through a trusted proxy on loopback): its status.
+async fn login_from(app: &TestApp, addr: &str, email: &str, password: &str) -> u16 {
+    app.http
+        .post(app.url("/api/auth/login"))
+        .header("X-Forwarded-For", addr)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login")
+        .status()
+        .as_u16()
+}
+
+/// Wrong passwords from one address lock that (account, address) pair, not the account: the
+/// owner's correct password from another address still logs in (before, ten failures from
+/// anywhere locked the owner out). The client address comes from X-Forwarded-For only because
+/// the peer (loopback) is a configured trusted proxy.
+#[actix_web::test]
+async fn lock_out_is_per_account_and_address() {
+    let app = spawn_app_with(test_config(&[
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--login-failures-per-pair",
+        "3",
+    ]))
+    .await;
+    let owner = app.register("owner").await;
+    for _ in 0..3 {
+        assert_eq!(
+            login_from(&app, "203.0.113.9", &owner.email, "wrong-pass").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_from(&app, "203.0.113.9", &owner.email, &owner.password).await,
+        429
+    );
+    assert_eq!(
+        login_from(&app, "198.51.100.4", &owner.email, &owner.password).await,
+        200
+    );
+    // Untrusted peers cannot choose their address: without the proxy setting, every request
+    // is loopback's.
+    app.stop().await;
+    let app = spawn_app_with(test_config(&["--login-failures-per-pair", "3"])).await;
+    let owner = app.register("owner2").await;
+    for n in 0..3 {
+        let addr = format!("203.0.113.{n}");
+        assert_eq!(
+            login_from(&app, &addr, &owner.email, "wrong-pass").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_from(&app, "192.0.2.1", &owner.email, &owner.password).await,
+        429
+    );
+    app.stop().await;
+}
+
+/// Concurrent wrong passwords are counted exactly: with a limit of 5, of 30 simultaneous
+/// attempts exactly 5 are checked (401) and the rest refused before hashing (429) — before,
+/// attempts in flight were not counted and more were hashed.
+#[actix_web::test]
+async fn failed_login_count_is_exact_under_concurrency() {
+    let app = spawn_app_with(test_config(&["--login-failures-per-pair", "5"])).await;
+    let owner = app.register("target").await;
+    let attempts = (0..30).map(|_| login_from(&app, "ignored", &owner.email, "wrong-pass"));
+    let statuses = futures_util::future::join_all(attempts).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, refused), (5, 25), "{statuses:?}");
+    app.stop().await;
+}
+
+/// The email is validated before it becomes a lock-out key: a 60 KiB email is 422 and leaves
+/// no key behind.
+#[actix_web::test]
+async fn long_emails_never_become_guard_keys() {
+    let app = spawn_app().await;
+    let before = app.state.login_guard.sizes();
+    let email = format!("{}@example.com", "a".repeat(60_000));
+    assert_eq!(login_from(&app, "x", &email, "wrong-pass").await, 422);
+    assert_eq!(app.state.login_guard.sizes(), before);
     app.stop().await;
 }
