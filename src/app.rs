@@ -30,6 +30,8 @@ const LIMITER_EVICTION_EVERY: Duration = Duration::from_secs(60);
 /// A built server, bound and ready to run.
 pub struct Application {
     server: Server,
+    /// The separate `/metrics` listener (`FECHATTER_METRICS_ADDR`), if configured.
+    metrics_server: Option<Server>,
     addr: SocketAddr,
     state: web::Data<AppState>,
 }
@@ -109,6 +111,7 @@ impl Application {
                         .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
                 )
                 .wrap(from_fn(http::body_timeout::middleware))
+                .wrap(from_fn(http::metrics_guard::middleware))
                 .wrap(from_fn(http::conn_limit::middleware))
                 .wrap(from_fn(http::ratelimit::middleware))
                 .wrap(from_fn(http::stats::middleware))
@@ -117,6 +120,9 @@ impl Application {
                 .default_service(web::to(http::not_found))
         })
         .on_connect(move |io, ext| conn_limits.on_connect(io, ext))
+        // A peer's FIN ends its connection at once: an SSE stream's slot is freed when the
+        // client leaves, not at the next heartbeat write.
+        .h1_allow_half_closed(false)
         .backlog(config.backlog)
         .max_connections(budget.per_worker)
         .shutdown_timeout(10)
@@ -126,12 +132,32 @@ impl Application {
             .bind(config.addr)
             .with_context(|| format!("binding {}", config.addr))?;
         let addr = *server.addrs().first().context("no bound address")?;
+        let metrics_server = match config.metrics_addr {
+            Some(metrics_addr) => {
+                let metrics_state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics_state.clone())
+                        .app_data(http::metrics_guard::MetricsListener)
+                        .wrap(from_fn(http::metrics_guard::middleware))
+                        .route("/metrics", web::get().to(http::admin::prometheus))
+                })
+                .workers(1)
+                .bind(metrics_addr)
+                .with_context(|| format!("binding FECHATTER_METRICS_ADDR {metrics_addr}"))?
+                .run();
+                tracing::info!(%metrics_addr, "serving /metrics");
+                Some(server)
+            }
+            None => None,
+        };
         state.loopback.set_addr(addr);
         http::ratelimit::spawn_eviction(&state, LIMITER_EVICTION_EVERY);
         let server = server.run();
         tracing::info!(%addr, "listening");
         Ok(Application {
             server,
+            metrics_server,
             addr,
             state,
         })
@@ -153,7 +179,16 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT/SIGTERM, or the handle).
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        let metrics = self.metrics_server.map(|m| {
+            let handle = m.handle();
+            actix_web::rt::spawn(m);
+            handle
+        });
+        let result = self.server.await;
+        if let Some(m) = metrics {
+            m.stop(true).await;
+        }
+        result
     }
 }
 

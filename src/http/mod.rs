@@ -15,6 +15,7 @@ pub mod health;
 pub mod list;
 pub mod login_guard;
 pub mod messages;
+pub mod metrics_guard;
 pub mod openapi;
 pub mod ratelimit;
 pub mod realtime;

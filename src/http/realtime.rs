@@ -72,6 +72,15 @@ struct Started {
     close: oneshot::Receiver<(u16, String)>,
 }
 
+/// An SSE response's state: ends the session when dropped (stream finished or connection gone).
+struct SseStream(Started);
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        self.0.addr.do_send(TransportClosed);
+    }
+}
+
 /// Starts a session for `user` and waits until it is subscribed (or refused).
 async fn start_session(
     state: &AppState,
@@ -138,15 +147,15 @@ pub async fn sse(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| q.last_event_id.clone());
-    let started = start_session(&state, user, Transport::Sse, resume).await?;
+    let started = SseStream(start_session(&state, user, Transport::Sse, resume).await?);
+    // The stream is dropped as soon as the connection closes (the server does not allow
+    // half-closed connections, so the peer's FIN ends it at once, not at the next write); its
+    // Drop tells the session, which frees the connection slot.
     let stream = futures_util::stream::unfold(started, |mut s| async move {
-        match s.out.recv().await {
+        match s.0.out.recv().await {
             Some(Outgoing::Sse(bytes)) => Some((Ok::<_, actix_web::Error>(bytes), s)),
             Some(Outgoing::Text(_)) => Some((Ok(bytes::Bytes::new()), s)),
-            None => {
-                s.addr.do_send(TransportClosed);
-                None
-            }
+            None => None,
         }
     });
     Ok(HttpResponse::Ok()

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::ws::WsClient;
+use crate::common::ws::{SseClient, WsClient};
 use crate::common::{TestApp, spawn_app, spawn_app_with, test_config};
 
 /// A WebSocket opened by hand, so a test can send a frame header without its payload.
@@ -351,5 +351,96 @@ async fn long_emails_never_become_guard_keys() {
     let email = format!("{}@example.com", "a".repeat(60_000));
     assert_eq!(login_from(&app, "x", &email, "wrong-pass").await, 422);
     assert_eq!(app.state.login_guard.sizes(), before);
+    app.stop().await;
+}
+
+/// Series in `/metrics` named with `pattern`.
+async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String) {
+    let mut req = app.http.get(app.url("/metrics"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("scrape");
+    (r.status().as_u16(), r.text().await.expect("text"))
+}
+
+/// Made-up HTTP methods do not add series: method labels come from a closed set (before, each
+/// new token made new series and `/metrics` grew without bound).
+#[actix_web::test]
+async fn metrics_labels_are_a_closed_set() {
+    let app = spawn_app().await;
+    for n in 0..30 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{n}").as_bytes()).expect("method");
+        let _ = app
+            .http
+            .request(method, app.url(&format!("/api/nowhere/{n}")))
+            .send()
+            .await
+            .expect("send");
+    }
+    // A rendered scrape is reused for up to a second: wait for a fresh one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let (status, text) = scrape(&app, None).await;
+        assert_eq!(status, 200);
+        if text.contains("method=\"other\"") {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `other` series:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!text.contains("MADEUP"), "{text}");
+    assert!(!text.contains("/api/nowhere/"), "paths are not labels");
+    app.stop().await;
+}
+
+/// With `FECHATTER_METRICS_TOKEN`, a scrape needs the token.
+#[actix_web::test]
+async fn metrics_can_require_a_token() {
+    let token = "scrape-token-0123456789";
+    let app = spawn_app_with(test_config(&["--metrics-token", token])).await;
+    assert_eq!(scrape(&app, None).await.0, 401);
+    assert_eq!(scrape(&app, Some("wrong-token-0123456789")).await.0, 401);
+    assert_eq!(scrape(&app, Some(token)).await.0, 200);
+    app.stop().await;
+}
+
+/// A closed SSE stream frees its connection slot at once: with the per-user limit reached,
+/// closing one stream lets a new one in within a second (before, the slot was held until the
+/// next heartbeat write, up to 45 s).
+#[actix_web::test]
+async fn closed_sse_stream_frees_its_slot_within_a_second() {
+    let app = spawn_app_with(test_config(&["--max-ws-per-user", "2"])).await;
+    let user = app.register("tabs").await;
+    let first = SseClient::connect(&app, &user.token, None, false)
+        .await
+        .expect("first");
+    let _second = SseClient::connect(&app, &user.token, None, false)
+        .await
+        .expect("second");
+    assert!(
+        SseClient::connect(&app, &user.token, None, false)
+            .await
+            .is_err(),
+        "the limit holds"
+    );
+    drop(first);
+    let closed_at = tokio::time::Instant::now();
+    loop {
+        if SseClient::connect(&app, &user.token, None, false)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            closed_at.elapsed() < Duration::from_secs(1),
+            "slot not freed within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     app.stop().await;
 }
