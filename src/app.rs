@@ -44,6 +44,7 @@ impl Application {
         jwt_secret: Vec<u8>,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        crate::log_throttle::set_limit(config.log_repeat_per_10s);
         // Before anything records a metric (idempotent: tests build many servers per process).
         crate::metrics::prometheus();
         let pg: tokio_postgres::Config = database.parse().context("parsing the database URL")?;

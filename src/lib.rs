@@ -21,6 +21,7 @@ pub mod config;
 pub mod embedded_pg;
 pub mod http;
 pub mod load;
+pub mod log_throttle;
 pub mod metrics;
 pub mod state;
 pub mod store;
