@@ -30,6 +30,8 @@ const LIMITER_EVICTION_EVERY: Duration = Duration::from_secs(60);
 /// A built server, bound and ready to run.
 pub struct Application {
     server: Server,
+    /// The separate `/metrics` listener (`FECHATTER_METRICS_ADDR`), if configured.
+    metrics_server: Option<Server>,
     addr: SocketAddr,
     state: web::Data<AppState>,
 }
@@ -42,6 +44,7 @@ impl Application {
         jwt_secret: Vec<u8>,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        crate::log_throttle::set_limit(config.log_repeat_per_10s);
         // Before anything records a metric (idempotent: tests build many servers per process).
         crate::metrics::prometheus();
         let pg: tokio_postgres::Config = database.parse().context("parsing the database URL")?;
@@ -101,9 +104,23 @@ impl Application {
 
         let app_state = state.clone();
         let max_body = config.max_body_bytes;
+        let trusted = http::client_ip::TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("FECHATTER_TRUSTED_PROXIES: {e}"))?;
+        let workers = config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let budget = ConnectionBudget::from_fd_limit(&config, workers);
+        let conn_limits = http::conn_limit::ConnLimits::new(
+            config.max_connections_per_ip,
+            budget.answered,
+            trusted.clone(),
+        );
+        let trusted = web::Data::new(trusted);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(trusted.clone())
                 .app_data(extract::json_config(max_body))
                 .app_data(extract::path_config())
                 .app_data(extract::query_config())
@@ -112,28 +129,54 @@ impl Application {
                     ErrorHandlers::new()
                         .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
                 )
+                .wrap(from_fn(http::body_timeout::middleware))
+                .wrap(from_fn(http::metrics_guard::middleware))
+                .wrap(from_fn(http::conn_limit::middleware))
                 .wrap(from_fn(http::ratelimit::middleware))
                 .wrap(from_fn(http::stats::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
+        .on_connect(move |io, ext| conn_limits.on_connect(io, ext))
+        // A peer's FIN ends its connection at once: an SSE stream's slot is freed when the
+        // client leaves, not at the next heartbeat write.
+        .h1_allow_half_closed(false)
         .backlog(config.backlog)
-        .max_connections(config.max_connections)
-        .shutdown_timeout(10);
-        if let Some(workers) = config.workers {
-            server = server.workers(workers.max(1));
-        }
+        .max_connections(budget.per_worker)
+        .shutdown_timeout(10)
+        .workers(workers);
+        let _ = &mut server;
         let server = server
             .bind(config.addr)
             .with_context(|| format!("binding {}", config.addr))?;
         let addr = *server.addrs().first().context("no bound address")?;
+        let metrics_server = match config.metrics_addr {
+            Some(metrics_addr) => {
+                let metrics_state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics_state.clone())
+                        .app_data(http::metrics_guard::MetricsListener)
+                        .wrap(from_fn(http::metrics_guard::middleware))
+                        .route("/metrics", web::get().to(http::admin::prometheus))
+                })
+                .workers(1)
+                .bind(metrics_addr)
+                .with_context(|| format!("binding FECHATTER_METRICS_ADDR {metrics_addr}"))?
+                .run();
+                tracing::info!(%metrics_addr, "serving /metrics");
+                Some(server)
+            }
+            None => None,
+        };
         state.loopback.set_addr(addr);
         http::ratelimit::spawn_eviction(&state, LIMITER_EVICTION_EVERY);
         let server = server.run();
         tracing::info!(%addr, "listening");
         Ok(Application {
             server,
+            metrics_server,
             addr,
             state,
         })
@@ -156,11 +199,52 @@ impl Application {
     /// Serves until the server is stopped (SIGINT/SIGTERM, or the handle); in cluster mode the
     /// node then leaves the cluster.
     pub async fn run(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let metrics = self.metrics_server.map(|m| {
+            let handle = m.handle();
+            actix_web::rt::spawn(m);
+            handle
+        });
+        let result = self.server.await;
+        if let Some(m) = metrics {
+            m.stop(true).await;
+        }
         if let Some(cluster) = &self.state.cluster {
             cluster.leave().await;
         }
-        served
+        result
+    }
+}
+
+/// How many client connections the descriptors allow: past `answered` (the open-file limit less
+/// `FECHATTER_FD_HEADROOM`) new connections are answered 503 and closed; each worker stops
+/// accepting at `per_worker`, which together stay under the limit by half the headroom, so
+/// accepting never fails with EMFILE.
+struct ConnectionBudget {
+    answered: usize,
+    per_worker: usize,
+}
+
+impl ConnectionBudget {
+    fn from_fd_limit(config: &Config, workers: usize) -> Self {
+        use nix::sys::resource::{Resource, getrlimit};
+        let limit = getrlimit(Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft as usize)
+            .unwrap_or(1024);
+        let headroom = config.fd_headroom.min(limit / 2);
+        let answered = limit.saturating_sub(headroom).max(1);
+        let accepted = limit.saturating_sub(headroom / 2).max(workers);
+        let per_worker = (accepted / workers).clamp(1, config.max_connections.max(1));
+        tracing::info!(
+            fd_limit = limit,
+            answered,
+            per_worker,
+            workers,
+            "connection budget"
+        );
+        ConnectionBudget {
+            answered,
+            per_worker,
+        }
     }
 }
 

@@ -1,76 +1,224 @@
-//! Credentials: Argon2id password hashing (on the blocking pool, bounded) and HS256 access tokens.
+//! Credentials: Argon2id password hashing (on a small fixed pool of dedicated threads, each
+//! reusing one memory block) and HS256 access tokens.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use anyhow::Context;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm as ArgonAlgorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm as ArgonAlgorithm, Argon2, Block, Params, Version};
 use chrono::{DateTime, TimeZone, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
 
 /// Hashes and verifies passwords with Argon2id at OWASP's parameters (19 MiB, t=2, p=1).
 ///
-/// Hashing is CPU- and memory-heavy, so it runs on the blocking pool, and a semaphore bounds how
-/// many run at once: a login flood queues instead of exhausting memory.
+/// Hashing is CPU- and memory-heavy, so it runs on `concurrency` dedicated threads, each
+/// allocating its 19 MiB block once and reusing it: memory is bounded by the hashing
+/// concurrency (on the blocking pool each hash allocated afresh on whichever thread ran it,
+/// and the allocator kept it per thread). Requests wait in two queues; the priority queue
+/// (logins from an address the account recently logged in from) is served first.
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    pool: Arc<PoolHandle>,
     /// A hash of a random password, verified against when the account does not exist, so an
     /// unknown email costs the same time as a wrong password.
     dummy_hash: Arc<str>,
 }
 
-fn argon2() -> Argon2<'static> {
-    // unwrap-free: these are the crate's documented defaults (OWASP minimum).
-    Argon2::new(ArgonAlgorithm::Argon2id, Version::V0x13, Params::default())
+/// Which queue a hashing job waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    High,
+    Normal,
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+#[derive(Default)]
+struct Queues {
+    high: VecDeque<Job>,
+    normal: VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+}
+
+/// Owns the threads: dropping the last `Passwords` stops them.
+struct PoolHandle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        self.shared.queues.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+fn worker(shared: Arc<Shared>) {
+    // Allocated on the first job, then reused for every hash this thread computes.
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        let job = {
+            let mut q = shared.queues.lock();
+            loop {
+                if let Some(job) = q.high.pop_front().or_else(|| q.normal.pop_front()) {
+                    break job;
+                }
+                if q.closed {
+                    return;
+                }
+                shared.ready.wait(&mut q);
+            }
+        };
+        job(&mut memory);
+    }
+}
+
+fn params() -> Params {
+    Params::default()
+}
+
+/// `memory` sized for `params` (grown once; kept).
+fn blocks<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
+    let n = params.block_count();
+    if memory.len() < n {
+        memory.resize(n, Block::default());
+    }
+    &mut memory[..n]
+}
+
+/// Hashes `password` with a fresh salt into a PHC string, in `memory`.
+fn hash_with(password: &[u8], memory: &mut Vec<Block>) -> anyhow::Result<String> {
+    let params = params();
+    let argon = Argon2::new(ArgonAlgorithm::Argon2id, Version::V0x13, params.clone());
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon
+        .hash_password_into_with_memory(password, salt_bytes, &mut out, blocks(memory, &params))
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: ArgonAlgorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| anyhow::anyhow!("params: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("output: {e}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `hash`, computed in `memory`.
+fn verify_with(password: &[u8], hash: &str, memory: &mut Vec<Block>) -> anyhow::Result<bool> {
+    let parsed = PasswordHash::new(hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+    let algorithm = ArgonAlgorithm::try_from(parsed.algorithm)
+        .map_err(|e| anyhow::anyhow!("stored hash algorithm: {e}"))?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).map_err(|e| anyhow::anyhow!("stored hash version: {e}"))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(|e| anyhow::anyhow!("stored params: {e}"))?;
+    let expected = parsed.hash.context("stored hash has no output")?;
+    let salt = parsed.salt.context("stored hash has no salt")?;
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| anyhow::anyhow!("stored salt: {e}"))?;
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params.clone());
+    argon
+        .hash_password_into_with_memory(password, salt_bytes, &mut out, blocks(memory, &params))
+        .map_err(|e| anyhow::anyhow!("verifying: {e}"))?;
+    Ok(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
 }
 
 impl Passwords {
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        let dummy = argon2()
-            .hash_password(uuid::Uuid::new_v4().as_bytes(), &salt)
-            .map_err(|e| anyhow::anyhow!("hashing: {e}"))?
-            .to_string();
+        let shared = Arc::new(Shared::default());
+        for i in 0..concurrency.max(1) {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || worker(shared))
+                .context("starting a hashing thread")?;
+        }
+        let pool = Arc::new(PoolHandle { shared });
+        let mut memory = Vec::new();
+        let dummy = hash_with(uuid::Uuid::new_v4().as_bytes(), &mut memory)?;
         Ok(Passwords {
-            permits: Arc::new(Semaphore::new(concurrency)),
+            pool,
             dummy_hash: dummy.into(),
         })
     }
 
+    /// Runs `f` on a hashing thread (with its reusable memory) and awaits the result.
+    async fn run<T: Send + 'static>(
+        &self,
+        priority: Priority,
+        f: impl FnOnce(&mut Vec<Block>) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = tx.send(f(memory));
+        });
+        {
+            let mut q = self.pool.shared.queues.lock();
+            match priority {
+                Priority::High => q.high.push_back(job),
+                Priority::Normal => q.normal.push_back(job),
+            }
+        }
+        self.pool.shared.ready.notify_one();
+        rx.await.context("hashing thread stopped")?
+    }
+
     /// Hashes `password` into a PHC string.
     pub async fn hash(&self, password: String) -> anyhow::Result<String> {
-        let _permit = self.permits.acquire().await.context("hasher closed")?;
-        tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            argon2()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| anyhow::anyhow!("hashing: {e}"))
+        self.run(Priority::Normal, move |memory| {
+            hash_with(password.as_bytes(), memory)
         })
         .await
-        .context("hashing task")?
     }
 
     /// Whether `password` matches `hash`; with `None` verifies against a dummy hash (and fails).
     pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
-        let _permit = self.permits.acquire().await.context("hasher closed")?;
+        self.verify_with_priority(password, hash, Priority::Normal)
+            .await
+    }
+
+    /// [`Passwords::verify`], queued at `priority`.
+    pub async fn verify_with_priority(
+        &self,
+        password: String,
+        hash: Option<String>,
+        priority: Priority,
+    ) -> anyhow::Result<bool> {
         let real = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
-        let ok = tokio::task::spawn_blocking(move || {
-            let parsed =
-                PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
-            Ok::<_, anyhow::Error>(
-                argon2()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok(),
-            )
-        })
-        .await
-        .context("verify task")??;
+        let ok = self
+            .run(priority, move |memory| {
+                verify_with(password.as_bytes(), &hash, memory)
+            })
+            .await?;
         Ok(ok && real)
+    }
+
+    /// Jobs waiting for a hashing thread.
+    pub fn queued(&self) -> usize {
+        let q = self.pool.shared.queues.lock();
+        q.high.len() + q.normal.len()
     }
 }
 
@@ -265,5 +413,33 @@ mod tests {
         );
         assert!(!p.verify("wrong".into(), Some(hash)).await.expect("verify"));
         assert!(!p.verify("anything".into(), None).await.expect("verify"));
+    }
+
+    /// Hashes of the pool and of the crate's own API verify each other (stored hashes from
+    /// before the pool keep working).
+    #[tokio::test]
+    async fn pool_hashes_match_the_crate() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let p = Passwords::new(1).expect("passwords");
+        let ours = p.hash("s3cret pass".into()).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("parse");
+        let crate_argon = Argon2::default();
+        assert!(crate_argon.verify_password(b"s3cret pass", &parsed).is_ok());
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let theirs = crate_argon
+            .hash_password(b"other pass", &salt)
+            .expect("hash")
+            .to_string();
+        assert!(
+            p.verify("other pass".into(), Some(theirs.clone()))
+                .await
+                .expect("verify")
+        );
+        assert!(!p.verify("nope".into(), Some(theirs)).await.expect("verify"));
+        assert!(
+            p.verify_with_priority("s3cret pass".into(), Some(ours), Priority::High)
+                .await
+                .expect("verify")
+        );
     }
 }

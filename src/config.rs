@@ -83,11 +83,13 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_AUTH_RATE_PER_MIN", default_value_t = 600)]
     pub auth_rate_per_min: u32,
 
-    /// Failed logins per account within 15 minutes before the account is temporarily locked.
+    /// Failed logins per account (from all addresses) within 15 minutes before the account counts
+    /// as under a spread attack: addresses with failures on it are then refused, others let
+    /// through once per second (see FECHATTER_LOGIN_FAILURES_PER_PAIR for one address).
     #[arg(
         long,
         env = "FECHATTER_LOGIN_FAILURES_PER_ACCOUNT",
-        default_value_t = 10
+        default_value_t = 50
     )]
     pub login_failures_per_account: u32,
 
@@ -248,6 +250,70 @@ pub struct Config {
     /// goes out (0: each change at once).
     #[arg(long, env = "FECHATTER_PRESENCE_COALESCE_MS", default_value_t = 200)]
     pub presence_coalesce_ms: u64,
+
+    // --- Availability (denial-of-service limits) ---
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` is believed: comma-separated IPs and CIDRs
+    /// (e.g. `10.0.0.1,192.168.0.0/16`). Empty: the TCP peer is the client.
+    #[arg(long, env = "FECHATTER_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Largest WebSocket message from an authenticated client, bytes (refused from its header).
+    #[arg(long, env = "FECHATTER_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_frame_bytes: usize,
+
+    /// Largest WebSocket message before authentication (the auth frame), bytes.
+    #[arg(long, env = "FECHATTER_WS_PREAUTH_FRAME_BYTES", default_value_t = 8 * 1024)]
+    pub ws_preauth_frame_bytes: usize,
+
+    /// Inbound WebSocket frames per second per connection (sustained).
+    #[arg(long, env = "FECHATTER_WS_FRAMES_PER_SEC", default_value_t = 20)]
+    pub ws_frames_per_sec: u32,
+
+    /// Inbound WebSocket frames a connection may send in a burst.
+    #[arg(long, env = "FECHATTER_WS_FRAME_BURST", default_value_t = 60)]
+    pub ws_frame_burst: u32,
+
+    /// Over-budget frames within 10 s after which the socket is closed (4009).
+    #[arg(long, env = "FECHATTER_WS_FRAME_EXCESS_CLOSE", default_value_t = 100)]
+    pub ws_frame_excess_close: u32,
+
+    /// Seconds a client has to send a whole request body; then 408 and the connection closes.
+    #[arg(long, env = "FECHATTER_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+
+    /// Open connections per client address (trusted proxies exempt); more answer 503.
+    #[arg(long, env = "FECHATTER_MAX_CONNECTIONS_PER_IP", default_value_t = 4096)]
+    pub max_connections_per_ip: usize,
+
+    /// File descriptors kept free of client connections (database, files, accept): past
+    /// (open-file limit − this) new connections are answered 503 and closed.
+    #[arg(long, env = "FECHATTER_FD_HEADROOM", default_value_t = 512)]
+    pub fd_headroom: usize,
+
+    /// Bearer token required by `GET /metrics` (unset: open, as before).
+    #[arg(long, env = "FECHATTER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Separate address serving only `/metrics` (the main listener then answers it 404).
+    #[arg(long, env = "FECHATTER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Failed logins per (account, client address) within 15 minutes before that pair is locked.
+    #[arg(long, env = "FECHATTER_LOGIN_FAILURES_PER_PAIR", default_value_t = 10)]
+    pub login_failures_per_pair: u32,
+
+    /// Failed logins per second server-wide that are hashed; beyond, failures from addresses
+    /// without a recent success are refused with 429 before hashing.
+    #[arg(long, env = "FECHATTER_LOGIN_FAILURES_PER_SEC", default_value_t = 20)]
+    pub login_failures_per_sec: u32,
+
+    /// Keys each login-guard map holds at most (oldest dropped first).
+    #[arg(long, env = "FECHATTER_LOGIN_GUARD_KEYS", default_value_t = 100_000)]
+    pub login_guard_keys: usize,
+
+    /// Identical log lines allowed per 10 s; the rest are counted and summarised.
+    #[arg(long, env = "FECHATTER_LOG_REPEAT_PER_10S", default_value_t = 10)]
+    pub log_repeat_per_10s: u32,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -326,6 +392,33 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return fail("FECHATTER_MAX_BODY_BYTES must be at least 1024");
+        }
+        if let Err(e) = crate::http::client_ip::TrustedProxies::parse(&self.trusted_proxies) {
+            return Err(ConfigError(format!("FECHATTER_TRUSTED_PROXIES: {e}")));
+        }
+        if self.ws_max_frame_bytes < 1024 || self.ws_preauth_frame_bytes < 1024 {
+            return fail(
+                "FECHATTER_WS_MAX_FRAME_BYTES and FECHATTER_WS_PREAUTH_FRAME_BYTES must be at least 1024",
+            );
+        }
+        if self.ws_frames_per_sec == 0 || self.ws_frame_burst == 0 || self.body_timeout_secs == 0 {
+            return fail(
+                "FECHATTER_WS_FRAMES_PER_SEC, FECHATTER_WS_FRAME_BURST and FECHATTER_BODY_TIMEOUT_SECS must be positive",
+            );
+        }
+        if self.max_connections_per_ip == 0
+            || self.login_failures_per_pair == 0
+            || self.login_failures_per_sec == 0
+            || self.login_guard_keys == 0
+        {
+            return fail(
+                "FECHATTER_MAX_CONNECTIONS_PER_IP, FECHATTER_LOGIN_FAILURES_PER_PAIR, FECHATTER_LOGIN_FAILURES_PER_SEC and FECHATTER_LOGIN_GUARD_KEYS must be positive",
+            );
+        }
+        if let Some(token) = &self.metrics_token {
+            if token.len() < 16 {
+                return fail("FECHATTER_METRICS_TOKEN must be at least 16 characters");
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return fail("FECHATTER_LOG_FORMAT must be `text` or `json`");

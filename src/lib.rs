@@ -25,6 +25,7 @@ pub mod embedded_pg;
 pub mod faults;
 pub mod http;
 pub mod load;
+pub mod log_throttle;
 pub mod metrics;
 pub mod state;
 pub mod store;

@@ -59,8 +59,6 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The user already has the maximum number of connections.
     pub const TOO_MANY_CONNECTIONS: u16 = 4029;
-    /// The server cannot serve the connection now (database unavailable): retry later.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// How the session's frames reach the client.

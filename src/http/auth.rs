@@ -1,18 +1,14 @@
-//! Authentication: register, login, refresh, change password; and brute-force protection.
-
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+//! Authentication: register, login, refresh, change password (brute-force protection is
+//! `login_guard`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json, bearer_token};
 use crate::auth::TokenError;
-use crate::config::Config;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::users::{NewUser, UserRow};
@@ -87,12 +83,8 @@ fn auth_response(state: &AppState, user: &UserRow) -> ApiResult<AuthResponse> {
     })
 }
 
-/// The client's IP (the socket peer; proxies are not trusted).
-pub fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
-}
+pub use super::client_ip::client_ip;
+pub use super::login_guard::LoginGuard;
 
 /// `POST /api/auth/register`
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", summary = "Create an account (limited per IP)",
@@ -144,24 +136,27 @@ pub async fn login(
     if password.is_empty() {
         return Err(ApiError::validation("password", "is required"));
     }
+    // Validated before it becomes a lock-out key (bodies may be 64 KiB; emails are ≤ 254, no
+    // control characters).
     let email_key = validate::login_email(email)?;
-    state.login_guard.check(&email_key, ip)?;
+    let attempt = state.login_guard.begin(&email_key, ip)?;
     let user = state.store.user_by_email(&email_key).await?;
     // Always run one verification, so unknown emails take as long as wrong passwords.
     let ok = state
         .passwords
-        .verify(
+        .verify_with_priority(
             password.to_string(),
             user.as_ref().map(|u| u.password_hash.clone()),
+            attempt.priority(),
         )
         .await?;
     match user {
         Some(user) if ok => {
-            state.login_guard.succeeded(&email_key);
+            attempt.succeeded();
             Ok(HttpResponse::Ok().json(auth_response(&state, &user)?))
         }
         _ => {
-            state.login_guard.failed(&email_key, ip);
+            attempt.failed();
             Err(ApiError::unauthorized("Invalid email or password"))
         }
     }
@@ -230,75 +225,4 @@ pub async fn change_password(
         "token": issued.token,
         "expires_at": issued.expires_at,
     })))
-}
-
-/// Failed-login counters per account and per client IP over a fixed window.
-///
-/// Past the threshold further attempts are refused with 429 (before the password is checked,
-/// so a locked account costs no hashing) until the window ends. A success clears the
-/// account's counter. Memory is bounded: expired entries are swept as the maps grow.
-pub struct LoginGuard {
-    per_account: DashMap<String, (u32, Instant)>,
-    per_ip: DashMap<IpAddr, (u32, Instant)>,
-    account_limit: u32,
-    ip_limit: u32,
-    window: Duration,
-}
-
-impl LoginGuard {
-    pub fn new(config: &Config) -> Self {
-        LoginGuard {
-            per_account: DashMap::new(),
-            per_ip: DashMap::new(),
-            account_limit: config.login_failures_per_account,
-            ip_limit: config.login_failures_per_ip,
-            window: Duration::from_secs(15 * 60),
-        }
-    }
-
-    fn remaining_lock<K: std::hash::Hash + Eq>(
-        &self,
-        map: &DashMap<K, (u32, Instant)>,
-        key: &K,
-        limit: u32,
-    ) -> Option<u64> {
-        let entry = map.get(key)?;
-        let (count, since) = *entry;
-        let elapsed = since.elapsed();
-        (count >= limit && elapsed < self.window).then(|| (self.window - elapsed).as_secs() + 1)
-    }
-
-    /// Refuses the attempt if the account or the IP is locked out.
-    pub fn check(&self, account: &str, ip: IpAddr) -> ApiResult<()> {
-        let locked = self
-            .remaining_lock(&self.per_account, &account.to_string(), self.account_limit)
-            .or_else(|| self.remaining_lock(&self.per_ip, &ip, self.ip_limit));
-        match locked {
-            Some(secs) => Err(ApiError::RateLimited {
-                message: "Too many failed login attempts; try again later".into(),
-                retry_after_secs: secs,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn bump<K: std::hash::Hash + Eq + Clone>(&self, map: &DashMap<K, (u32, Instant)>, key: K) {
-        if map.len() > 100_000 {
-            map.retain(|_, (_, since)| since.elapsed() < self.window);
-        }
-        let mut entry = map.entry(key).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-
-    pub fn failed(&self, account: &str, ip: IpAddr) {
-        self.bump(&self.per_account, account.to_string());
-        self.bump(&self.per_ip, ip);
-    }
-
-    pub fn succeeded(&self, account: &str) {
-        self.per_account.remove(account);
-    }
 }

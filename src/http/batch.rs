@@ -233,10 +233,15 @@ pub async fn batch(
         .addr
         .get()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("bound address not recorded")))?;
-    let caller = req
-        .peer_addr()
-        .map(|a| a.to_string())
-        .and_then(|a| HeaderValue::from_str(&a).ok());
+    // The client's address (a trusted proxy's forwarded one included), not the TCP peer's.
+    let caller = HeaderValue::from_str(
+        &SocketAddr::new(
+            super::client_ip::client_ip(&req),
+            req.peer_addr().map_or(0, |a| a.port()),
+        )
+        .to_string(),
+    )
+    .ok();
     let authorization = req.headers().get(AUTHORIZATION).cloned();
     let batch_id = current_request_id();
     let mut results = Vec::with_capacity(ops.len());

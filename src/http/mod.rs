@@ -5,12 +5,17 @@
 pub mod admin;
 pub mod auth;
 pub mod batch;
+pub mod body_timeout;
 pub mod chats;
+pub mod client_ip;
+pub mod conn_limit;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod list;
+pub mod login_guard;
 pub mod messages;
+pub mod metrics_guard;
 pub mod openapi;
 pub mod ratelimit;
 pub mod realtime;
@@ -20,6 +25,7 @@ pub mod stats;
 pub mod users;
 pub mod web_client;
 pub mod workspaces;
+pub mod ws_guard;
 
 use actix_web::{HttpRequest, web};
 

@@ -328,9 +328,9 @@ pub async fn middleware(
                 req.extensions_mut().insert(user);
                 RateKey::User(user.id)
             }
-            Err(_) => RateKey::Ip(super::auth::client_ip(req.request())),
+            Err(_) => RateKey::Ip(super::client_ip::client_ip(req.request())),
         },
-        None => RateKey::Ip(super::auth::client_ip(req.request())),
+        None => RateKey::Ip(super::client_ip::client_ip(req.request())),
     };
     let search = req.path().starts_with("/api/search/");
     let decision = state.limits.check_request(key, search).await;

@@ -5,14 +5,22 @@
 //! within `FECHATTER_WS_AUTH_TIMEOUT_SECS` (a bearer token on the upgrade request, header or
 //! `?access_token=`, also authenticates). The server pings every `FECHATTER_WS_PING_SECS` and
 //! drops a peer silent for `FECHATTER_WS_TIMEOUT_SECS`. Close codes: see
-//! `actors::session::close_code`.
+//! `actors::session::close_code`, plus [`close_code`] here for what this module refuses.
+//!
+//! Inbound limits (see `ws_guard`): a frame announcing more than `FECHATTER_WS_PREAUTH_FRAME_BYTES`
+//! before authentication, or `FECHATTER_WS_MAX_FRAME_BYTES` after, is refused from its header
+//! (close 1009) before its payload is read; frames beyond the per-connection budget
+//! (`FECHATTER_WS_FRAMES_PER_SEC`, burst `FECHATTER_WS_FRAME_BURST`) get an error frame
+//! `RATE_LIMITED` and are dropped, and more than `FECHATTER_WS_FRAME_EXCESS_CLOSE` of those within
+//! 10 s close the socket with 4009. A session that cannot start because the database is
+//! unavailable gets an error frame `SERVICE_UNAVAILABLE` and close 1013 (try again later).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use serde::Deserialize;
 use serde_json::json;
@@ -20,15 +28,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, bearer_token};
+use super::ws_guard::{Budget, FrameBudget, FrameLimit, GuardedPayload};
 use crate::actors::events::frame_json;
 use crate::actors::session::{
     ClientText, Outgoing, Refusal, Session, SessionArgs, SessionConfig, Transport, TransportClosed,
-    close_code,
 };
 use crate::state::AppState;
 
-/// Largest WebSocket message accepted from a client.
-const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Close codes of refusals made here (the session's own are in `actors::session::close_code`).
+pub mod close_code {
+    /// A frame announced more than the connection's limit (RFC 6455 "message too big").
+    pub const FRAME_TOO_LARGE: u16 = 1009;
+    /// The server cannot serve the session now (database unavailable): reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client kept sending frames beyond its budget.
+    pub const FRAME_FLOOD: u16 = 4009;
+}
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -58,6 +73,15 @@ struct Started {
     addr: Addr<Session>,
     out: mpsc::Receiver<Outgoing>,
     close: oneshot::Receiver<(u16, String)>,
+}
+
+/// An SSE response's state: ends the session when dropped (stream finished or connection gone).
+struct SseStream(Started);
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        self.0.addr.do_send(TransportClosed);
+    }
 }
 
 /// Starts a session for `user` and waits until it is subscribed (or refused).
@@ -132,15 +156,15 @@ pub async fn sse(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| q.last_event_id.clone());
-    let started = start_session(&state, user, Transport::Sse, resume).await?;
+    let started = SseStream(start_session(&state, user, Transport::Sse, resume).await?);
+    // The stream is dropped as soon as the connection closes (the server does not allow
+    // half-closed connections, so the peer's FIN ends it at once, not at the next write); its
+    // Drop tells the session, which frees the connection slot.
     let stream = futures_util::stream::unfold(started, |mut s| async move {
-        match s.out.recv().await {
+        match s.0.out.recv().await {
             Some(Outgoing::Sse(bytes)) => Some((Ok::<_, actix_web::Error>(bytes), s)),
             Some(Outgoing::Text(_)) => Some((Ok(bytes::Bytes::new()), s)),
-            None => {
-                s.addr.do_send(TransportClosed);
-                None
-            }
+            None => None,
         }
     });
     Ok(HttpResponse::Ok()
@@ -165,17 +189,28 @@ pub async fn websocket(
     let early_token = bearer_token(&req)
         .map(str::to_owned)
         .or_else(|| q.access_token.clone());
+    let max = state.config.ws_max_frame_bytes;
+    // Frames are sized from their headers as they arrive; the auth frame's budget first.
+    let limit = FrameLimit::new(state.config.ws_preauth_frame_bytes);
+    let guarded: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>>>,
+    > = Box::pin(GuardedPayload::new(body.into_inner(), limit.clone()));
+    let body =
+        web::Payload::from_request(&req, &mut actix_web::dev::Payload::from(guarded)).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::validation("upgrade", "a WebSocket upgrade request is required"))?;
     let stream = stream
-        .max_frame_size(MAX_CLIENT_FRAME)
+        .max_frame_size(max)
         .aggregate_continuations()
-        .max_continuation_size(MAX_CLIENT_FRAME);
+        .max_continuation_size(max);
     let state = state.into_inner();
     actix_web::rt::spawn(ws_connection(
         state,
-        session,
-        stream,
+        Socket {
+            session,
+            stream,
+            limit,
+        },
         early_token,
         q.last_event_id.clone(),
     ));
@@ -198,28 +233,75 @@ async fn send_error(session: &mut actix_ws::Session, code: &str, message: &str) 
         .await;
 }
 
-/// Waits for the auth frame; returns (token, last_event_id) or closes the socket.
-async fn await_auth(
+/// The client's end of a WebSocket: where frames go, where they come from, and their limit.
+struct Socket {
+    session: actix_ws::Session,
+    stream: actix_ws::AggregatedMessageStream,
+    limit: FrameLimit,
+}
+
+/// Why no auth frame was accepted.
+enum NoAuth {
+    /// Closed, timed out or not an auth frame (4000).
+    Missing,
+    /// A frame over the pre-auth size (1009).
+    TooLarge,
+    /// Frames beyond the budget (4009).
+    Flood,
+}
+
+/// Applies the frame budget; `Err` when the socket must close.
+async fn within_budget(
     session: &mut actix_ws::Session,
-    stream: &mut actix_ws::AggregatedMessageStream,
+    budget: &mut FrameBudget,
+) -> Result<bool, ()> {
+    match budget.take() {
+        Budget::Accept => Ok(true),
+        Budget::Refuse => {
+            send_error(session, "RATE_LIMITED", "too many frames; slow down").await;
+            Ok(false)
+        }
+        Budget::Close => Err(()),
+    }
+}
+
+/// Waits for the auth frame; returns (token, last_event_id) or why not.
+async fn await_auth(
+    socket: &mut Socket,
+    budget: &mut FrameBudget,
     timeout: Duration,
-) -> Option<(String, Option<String>)> {
+) -> Result<(String, Option<String>), NoAuth> {
+    let Socket {
+        session,
+        stream,
+        limit,
+    } = socket;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let msg = match tokio::time::timeout_at(deadline, stream.recv()).await {
             Err(_) => {
                 send_error(session, "UNAUTHORIZED", "auth frame not received in time").await;
-                return None;
+                return Err(NoAuth::Missing);
             }
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(AggregatedMessage::Close(_)))) => return None,
+            Ok(Some(Err(_))) if limit.refused().is_some() => return Err(NoAuth::TooLarge),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(AggregatedMessage::Close(_)))) => {
+                return Err(NoAuth::Missing);
+            }
             Ok(Some(Ok(m))) => m,
         };
+        match within_budget(session, budget).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(()) => return Err(NoAuth::Flood),
+        }
         match msg {
             AggregatedMessage::Text(text) => {
                 return match serde_json::from_str::<AuthFrame>(&text) {
-                    Ok(f) if f.kind == "auth" && f.token.is_some() => {
-                        f.token.map(|t| (t, f.last_event_id))
-                    }
+                    Ok(AuthFrame {
+                        kind,
+                        token: Some(token),
+                        last_event_id,
+                    }) if kind == "auth" => Ok((token, last_event_id)),
                     _ => {
                         send_error(
                             session,
@@ -227,7 +309,7 @@ async fn await_auth(
                             r#"the first frame must be {"type":"auth","token":"Bearer <token>"}"#,
                         )
                         .await;
-                        None
+                        Err(NoAuth::Missing)
                     }
                 };
             }
@@ -239,15 +321,29 @@ async fn await_auth(
     }
 }
 
+/// The close code for a session that could not start (or a token that could not be checked).
+fn refusal_close(e: &ApiError, otherwise: u16) -> u16 {
+    match e {
+        ApiError::RateLimited { .. } => crate::actors::session::close_code::TOO_MANY_CONNECTIONS,
+        ApiError::Unavailable(_) => close_code::TRY_AGAIN_LATER,
+        ApiError::Internal(_) => 1011,
+        _ => otherwise,
+    }
+}
+
 /// One WebSocket connection: authentication, then the frame pump between socket and session.
 async fn ws_connection(
     state: Arc<AppState>,
-    mut session: actix_ws::Session,
-    mut stream: actix_ws::AggregatedMessageStream,
+    mut socket: Socket,
     early_token: Option<String>,
     early_resume: Option<String>,
 ) {
     let config = state.config.clone();
+    let mut budget = FrameBudget::new(
+        config.ws_frames_per_sec,
+        config.ws_frame_burst,
+        config.ws_frame_excess_close,
+    );
     let mut early_user = None;
     if let Some(token) = early_token {
         if let Ok(user) = state.authenticate(&token).await {
@@ -257,26 +353,38 @@ async fn ws_connection(
     let (user, resume) = match early_user {
         Some(u) => (u, early_resume),
         None => {
-            let Some((token, resume)) = await_auth(
-                &mut session,
-                &mut stream,
+            let (token, resume) = match await_auth(
+                &mut socket,
+                &mut budget,
                 Duration::from_secs(config.ws_auth_timeout_secs),
             )
             .await
-            else {
-                close(
-                    session,
-                    close_code::AUTH_REQUIRED,
-                    "authentication required",
-                )
-                .await;
-                return;
+            {
+                Ok(auth) => auth,
+                Err(why) => {
+                    let (code, reason) = match why {
+                        NoAuth::Missing => (
+                            crate::actors::session::close_code::AUTH_REQUIRED,
+                            "authentication required",
+                        ),
+                        NoAuth::TooLarge => (close_code::FRAME_TOO_LARGE, "frame too large"),
+                        NoAuth::Flood => (close_code::FRAME_FLOOD, "too many frames"),
+                    };
+                    close(socket.session, code, reason).await;
+                    return;
+                }
             };
             match state.authenticate(&token).await {
                 Ok(u) => (u, resume),
                 Err(e) => {
-                    send_error(&mut session, e.code(), &e.to_string()).await;
-                    close(session, close_code::AUTH_FAILED, "invalid token").await;
+                    send_error(&mut socket.session, e.code(), &e.to_string()).await;
+                    let code = refusal_close(&e, crate::actors::session::close_code::AUTH_FAILED);
+                    let reason = if code == crate::actors::session::close_code::AUTH_FAILED {
+                        "invalid token"
+                    } else {
+                        "try again later"
+                    };
+                    close(socket.session, code, reason).await;
                     return;
                 }
             }
@@ -285,12 +393,13 @@ async fn ws_connection(
     let started = match start_session(&state, user, Transport::WebSocket, resume).await {
         Ok(s) => s,
         Err(e) => {
-            send_error(&mut session, e.code(), &e.to_string()).await;
-            let code = match e {
-                ApiError::RateLimited { .. } => close_code::TOO_MANY_CONNECTIONS,
-                _ => 1011,
-            };
-            close(session, code, "connection refused").await;
+            send_error(&mut socket.session, e.code(), &e.to_string()).await;
+            close(
+                socket.session,
+                refusal_close(&e, 1011),
+                "connection refused",
+            )
+            .await;
             return;
         }
     };
@@ -300,6 +409,12 @@ async fn ws_connection(
         close: mut close_rx,
     } = started;
     drop(state);
+    socket.limit.set(config.ws_max_frame_bytes);
+    let Socket {
+        mut session,
+        mut stream,
+        limit,
+    } = socket;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.ws_ping_secs));
     heartbeat.tick().await;
     let timeout = Duration::from_secs(config.ws_timeout_secs);
@@ -307,22 +422,31 @@ async fn ws_connection(
     let mut close_open = true;
     let end: Option<(u16, String)> = loop {
         tokio::select! {
-            msg = stream.recv() => match msg {
-                Some(Ok(AggregatedMessage::Text(text))) => {
-                    last_heard = Instant::now();
-                    addr.do_send(ClientText(text.to_string()));
+            msg = stream.recv() => {
+                let msg = match msg {
+                    Some(Ok(AggregatedMessage::Close(_))) | None => break None,
+                    Some(Err(_)) if limit.refused().is_some() => {
+                        break Some((close_code::FRAME_TOO_LARGE, "frame too large".into()));
+                    }
+                    Some(Err(e)) => break Some((1002, format!("protocol error: {e}"))),
+                    Some(Ok(m)) => m,
+                };
+                last_heard = Instant::now();
+                match within_budget(&mut session, &mut budget).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(()) => break Some((close_code::FRAME_FLOOD, "too many frames".into())),
                 }
-                Some(Ok(AggregatedMessage::Ping(b))) => {
-                    last_heard = Instant::now();
-                    if session.pong(&b).await.is_err() { break None; }
+                match msg {
+                    AggregatedMessage::Text(text) => addr.do_send(ClientText(text.to_string())),
+                    AggregatedMessage::Ping(b) => {
+                        if session.pong(&b).await.is_err() { break None; }
+                    }
+                    AggregatedMessage::Pong(_) | AggregatedMessage::Close(_) => {}
+                    AggregatedMessage::Binary(_) => {
+                        send_error(&mut session, "VALIDATION_ERROR", "binary frames are not supported").await;
+                    }
                 }
-                Some(Ok(AggregatedMessage::Pong(_))) => last_heard = Instant::now(),
-                Some(Ok(AggregatedMessage::Binary(_))) => {
-                    last_heard = Instant::now();
-                    send_error(&mut session, "VALIDATION_ERROR", "binary frames are not supported").await;
-                }
-                Some(Ok(AggregatedMessage::Close(_))) | None => break None,
-                Some(Err(e)) => break Some((1002, format!("protocol error: {e}"))),
             },
             frame = out.recv() => match frame {
                 Some(Outgoing::Text(text)) => if session.text(text).await.is_err() { break None; },
@@ -336,7 +460,7 @@ async fn ws_connection(
             },
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > timeout {
-                    break Some((close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout".into()));
+                    break Some((crate::actors::session::close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout".into()));
                 }
                 if session.ping(b"").await.is_err() { break None; }
             }

@@ -37,7 +37,8 @@ pub async fn middleware(
     let method = req.method().clone();
     let path = req.path().to_string();
     let started = Instant::now();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let client = super::client_ip::client_ip(req.request());
+    let span = tracing::info_span!("request", request_id = %id, %method, %path, %client);
     let header = HeaderValue::from_str(&id).ok();
     let result: Result<ServiceResponse<BoxBody>, Error> = REQUEST_ID
         .scope(

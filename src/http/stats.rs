@@ -161,6 +161,31 @@ impl Stats {
     }
 }
 
+/// The method as a metric label: the standard methods, `other` for every made-up token (each new
+/// label value would be a new series: a client could grow `/metrics` without bound).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The status as a metric label: the code the server chose (a closed set), `other` beyond.
+fn status_label(status: u16) -> String {
+    if (100..600).contains(&status) {
+        status.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
 /// Counts every request (per server for the admin endpoints, per route pattern for Prometheus).
 pub async fn middleware(
     req: ServiceRequest,
@@ -175,15 +200,16 @@ pub async fn middleware(
     if let Some(state) = state {
         state.stats.record(status, elapsed);
     }
-    // The pattern, not the path: ids in paths would make a series per resource.
+    // The pattern, not the path: ids in paths would make a series per resource (patterns are
+    // the route table's, a closed set).
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
     let labels = [
-        ("method", method.as_str().to_string()),
+        ("method", method_label(&method).to_string()),
         ("route", route),
-        ("status", status.to_string()),
+        ("status", status_label(status)),
     ];
     ::metrics::counter!("fechatter_http_requests_total", &labels).increment(1);
     ::metrics::histogram!("fechatter_http_request_duration_seconds", &labels[..2])

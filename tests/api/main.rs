@@ -6,6 +6,7 @@ mod common;
 
 mod admin;
 mod auth;
+mod availability;
 mod batch;
 mod browser;
 mod chats;

@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""Denial-of-service probes against a running Fechatter server (loopback only, bounded).
+
+For each attack: an honest client sends messages alongside (5 sends/s over 8 users) and its
+latency p50/p99 and failures are reported against a baseline from the same run, with the
+server's RSS and open descriptors before, during (max) and after. Usage:
+
+    scripts/dos/dos.py --server http://127.0.0.1:18080 --pid <server pid> [attack ...]
+
+Attacks: ws-bigframe metrics-methods slow-body failed-logins spread-logins sse-churn bad-lines
+(default: all). Prefer scripts/dos/run.sh, which starts the release server with default limits.
+"""
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import socket
+import statistics
+import string
+import sys
+import threading
+import time
+import urllib.parse
+
+ATTACK_SECS = int(os.environ.get("DOS_ATTACK_SECS", "15"))
+SETTLE_SECS = int(os.environ.get("DOS_SETTLE_SECS", "15"))
+
+
+def rnd(n=8):
+    return "".join(random.choice(string.ascii_lowercase) for _ in range(n))
+
+
+class Api:
+    def __init__(self, host, port, source="127.0.0.1"):
+        self.host, self.port, self.source = host, port, source
+        self.conn = None
+
+    def call(self, method, path, body=None, token=None, headers=None, timeout=10):
+        h = {"Content-Type": "application/json"}
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        h.update(headers or {})
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in range(2):
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(
+                        self.host, self.port, timeout=timeout, source_address=(self.source, 0))
+                self.conn.request(method, path, body=data, headers=h)
+                r = self.conn.getresponse()
+                raw = r.read()
+                if r.getheader("connection", "").lower() == "close":
+                    self.conn.close()
+                    self.conn = None
+                try:
+                    return r.status, json.loads(raw) if raw else None
+                except ValueError:
+                    return r.status, raw
+            except (OSError, http.client.HTTPException):
+                if self.conn:
+                    self.conn.close()
+                self.conn = None
+                if attempt == 1:
+                    return 0, None
+        return 0, None
+
+
+def proc_figures(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) * 1024
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        return rss, fds
+    except (OSError, StopIteration) as e:
+        print(f"proc figures {pid}: {e!r}", file=sys.stderr)
+        return 0, 0
+
+
+class Honest:
+    """Sends one message every 200 ms (round robin over its users) and records latencies."""
+
+    def __init__(self, api_factory, users, chat):
+        self.api_factory, self.users, self.chat = api_factory, users, chat
+
+    def run(self, secs):
+        api = self.api_factory()
+        lat, fail, statuses = [], 0, {}
+        end = time.time() + secs
+        i = 0
+        while time.time() < end:
+            u = self.users[i % len(self.users)]
+            i += 1
+            t = time.perf_counter()
+            s, _ = api.call("POST", "/api/messages", {"chat_id": self.chat, "content": f"honest {i}"}, u)
+            dt = (time.perf_counter() - t) * 1000
+            statuses[s] = statuses.get(s, 0) + 1
+            if s == 201 or s == 200:
+                lat.append(dt)
+            else:
+                fail += 1
+            time.sleep(max(0.0, 0.2 - dt / 1000))
+        return lat, fail, statuses
+
+
+def pct(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+# ---------------------------------------------------------------------------------- attacks
+
+def source(i):
+    return f"127.0.{1 + i // 250}.{2 + i % 250}"
+
+
+def ws_bigframe(ctx, stop):
+    """20 concurrent connections each announcing a 128 MiB frame before auth and streaming it."""
+    stats = {"connections": 0, "bytes_sent": 0, "closed_early": 0}
+
+    def one(i):
+        chunk = b"x" * 65536
+        while not stop.is_set():
+            try:
+                s = socket.create_connection((ctx.host, ctx.port), timeout=5, source_address=(source(i), 0))
+                s.sendall((f"GET /ws HTTP/1.1\r\nHost: {ctx.host}\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+                s.recv(4096)
+                stats["connections"] += 1
+                s.sendall(bytes([0x81, 0x80 | 127]) + (128 << 20).to_bytes(8, "big") + b"\1\2\3\4")
+                sent = 0
+                while sent < (128 << 20) and not stop.is_set():
+                    s.sendall(chunk)
+                    sent += len(chunk)
+                    stats["bytes_sent"] += len(chunk)
+            except OSError:
+                stats["closed_early"] += 1
+            finally:
+                try:
+                    s.close()
+                except Exception:
+                    pass
+            time.sleep(0.05)
+
+    return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(20)], stats
+
+
+def metrics_methods(ctx, stop):
+    """20,000 requests with made-up methods, and four scrapers of /metrics."""
+    stats = {"requests": 0, "scrapes": 0, "metrics_bytes": 0}
+
+    def junk(i):
+        api = Api(ctx.host, ctx.port, source(i))
+        n = 0
+        while not stop.is_set() and n < 5000:
+            api.call(f"X{rnd(6).upper()}", f"/api/{rnd()}")
+            n += 1
+            stats["requests"] += 1
+
+    def scraper(i):
+        api = Api(ctx.host, ctx.port, source(10 + i))
+        while not stop.is_set():
+            s, body = api.call("GET", "/metrics")
+            stats["scrapes"] += 1
+            if isinstance(body, (bytes, bytearray)):
+                stats["metrics_bytes"] = len(body)
+
+    return ([threading.Thread(target=junk, args=(i,), daemon=True) for i in range(4)]
+            + [threading.Thread(target=scraper, args=(i,), daemon=True) for i in range(4)]), stats
+
+
+def slow_body(ctx, stop):
+    """Up to 4,000 connections (over 8 addresses) whose login bodies never finish; reopened."""
+    stats = {"opened": 0, "closed_by_server": 0, "refused": 0, "max_open": 0}
+    lock = threading.Lock()
+
+    def one(i):
+        socks = []
+        while not stop.is_set():
+            while len(socks) < 500 and not stop.is_set():
+                try:
+                    s = socket.create_connection((ctx.host, ctx.port), timeout=5, source_address=(source(i), 0))
+                    s.sendall((f"POST /api/auth/login HTTP/1.1\r\nHost: {ctx.host}\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\":").encode())
+                    s.setblocking(False)
+                    socks.append(s)
+                    with lock:
+                        stats["opened"] += 1
+                except OSError:
+                    with lock:
+                        stats["refused"] += 1
+                    time.sleep(0.01)
+            alive = []
+            for s in socks:
+                try:
+                    d = s.recv(4096)
+                    if d == b"" or d:
+                        with lock:
+                            stats["closed_by_server"] += 1
+                        s.close()
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    s.close()
+                    continue
+                alive.append(s)
+            socks = alive
+            with lock:
+                stats["max_open"] = max(stats["max_open"], len(socks) * 8)
+            time.sleep(0.1)
+        for s in socks:
+            s.close()
+
+    return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(8)], stats
+
+
+def failed_logins(ctx, stop, spread_account=None):
+    """64 concurrent wrong-password logins from 40 addresses (unknown emails, or one account)."""
+    stats = {"attempts": 0, "401": 0, "429": 0, "other": 0}
+    lock = threading.Lock()
+
+    def one(i):
+        api = Api(ctx.host, ctx.port, source(i % 40))
+        while not stop.is_set():
+            email = spread_account or f"{rnd()}@attack.example"
+            s, _ = api.call("POST", "/api/auth/login", {"email": email, "password": "wrong-" + rnd()})
+            with lock:
+                stats["attempts"] += 1
+                k = str(s) if s in (401, 429) else "other"
+                stats[k] += 1
+            if s == 429:
+                time.sleep(0.05)
+
+    return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(64)], stats
+
+
+def sse_churn(ctx, stop):
+    """500 open/close cycles of an SSE stream by one user with 8 streams already open."""
+    stats = {"cycles": 0, "ok": 0, "refused": 0}
+    token = ctx.churn_token
+    held = []
+    for _ in range(8):
+        s = socket.create_connection((ctx.host, ctx.port))
+        s.sendall(f"GET /api/events?access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        held.append(s)
+
+    def one():
+        while not stop.is_set() and stats["cycles"] < 500:
+            for _ in range(2):
+                s = socket.create_connection((ctx.host, ctx.port), timeout=5)
+                s.sendall(f"GET /api/events?access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = s.recv(4096)
+                stats["cycles"] += 1
+                if head.startswith(b"HTTP/1.1 200"):
+                    stats["ok"] += 1
+                else:
+                    stats["refused"] += 1
+                s.close()
+            time.sleep(0.01)
+        for s in held:
+            s.close()
+
+    return [threading.Thread(target=one, daemon=True)], stats
+
+
+def bad_lines(ctx, stop):
+    """5,000 malformed request lines; the server's log growth is reported."""
+    stats = {"sent": 0}
+
+    def one(i):
+        n = 0
+        while not stop.is_set() and n < 1250:
+            try:
+                s = socket.create_connection((ctx.host, ctx.port), timeout=5, source_address=(source(i), 0))
+                s.sendall(b"\x16\x03\x01 NOT HTTP AT ALL\r\n\r\n")
+                s.recv(1024)
+                s.close()
+            except OSError:
+                pass
+            n += 1
+            stats["sent"] += 1
+
+    return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)], stats
+
+
+ATTACKS = {
+    "ws-bigframe": ws_bigframe,
+    "metrics-methods": metrics_methods,
+    "slow-body": slow_body,
+    "failed-logins": failed_logins,
+    "spread-logins": lambda ctx, stop: failed_logins(ctx, stop, spread_account=ctx.owner_email),
+    "sse-churn": sse_churn,
+    "bad-lines": bad_lines,
+}
+
+
+class Ctx:
+    pass
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", default="http://127.0.0.1:18080")
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--log", default="")
+    ap.add_argument("attacks", nargs="*")
+    a = ap.parse_args()
+    u = urllib.parse.urlparse(a.server)
+    if not u.hostname.startswith("127."):
+        sys.exit("loopback only")
+    ctx = Ctx()
+    ctx.host, ctx.port = u.hostname, u.port
+    ctx.log_size = lambda: os.path.getsize(a.log) if a.log and os.path.exists(a.log) else 0
+    api = Api(ctx.host, ctx.port)
+    tokens, emails = [], []
+    for i in range(9):
+        email = f"honest{i}-{rnd()}@example.com"
+        s, body = api.call("POST", "/api/auth/register",
+                           {"email": email, "username": f"honest{i}{rnd(4)}", "password": "correct horse battery"})
+        assert s == 201, (s, body)
+        tokens.append(body["token"])
+        emails.append(email)
+    ctx.owner_email = emails[0]
+    ctx.churn_token = tokens.pop()
+    s, ws = api.call("POST", "/api/workspaces", {"name": "dos-" + rnd()}, tokens[0])
+    assert s == 201, (s, ws)
+    wid = ws["id"]
+    s, chat = api.call("POST", "/api/chats", {"workspace_id": wid, "name": "dos" + rnd(4),
+                                             "type": "channel", "is_private": False}, tokens[0])
+    assert s == 201, (s, chat)
+    chat_id = chat["id"]
+    for t, e in zip(tokens[1:], emails[1:8]):
+        s, inv = api.call("POST", f"/api/workspaces/{wid}/invites",
+                          {"email": e, "role": "member", "expires_in_days": 7}, tokens[0])
+        assert s == 201, (s, inv)
+        s, _ = api.call("POST", f"/api/invites/{inv['invite_code']}/accept", {}, t)
+        assert s == 200, s
+        s, _ = api.call("POST", f"/api/chats/{chat_id}/join", {}, t)
+        assert s == 200, s
+    honest = Honest(lambda: Api(ctx.host, ctx.port), tokens, chat_id)
+
+    mp = multiprocessing.get_context("fork")
+
+    def run_attack(attack, secs, queue):
+        # In its own process, so the attack's threads do not share the honest client's GIL.
+        stop = threading.Event()
+        threads, stats = attack(ctx, stop)
+        for t in threads:
+            t.start()
+        time.sleep(secs)
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        queue.put(dict(stats))
+
+    def measure(name, attack):
+        before = proc_figures(a.pid)
+        log_before = ctx.log_size()
+        peak = list(before)
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.is_set():
+                rss, fds = proc_figures(a.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], fds)
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        queue = mp.Queue()
+        proc = None
+        if attack:
+            proc = mp.Process(target=run_attack, args=(attack, ATTACK_SECS, queue), daemon=True)
+            proc.start()
+        lat, fail, statuses = honest.run(ATTACK_SECS)
+        stats = {}
+        if proc:
+            try:
+                stats = queue.get(timeout=30)
+            except Exception:
+                stats = {"error": "attack process did not report"}
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+        sampling.set()
+        stats["server_log_bytes"] = ctx.log_size() - log_before
+        during = list(peak)
+        time.sleep(SETTLE_SECS if attack else 0)
+        after = proc_figures(a.pid)
+        # A new connection works after the attack.
+        s, _ = Api(ctx.host, ctx.port).call("GET", "/api/health")
+        row = {
+            "attack": name, "sends": len(lat) + fail, "failed": fail,
+            "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1),
+            "rss_mb": [round(before[0] / 2**20), round(during[0] / 2**20), round(after[0] / 2**20)],
+            "fds": [before[1], during[1], after[1]], "health_after": s, "attack_stats": stats,
+            "statuses": statuses,
+        }
+        print(json.dumps(row), flush=True)
+        return row
+
+    measure("baseline", None)
+    for name in a.attacks or list(ATTACKS):
+        measure(name, ATTACKS[name])
+    measure("baseline-after", None)
+
+
+if __name__ == "__main__":
+    main()
