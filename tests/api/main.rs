@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod batch;
 mod chats;
+mod faults;
 mod health;
 mod lists;
 mod load;
