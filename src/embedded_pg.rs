@@ -13,7 +13,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// A running cluster. Dropping it does not stop it: call [`EmbeddedPostgres::stop`].
-#[derive(Debug)]
+/// A clone names the same cluster.
+#[derive(Debug, Clone)]
 pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
     /// The cluster's data directory (PGDATA).

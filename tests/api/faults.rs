@@ -221,7 +221,7 @@ async fn assert_recovered(app: &TestApp, user: &TestUser, chat: i64) {
         !contents.contains(&"during the fault"),
         "a send answered 503 was stored: {list}"
     );
-    let mut ws = WsClient::connect(app, &user.token, None).await;
+    let ws = WsClient::connect(app, &user.token, None).await;
     ws.close().await;
 }
 
