@@ -88,7 +88,7 @@ impl Harness {
         Ok(h)
     }
 
-    /// Starts the server and waits until `/health` answers.
+    /// Starts the server and waits until `/api/health` answers.
     pub async fn start_server(&mut self) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let log = std::fs::OpenOptions::new()
@@ -138,7 +138,7 @@ impl Harness {
             .timeout(Duration::from_secs(2))
             .build()?;
         while started.elapsed() < START_DEADLINE {
-            if let Ok(r) = http.get(format!("{}/health", self.base)).send().await {
+            if let Ok(r) = http.get(format!("{}/api/health", self.base)).send().await {
                 if r.status().is_success() {
                     return Ok(started.elapsed());
                 }
@@ -151,7 +151,7 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bail!("the server did not answer /health within {START_DEADLINE:?}")
+        bail!("the server did not answer /api/health within {START_DEADLINE:?}")
     }
 
     /// `kill -9` of the server.
@@ -195,7 +195,7 @@ impl Harness {
     /// The server's pool status `(in_use, open)` from the admin health endpoint.
     pub async fn pool(&self) -> Option<(u64, u64)> {
         let v: Value = reqwest::Client::new()
-            .get(format!("{}/admin/production/health", self.base))
+            .get(format!("{}/admin/production/metrics/database", self.base))
             .bearer_auth(ADMIN_TOKEN)
             .timeout(Duration::from_secs(5))
             .send()
