@@ -251,6 +251,8 @@ pub enum FaultScenario {
     PgFreeze,
     /// Every connection dropped at once, then all reconnecting with their last ids.
     Storm,
+    /// A client in a busy chat that does not read: closed 4008, then resumes and gets all.
+    Slow,
     /// Chat load for a long time: nothing lost, server memory flat.
     Soak,
     /// Every scenario above, one after the other.
@@ -298,6 +300,10 @@ pub struct FaultArgs {
     /// `storm`: connections. Default: 50 quick, 10,000 full.
     #[arg(long)]
     pub conns: Option<usize>,
+
+    /// `slow`: messages (2 kB each) sent to the slow consumer's chat. Default: 1,500 quick, 2,000 full.
+    #[arg(long)]
+    pub slow_messages: Option<u64>,
 
     /// `soak`: seconds. Default: 10 quick, 600 full.
     #[arg(long)]

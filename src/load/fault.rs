@@ -219,8 +219,43 @@ impl Drop for Harness {
     }
 }
 
-/// Chat load: one sender and one reader per user (or `readers_per_user` readers).
+/// The shape of a load run.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSpec {
+    pub users: usize,
+    pub rooms: usize,
+    pub readers_per_user: usize,
+    /// The first `senders` users send.
+    pub senders: usize,
+    /// Messages per second, all senders together.
+    pub rate: f64,
+    pub message_bytes: usize,
+    /// Most messages per sender.
+    pub limit: u64,
+    /// Extra readers of the first user that read nothing until `Load::unstall` turns false.
+    pub stalled_readers: usize,
+}
+
+impl LoadSpec {
+    /// One reader and one sender per user, 100-byte messages, no limit.
+    pub fn chat(users: usize, rooms: usize, rate: f64) -> Self {
+        LoadSpec {
+            users,
+            rooms,
+            readers_per_user: 1,
+            senders: users,
+            rate,
+            message_bytes: 100,
+            limit: u64::MAX,
+            stalled_readers: 0,
+        }
+    }
+}
+
+/// Chat load: senders and readers that retry and resume.
 pub struct Load {
+    /// Set to false to let the slow consumers read.
+    pub unstall: watch::Sender<bool>,
     stop_send: watch::Sender<bool>,
     stop_read: watch::Sender<bool>,
     pub bounce: watch::Sender<u32>,
@@ -274,15 +309,18 @@ impl Outcome {
 }
 
 impl Load {
-    /// Sets up `users` in `rooms` and starts them: `senders` of them send (rate split evenly).
-    pub async fn start(
-        base: &str,
-        users: usize,
-        rooms: usize,
-        readers_per_user: usize,
-        senders: usize,
-        rate: f64,
-    ) -> anyhow::Result<Load> {
+    /// Sets up the users and rooms of `spec` and starts them.
+    pub async fn start(base: &str, spec: LoadSpec) -> anyhow::Result<Load> {
+        let LoadSpec {
+            users,
+            rooms,
+            readers_per_user,
+            senders,
+            rate,
+            message_bytes,
+            limit,
+            stalled_readers,
+        } = spec;
         let target = Target::parse(base)?;
         let api = Api::new(&target)?;
         let shape = Shape {
@@ -308,6 +346,7 @@ impl Load {
         let (stop_send, stop_send_rx) = watch::channel(false);
         let (stop_read, stop_read_rx) = watch::channel(false);
         let (bounce, bounce_rx) = watch::channel(0u32);
+        let (unstall, unstall_rx) = watch::channel(true);
         let stats = ReaderStats::default();
         let mut readers = Vec::new();
         for (i, user) in pop.users.iter().enumerate() {
@@ -318,12 +357,28 @@ impl Load {
                     rooms: pop.rooms_of(i),
                     run,
                     stats: stats.clone(),
+                    stall: None,
                 };
                 readers.push((
                     pop.rooms_of(i),
                     tokio::spawn(reader.run(stop_read_rx.clone(), bounce_rx.clone())),
                 ));
             }
+        }
+        // The slow consumers: extra readers of the first user, who read nothing until told.
+        for _ in 0..stalled_readers {
+            let reader = Reader {
+                ws_url: target.ws_url(),
+                token: pop.users[0].token.clone(),
+                rooms: pop.rooms_of(0),
+                run,
+                stats: stats.clone(),
+                stall: Some(unstall_rx.clone()),
+            };
+            readers.push((
+                pop.rooms_of(0),
+                tokio::spawn(reader.run(stop_read_rx.clone(), bounce_rx.clone())),
+            ));
         }
         let expected = readers.len() as u64;
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -343,13 +398,15 @@ impl Load {
                     rooms: pop.rooms_of(i),
                     run,
                     period,
-                    message_bytes: 100,
+                    message_bytes,
                     started,
+                    limit,
                 };
                 tokio::spawn(s.run(stop_send_rx.clone()))
             })
             .collect();
         Ok(Load {
+            unstall,
             stop_send,
             stop_read,
             bounce,
@@ -373,6 +430,23 @@ impl Load {
     /// reading and checks.
     pub async fn finish(self, drain: Duration) -> Outcome {
         let _ = self.stop_send.send(true);
+        self.finish_sent(drain).await
+    }
+
+    /// Waits (at most `within`) for every sender to send its limit, lets the slow consumers
+    /// read, then finishes as [`Load::finish`].
+    pub async fn finish_when_sent(self, within: Duration, drain: Duration) -> Outcome {
+        let t0 = Instant::now();
+        while self.senders.iter().any(|s| !s.is_finished()) && t0.elapsed() < within {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.stop_send.send(true);
+        let _ = self.unstall.send(false);
+        self.finish_sent(drain).await
+    }
+
+    async fn finish_sent(self, drain: Duration) -> Outcome {
+        let _ = self.unstall.send(false);
         let mut acked = Acked::default();
         let mut attempts = Vec::new();
         let mut abandoned = 0;
@@ -480,7 +554,7 @@ async fn kill9(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     let s = sizes(a);
     let cycles = a.cycles.unwrap_or(if a.quick { 3 } else { 20 });
     let mut h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, vec![]).await?;
-    let load = Load::start(&h.base, s.users, s.rooms, 1, s.users, s.rate).await?;
+    let load = Load::start(&h.base, LoadSpec::chat(s.users, s.rooms, s.rate)).await?;
     let mut restarts = Vec::new();
     for _ in 0..cycles {
         tokio::time::sleep(Duration::from_millis(if a.quick { 700 } else { 1500 })).await;
@@ -506,7 +580,7 @@ async fn pg_outage(a: &FaultArgs, bin: &Path, freeze: bool) -> anyhow::Result<Re
     let s = sizes(a);
     let outage = Duration::from_secs(a.outage_secs.unwrap_or(if a.quick { 3 } else { 10 }));
     let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, vec![]).await?;
-    let load = Load::start(&h.base, s.users, s.rooms, 1, s.users, s.rate).await?;
+    let load = Load::start(&h.base, LoadSpec::chat(s.users, s.rooms, s.rate)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pool_before = h.pool().await;
     let out_at = load.started.elapsed();
@@ -602,7 +676,12 @@ async fn storm(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     let users = conns.div_ceil(per_user);
     let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, vec![]).await?;
     let rooms = a.rooms.unwrap_or((users / 10).max(1));
-    let load = Load::start(&h.base, users, rooms, per_user, 2, 20.0).await?;
+    let spec = LoadSpec {
+        readers_per_user: per_user,
+        senders: 2,
+        ..LoadSpec::chat(users, rooms, 20.0)
+    };
+    let load = Load::start(&h.base, spec).await?;
     let readers = load.readers();
     let pid = h.server_pid().unwrap_or(0);
     let rss_before = rss_kib(pid);
@@ -644,13 +723,99 @@ async fn storm(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     })
 }
 
+/// p99 of the deliveries of every reader that was not the slow consumer, microseconds.
+fn p99_us(o: &Outcome) -> u64 {
+    let mut all: Vec<u64> = o
+        .reads
+        .iter()
+        .filter(|r| !r.stalled)
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.get((all.len() * 99 / 100).min(all.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn slow(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
+    let messages = a.slow_messages.unwrap_or(if a.quick { 1500 } else { 2000 });
+    let users = a.users.unwrap_or(10);
+    let rate = a.rate.unwrap_or(if a.quick { 500.0 } else { 400.0 });
+    // The whole gap stays within the replay bound: the promise is "every message".
+    let mut env = vec![(
+        "FECHATTER_REPLAY_MAX".to_string(),
+        (messages * 2).to_string(),
+    )];
+    if a.quick {
+        // A shorter queue, so the kernel's socket buffers plus the queue overflow sooner.
+        env.push(("FECHATTER_OUTBOUND_QUEUE".to_string(), "64".to_string()));
+    }
+    let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, env).await?;
+    // Every user sends its share (group commit batches them; one sender would be bound by
+    // the commit's fsync).
+    let spec = LoadSpec {
+        message_bytes: 2000,
+        limit: messages.div_ceil(users.max(1) as u64),
+        ..LoadSpec::chat(users, 1, rate)
+    };
+    let within = Duration::from_secs(120);
+    // Baseline: the same chat load without the slow consumer.
+    let base = Load::start(&h.base, spec).await?;
+    let base = base.finish_when_sent(within, Duration::from_secs(30)).await;
+    // With one reader that reads nothing while the messages flow.
+    let load = Load::start(
+        &h.base,
+        LoadSpec {
+            stalled_readers: 1,
+            ..spec
+        },
+    )
+    .await?;
+    let o = load.finish_when_sent(within, Duration::from_secs(60)).await;
+
+    let mut failures = delivery_failures(&o);
+    failures.extend(delivery_failures(&base));
+    let slow = o.reads.iter().find(|r| r.stalled);
+    let closed_4008 = slow.map_or(0, |r| r.closes.get(&4008).copied().unwrap_or(0));
+    if closed_4008 == 0 {
+        failures.push(format!(
+            "the slow consumer was not closed with 4008 (closes {:?})",
+            slow.map(|r| &r.closes)
+        ));
+    }
+    let (p99_base, p99_with) = (p99_us(&base), p99_us(&o));
+    let ratio = p99_with as f64 / p99_base.max(1) as f64;
+    // A timing ratio is a figure, not a CI assertion: only the full run holds it to 1.5×.
+    if !a.quick && ratio > 1.5 {
+        failures.push(format!(
+            "others' p99 {p99_with} µs is {ratio:.2}× the run without a slow consumer ({p99_base} µs)"
+        ));
+    }
+    let mut figures = base_figures(&o);
+    figures["messages"] = json!(messages);
+    figures["acknowledged_without_slow_consumer"] = json!(base.acked.total());
+    figures["message_bytes"] = json!(2000);
+    figures["slow_closed_4008"] = json!(closed_4008);
+    figures["slow_frames_read_before_close"] = json!(slow.and_then(|r| r.frames_before_close));
+    figures["slow_resumes"] = json!(slow.map(|r| r.resumes));
+    figures["slow_received"] = json!(slow.map(|r| r.log.received));
+    figures["others_p99_us_without_with"] = json!([p99_base, p99_with]);
+    figures["others_p99_ratio"] = json!(ratio);
+    Ok(Report {
+        scenario: "slow",
+        clean: failures.is_empty(),
+        failures,
+        figures,
+    })
+}
+
 async fn soak(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     let users = a.users.unwrap_or(if a.quick { 10 } else { 1000 });
     let rooms = a.rooms.unwrap_or((users / 10).max(1));
     let rate = a.rate.unwrap_or(if a.quick { 50.0 } else { 500.0 });
     let secs = a.soak_secs.unwrap_or(if a.quick { 10 } else { 600 });
     let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, vec![]).await?;
-    let load = Load::start(&h.base, users, rooms, 1, users, rate).await?;
+    let load = Load::start(&h.base, LoadSpec::chat(users, rooms, rate)).await?;
     let pid = h.server_pid().unwrap_or(0);
     let mut samples = Vec::new();
     let t0 = Instant::now();
@@ -715,6 +880,7 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::PgStop,
             FaultScenario::PgFreeze,
             FaultScenario::Storm,
+            FaultScenario::Slow,
             FaultScenario::Soak,
         ],
         one => vec![one],
@@ -727,6 +893,7 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::PgStop => pg_outage(a, &bin, false).await?,
             FaultScenario::PgFreeze => pg_outage(a, &bin, true).await?,
             FaultScenario::Storm => storm(a, &bin).await?,
+            FaultScenario::Slow => slow(a, &bin).await?,
             FaultScenario::Soak => soak(a, &bin).await?,
             FaultScenario::All => continue,
         };

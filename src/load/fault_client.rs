@@ -52,6 +52,8 @@ pub struct Sender {
     pub period: Duration,
     pub message_bytes: usize,
     pub started: Instant,
+    /// Most messages to send (then the sender idles until stopped).
+    pub limit: u64,
 }
 
 impl Sender {
@@ -61,7 +63,7 @@ impl Sender {
         let mut ticks = tokio::time::interval(self.period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut k = 0usize;
-        'messages: while !*stop.borrow() && !self.rooms.is_empty() {
+        'messages: while !*stop.borrow() && !self.rooms.is_empty() && (k as u64) < self.limit {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stop.changed() => break,
@@ -161,6 +163,12 @@ pub struct ReadLog {
     pub seq_gaps: u64,
     /// Close codes the server sent, by code.
     pub closes: BTreeMap<u16, u64>,
+    /// Send → receive of every delivery, microseconds.
+    pub latencies_us: Vec<u64>,
+    /// This reader was a (deliberately) slow consumer.
+    pub stalled: bool,
+    /// Frames read before the first close by the server.
+    pub frames_before_close: Option<u64>,
 }
 
 /// A reader: one WebSocket of `token`, reconnecting (resuming) until `stop`. While `bounce`
@@ -171,6 +179,8 @@ pub struct Reader {
     pub rooms: Vec<i64>,
     pub run: u32,
     pub stats: ReaderStats,
+    /// A slow consumer: after each `auth.success`, reads nothing while this holds true.
+    pub stall: Option<watch::Receiver<bool>>,
 }
 
 impl Reader {
@@ -185,7 +195,11 @@ impl Reader {
             resyncs: 0,
             seq_gaps: 0,
             closes: BTreeMap::new(),
+            latencies_us: Vec::new(),
+            stalled: self.stall.is_some(),
+            frames_before_close: None,
         };
+        let mut frames: u64 = 0;
         let mut last_id: Option<String> = None;
         let mut seqs: BTreeMap<i64, i64> = BTreeMap::new();
         let mut first = true;
@@ -227,6 +241,7 @@ impl Reader {
                 };
                 match msg {
                     Some(Ok(Message::Text(t))) => {
+                        frames += 1;
                         let v: Value = match serde_json::from_str(&t) {
                             Ok(v) => v,
                             Err(_) => continue,
@@ -243,6 +258,15 @@ impl Reader {
                                 if let Some(id) = v["data"]["last_event_id"].as_str() {
                                     track(&mut seqs, id, &mut out.seq_gaps, true);
                                     last_id = Some(id.to_string());
+                                }
+                                if let Some(stall) = &self.stall {
+                                    let mut stall = stall.clone();
+                                    while *stall.borrow() && !*stop.borrow() {
+                                        tokio::select! {
+                                            _ = stall.changed() => {}
+                                            _ = stop.changed() => {}
+                                        }
+                                    }
                                 }
                             }
                             Some("resync.required") => out.resyncs += 1,
@@ -261,12 +285,15 @@ impl Reader {
                                 if out.log.record(key, stamp.n) != Observation::Duplicate {
                                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                                 }
+                                out.latencies_us
+                                    .push(now_nanos().saturating_sub(stamp.sent_nanos) / 1000);
                             }
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.map_or(1005, |f| u16::from(f.code));
                         *out.closes.entry(code).or_insert(0) += 1;
+                        out.frames_before_close.get_or_insert(frames);
                         break;
                     }
                     Some(Ok(_)) => {}

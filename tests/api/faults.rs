@@ -288,3 +288,34 @@ async fn a_value_the_database_refuses_is_a_client_error_not_500() {
     assert_eq!(resp.body["error"]["code"], "VALIDATION_ERROR");
     app.stop().await;
 }
+
+/// The fault suite in its small, fast version (`fechatter-load fault all --quick`): a durable
+/// throwaway PostgreSQL, the real server binary, kill -9 cycles, PostgreSQL stopped and frozen,
+/// a reconnect storm, a slow consumer and a short soak; nothing acknowledged may be lost, duplicated or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_fault_suite_is_clean() {
+    use clap::Parser;
+    use fechatter::load::args::{Cli, Command};
+    let cli = Cli::try_parse_from([
+        "fechatter-load",
+        "fault",
+        "all",
+        "--quick",
+        "--server-bin",
+        env!("CARGO_BIN_EXE_fechatter"),
+    ])
+    .expect("fault arguments");
+    let Command::Fault(args) = cli.command else {
+        panic!("not the fault command");
+    };
+    let reports = fechatter::load::fault::run_reports(&args)
+        .await
+        .expect("the fault suite ran");
+    assert_eq!(reports.len(), 6, "every scenario ran");
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.clean)
+        .map(|r| format!("{}: {:?}", r.scenario, r.failures))
+        .collect();
+    assert!(failed.is_empty(), "fault scenarios failed: {failed:?}");
+}
