@@ -771,7 +771,8 @@ async fn slow(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
         },
     )
     .await?;
-    let o = load.finish_when_sent(within, Duration::from_secs(60)).await;
+    let drain = Duration::from_secs(if a.quick { 20 } else { 60 });
+    let o = load.finish_when_sent(within, drain).await;
 
     let mut failures = delivery_failures(&o);
     failures.extend(delivery_failures(&base));
