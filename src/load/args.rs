@@ -301,7 +301,7 @@ pub struct FaultArgs {
     #[arg(long)]
     pub conns: Option<usize>,
 
-    /// `slow`: messages (2 kB each) sent to the slow consumer's chat. Default: 1,500 quick, 2,000 full.
+    /// `slow`: messages (2 kB each) sent to the slow consumer's chat. Default: 1,000 quick, 2,000 full.
     #[arg(long)]
     pub slow_messages: Option<u64>,
 
