@@ -194,7 +194,10 @@ impl Harness {
 
     /// The server's pool status `(in_use, open)` from the admin health endpoint.
     pub async fn pool(&self) -> Option<(u64, u64)> {
-        let v: Value = reqwest::Client::new()
+        let v: Value = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .ok()?
             .get(format!("{}/admin/production/metrics/database", self.base))
             .bearer_auth(ADMIN_TOKEN)
             .timeout(Duration::from_secs(5))
