@@ -301,7 +301,8 @@ pub struct FaultArgs {
     #[arg(long)]
     pub conns: Option<usize>,
 
-    /// `slow`: messages (2 kB each) sent to the slow consumer's chat. Default: 1,000 quick, 2,000 full.
+    /// `slow`: messages (2 kB each) sent to the slow consumer's chat. Default: 1,000 quick, 6,000 full (2,000 × 2 kB
+    /// fit in loopback socket buffers plus the 512-frame queue and never overflow).
     #[arg(long)]
     pub slow_messages: Option<u64>,
 

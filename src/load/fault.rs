@@ -741,7 +741,7 @@ fn p99_us(o: &Outcome) -> u64 {
 }
 
 async fn slow(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
-    let messages = a.slow_messages.unwrap_or(if a.quick { 1000 } else { 2000 });
+    let messages = a.slow_messages.unwrap_or(if a.quick { 1000 } else { 6000 });
     let users = a.users.unwrap_or(10);
     let rate = a.rate.unwrap_or(if a.quick { 500.0 } else { 400.0 });
     // The whole gap stays within the replay bound: the promise is "every message".
