@@ -48,11 +48,7 @@ impl Application {
         // Before anything records a metric (idempotent: tests build many servers per process).
         crate::metrics::prometheus();
         let pg: tokio_postgres::Config = database.parse().context("parsing the database URL")?;
-        let store = Store::new(
-            pg,
-            config.db_pool_size,
-            Duration::from_millis(config.db_pool_timeout_ms),
-        )?;
+        let store = Store::with_limits(pg, config.db_limits())?;
         store.migrate().await.context("applying migrations")?;
         let mut search = Search::from_config(&config, &store).await?;
         // Feeds the configured engine from the outbox; the rooms get its handle from

@@ -314,6 +314,40 @@ pub struct Config {
     /// Identical log lines allowed per 10 s; the rest are counted and summarised.
     #[arg(long, env = "FECHATTER_LOG_REPEAT_PER_10S", default_value_t = 10)]
     pub log_repeat_per_10s: u32,
+
+    // --- Database fault bounds (issue 16): a database that is down or hung answers 503 fast. ---
+    /// Milliseconds to open a database connection (socket and handshake) before giving up.
+    #[arg(long, env = "FECHATTER_DB_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
+    pub db_connect_timeout_ms: u64,
+
+    /// Server-side statement_timeout of every pooled connection, milliseconds (0: none).
+    #[arg(
+        long,
+        env = "FECHATTER_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub db_statement_timeout_ms: u64,
+
+    /// Server-side idle_in_transaction_session_timeout, milliseconds (0: none).
+    #[arg(
+        long,
+        env = "FECHATTER_DB_IDLE_TX_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub db_idle_tx_timeout_ms: u64,
+
+    /// Milliseconds a database may stay silent while it owes a reply before the connection is
+    /// dropped and the request answers 503 (bounds a frozen server); must exceed the statement timeout.
+    #[arg(long, env = "FECHATTER_DB_REPLY_TIMEOUT_MS", default_value_t = 6000)]
+    pub db_reply_timeout_ms: u64,
+
+    /// Seconds of idleness before TCP keepalive probes on database connections.
+    #[arg(long, env = "FECHATTER_DB_KEEPALIVE_SECS", default_value_t = 10)]
+    pub db_keepalive_secs: u64,
+
+    /// TCP_USER_TIMEOUT of database connections, milliseconds (unacknowledged data).
+    #[arg(long, env = "FECHATTER_DB_TCP_USER_TIMEOUT_MS", default_value_t = 6000)]
+    pub db_tcp_user_timeout_ms: u64,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -387,6 +421,30 @@ impl Config {
                 return Err(ConfigError(format!("{name} must be positive")));
             }
         }
+        for (value, name) in [
+            (
+                self.db_connect_timeout_ms,
+                "FECHATTER_DB_CONNECT_TIMEOUT_MS",
+            ),
+            (self.db_reply_timeout_ms, "FECHATTER_DB_REPLY_TIMEOUT_MS"),
+            (self.db_keepalive_secs, "FECHATTER_DB_KEEPALIVE_SECS"),
+            (
+                self.db_tcp_user_timeout_ms,
+                "FECHATTER_DB_TCP_USER_TIMEOUT_MS",
+            ),
+            (self.db_pool_timeout_ms, "FECHATTER_DB_POOL_TIMEOUT_MS"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be positive")));
+            }
+        }
+        if self.db_statement_timeout_ms > 0
+            && self.db_reply_timeout_ms <= self.db_statement_timeout_ms
+        {
+            return fail(
+                "FECHATTER_DB_REPLY_TIMEOUT_MS must exceed FECHATTER_DB_STATEMENT_TIMEOUT_MS",
+            );
+        }
         if self.ws_timeout_secs <= self.ws_ping_secs {
             return fail("FECHATTER_WS_TIMEOUT_SECS must exceed FECHATTER_WS_PING_SECS");
         }
@@ -459,6 +517,21 @@ impl Config {
             return fail("FECHATTER_REDIS_PREFIX must be non-empty without spaces");
         }
         Ok(())
+    }
+
+    /// The database bounds (pool, connect, statement, reply watchdog, TCP).
+    pub fn db_limits(&self) -> crate::store::DbLimits {
+        let ms = Duration::from_millis;
+        crate::store::DbLimits {
+            pool_size: self.db_pool_size,
+            pool_wait: ms(self.db_pool_timeout_ms),
+            connect_timeout: ms(self.db_connect_timeout_ms),
+            statement_timeout: ms(self.db_statement_timeout_ms),
+            idle_in_transaction_timeout: ms(self.db_idle_tx_timeout_ms),
+            reply_timeout: ms(self.db_reply_timeout_ms),
+            keepalive_idle: Duration::from_secs(self.db_keepalive_secs),
+            tcp_user_timeout: ms(self.db_tcp_user_timeout_ms),
+        }
     }
 
     pub fn access_token_ttl(&self) -> Duration {

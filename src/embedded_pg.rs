@@ -13,7 +13,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// A running cluster. Dropping it does not stop it: call [`EmbeddedPostgres::stop`].
-#[derive(Debug)]
+/// A clone names the same cluster.
+#[derive(Debug, Clone)]
 pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
     /// The cluster's data directory (PGDATA).
@@ -181,6 +182,63 @@ impl EmbeddedPostgres {
             ),
             Err(e) => tracing::warn!(error = %e, "could not run pg_ctl stop"),
         }
+    }
+
+    /// Stops the cluster at once (`-m immediate`: like a crash, recovered at the next start).
+    pub fn stop_immediate(&self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-m", "immediate", "-w", "-t", "30"])
+            .output();
+    }
+
+    /// The postmaster's pid (from `postmaster.pid`), when the cluster runs.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// The postmaster and every process it started (backends, checkpointer, walwriter...):
+    /// what must be stopped together to freeze the server (fault tests).
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(master) = self.postmaster_pid() else {
+            return Vec::new();
+        };
+        let mut pids = vec![master];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command name: state, ppid, ...
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(master) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Sends `signal` to the postmaster and all its children (SIGSTOP freezes the server,
+    /// SIGCONT thaws it). Returns how many processes were signalled.
+    pub fn signal_all(&self, signal: nix::sys::signal::Signal) -> usize {
+        let pids = self.pids();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), signal);
+        }
+        pids.len()
     }
 
     fn is_running(&self) -> bool {

@@ -121,7 +121,7 @@ fn alone_failed(e: &StoreError) -> RoomError {
             let class = &d.code().code()[..2];
             matches!(class, "22" | "23" | "54")
         }),
-        StoreError::Conflict(_) => true,
+        StoreError::Conflict(_) | StoreError::Invalid(_) => true,
         _ => false,
     };
     if refused_data {

@@ -171,6 +171,14 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(c) => {
                 ApiError::Conflict(format!("Conflicts with existing data ({c})"))
             }
+            // The database refused a value: the request's fault; which field is not known here
+            // (input validation names it first; this is the safety net).
+            StoreError::Invalid(reason) => ApiError::validation("body", reason),
+            // Errors carried through anyhow may still be a driver error: classify it too.
+            StoreError::Other(e) => match e.downcast::<tokio_postgres::Error>() {
+                Ok(db) => StoreError::from_db(db).into(),
+                Err(e) => ApiError::Internal(e),
+            },
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
     }

@@ -44,6 +44,9 @@ pub enum Command {
     /// The chat scenario at rising rates until saturation (persisted HTTP sends, every
     /// delivery checked): each step's acked msg/s and latency, and the knee.
     Ramp(super::ramp::RampArgs),
+    /// The fault suite: starts its own PostgreSQL (synchronous_commit=on) and the real server
+    /// binary, puts them through a fault under load and checks nothing acknowledged is lost.
+    Fault(FaultArgs),
     /// A plain actix-ws broadcast server without actors, auth or storage: the fan-out baseline.
     /// It speaks just enough of the protocol (auth frame, POST /api/messages) for `fanout`.
     BaselineServer(BaselineArgs),
@@ -253,4 +256,84 @@ pub struct BaselineArgs {
     /// Frames buffered per connection before a slow one is dropped.
     #[arg(long, default_value_t = 4096)]
     pub queue: usize,
+}
+
+/// A fault scenario of `fechatter-load fault`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultScenario {
+    /// `kill -9` of the server under chat load, restarted each time.
+    Kill9,
+    /// PostgreSQL stopped under load, then started again.
+    PgStop,
+    /// PostgreSQL frozen (SIGSTOP of all its processes) under load, then thawed.
+    PgFreeze,
+    /// Every connection dropped at once, then all reconnecting with their last ids.
+    Storm,
+    /// A client in a busy chat that does not read: closed 4008, then resumes and gets all.
+    Slow,
+    /// Chat load for a long time: nothing lost, server memory flat.
+    Soak,
+    /// Every scenario above, one after the other.
+    All,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FaultArgs {
+    /// Which fault.
+    #[arg(value_enum, default_value = "all")]
+    pub scenario: FaultScenario,
+
+    /// The small, fast version (seconds, tens of clients), as CI runs it.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// The server binary (default: `fechatter` beside this binary; use the release build).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+
+    /// Working directory for the throwaway cluster and logs (default: a new one under /tmp).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+
+    /// Users (each one reader connection and one sender). Default: 10 quick, 100 full.
+    #[arg(long)]
+    pub users: Option<usize>,
+
+    /// Rooms the users are spread over. Default: users / 10.
+    #[arg(long)]
+    pub rooms: Option<usize>,
+
+    /// Messages per second, all senders together. Default: 50 quick, 200 full.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// `kill9`: kill cycles. Default: 3 quick, 20 full.
+    #[arg(long)]
+    pub cycles: Option<u32>,
+
+    /// `pg-stop`/`pg-freeze`: seconds PostgreSQL is away. Default: 3 quick, 10 full.
+    #[arg(long)]
+    pub outage_secs: Option<u64>,
+
+    /// `storm`: connections. Default: 50 quick, 10,000 full.
+    #[arg(long)]
+    pub conns: Option<usize>,
+
+    /// `slow`: messages (2 kB each) sent to the slow consumer's chat. Default: 1,000 quick, 6,000 full (2,000 × 2 kB
+    /// fit in loopback socket buffers plus the 512-frame queue and never overflow).
+    #[arg(long)]
+    pub slow_messages: Option<u64>,
+
+    /// `soak`: seconds. Default: 10 quick, 600 full.
+    #[arg(long)]
+    pub soak_secs: Option<u64>,
+
+    /// The server's FECHATTER_DB_REPLY_TIMEOUT_MS: the bound every answer must meet while
+    /// PostgreSQL is away (plus FECHATTER_DB_POOL_TIMEOUT_MS when all connections are taken).
+    #[arg(long, default_value_t = 3000)]
+    pub db_bound_ms: u64,
+
+    /// Write the JSON summary of every scenario to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

@@ -13,6 +13,8 @@
 //! - Scenarios: [`connect`], [`chat`], [`ramp`] (chat at rising rates: the knee), [`fanout`],
 //!   [`httpmix`] (`http`); [`baseline`]: the
 //!   plain broadcast server fan-out is compared with.
+//! - The fault suite: [`fault`] (harness and scenarios), [`fault_client`] (clients that retry
+//!   and resume).
 
 pub mod api;
 pub mod args;
@@ -21,6 +23,8 @@ pub mod chat;
 pub mod checker;
 pub mod connect;
 pub mod fanout;
+pub mod fault;
+pub mod fault_client;
 pub mod httpmix;
 pub mod latency;
 pub mod progress;
@@ -66,6 +70,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             ramp::print(&s);
             s.clean
         }
+        Command::Fault(a) => fault::run(&a).await?,
         Command::Http(a) => {
             let s = httpmix::run(&a).await?;
             finish(&a.common, &s, || httpmix::print(&s))?;

@@ -4,6 +4,7 @@
 //! connection (`prepare_cached`). Errors are [`StoreError`] values the layers above map.
 
 pub mod chats;
+pub mod connect;
 pub mod events;
 pub mod messages;
 pub mod search;
@@ -15,6 +16,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+pub use connect::DbLimits;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
@@ -25,14 +28,19 @@ const MIGRATION_LOCK: i64 = 0x6665_6368_6174;
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// No pooled connection within the wait timeout, or the database is down.
+    /// The database could not be reached or did not answer in time (down, restarting, hung,
+    /// out of connections or resources, a statement cancelled by a timeout): retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// A uniqueness rule was violated; the string names the rule.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database refused a value the client sent (bad encoding, out of range, a check):
+    /// the client's mistake, never a server error. The string says what was wrong.
+    #[error("invalid value: {0}")]
+    Invalid(String),
     #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(tokio_postgres::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -40,24 +48,111 @@ pub enum StoreError {
 impl From<PoolError> for StoreError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Backend(db) => StoreError::from(db),
+            PoolError::Backend(db) => StoreError::from_db(db),
             other => StoreError::Unavailable(other.to_string()),
         }
     }
 }
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::from_db(e)
+    }
+}
+
+/// What a database error means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Not reachable or not answering: retry later (503).
+    Unavailable,
+    /// A uniqueness rule (409).
+    Conflict,
+    /// Another integrity rule, e.g. a row referenced concurrently deleted (409).
+    Integrity,
+    /// A value the client sent was refused (422).
+    Invalid,
+    /// Anything else: a bug (500).
+    Internal,
+}
+
+/// Classifies a SQLSTATE (`code`, five characters).
+pub fn classify_sqlstate(code: &str) -> Fault {
+    match code {
+        "23505" => Fault::Conflict,
+        // admin/crash shutdown, cannot connect now, statement/lock/idle-session timeouts,
+        // serialization failure and deadlock (retrying succeeds).
+        "57P01" | "57P02" | "57P03" | "57P05" | "57014" | "55P03" | "25P03" | "40001" | "40P01" => {
+            Fault::Unavailable
+        }
+        _ => match &code[..code.len().min(2)] {
+            // connection exception, insufficient resources, operator intervention,
+            // system error (I/O), configuration file error.
+            "08" | "53" | "57" | "58" | "F0" => Fault::Unavailable,
+            "23" => Fault::Integrity,
+            // data exception: bad encoding (22021), untranslatable character (22P05),
+            // string too long, numeric out of range, invalid text representation...
+            "22" => Fault::Invalid,
+            _ => Fault::Internal,
+        },
+    }
+}
+
+/// Classifies any tokio-postgres error: a server error by its SQLSTATE, anything that is
+/// about the transport (I/O, closed connection, timeout, failed connect) as unavailable.
+pub fn classify(e: &tokio_postgres::Error) -> Fault {
+    if let Some(db) = e.as_db_error() {
+        return classify_sqlstate(db.code().code());
+    }
+    if e.is_closed() {
+        return Fault::Unavailable;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some() {
+            return Fault::Unavailable;
+        }
+        source = s.source();
+    }
+    // Kinds without a source that mean "not reachable": timeout, connect, authentication.
+    let text = e.to_string();
+    if text.starts_with("timeout")
+        || text.starts_with("error connecting")
+        || text.starts_with("error performing TLS")
+        || text.starts_with("authentication")
+    {
+        return Fault::Unavailable;
+    }
+    Fault::Internal
+}
+
 impl StoreError {
-    /// Turns a unique violation into [`StoreError::Conflict`] naming its constraint.
+    /// Maps a driver error to what it means for the caller (see [`classify`]).
     pub fn from_db(e: tokio_postgres::Error) -> Self {
-        if let Some(db) = e.as_db_error() {
-            if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
-                return StoreError::Conflict(db.constraint().unwrap_or("unique").to_string());
-            }
+        match classify(&e) {
+            Fault::Unavailable => StoreError::Unavailable(e.to_string()),
+            Fault::Conflict => StoreError::Conflict(
+                e.as_db_error()
+                    .and_then(|db| db.constraint())
+                    .unwrap_or("unique")
+                    .to_string(),
+            ),
+            Fault::Integrity => StoreError::Conflict(
+                e.as_db_error()
+                    .map(|db| db.constraint().unwrap_or(db.message()).to_string())
+                    .unwrap_or_else(|| "integrity".into()),
+            ),
+            Fault::Invalid => StoreError::Invalid(
+                e.as_db_error()
+                    .map(|db| db.message().to_string())
+                    .unwrap_or_else(|| "invalid value".into()),
+            ),
+            Fault::Internal => StoreError::Db(e),
         }
-        if e.is_closed() {
-            return StoreError::Unavailable(e.to_string());
-        }
-        StoreError::Db(e)
+    }
+
+    /// Whether retrying later may succeed (the database was unavailable).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 
@@ -67,26 +162,39 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// The settings without the pool's timeouts, for migrations (which may run long).
+    pg: tokio_postgres::Config,
 }
 
 impl Store {
-    /// Builds the pool. Connections are opened lazily; waiting for one is bounded by `wait`.
+    /// Builds a pool of `size` waiting at most `wait`, with default timeouts (tools, tests).
     pub fn new(pg: tokio_postgres::Config, size: usize, wait: Duration) -> anyhow::Result<Self> {
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
+        Self::with_limits(pg, DbLimits::new(size, wait))
+    }
+
+    /// Builds the pool. Connections are opened lazily, each bounded by `limits` (see
+    /// [`connect`]); a connection found closed is dropped, never handed out again.
+    pub fn with_limits(pg: tokio_postgres::Config, limits: DbLimits) -> anyhow::Result<Self> {
+        let pooled = limits.apply(pg.clone());
+        let manager = Manager::from_connect(
+            pooled,
+            connect::WatchedConnect {
+                limits: limits.clone(),
+            },
             ManagerConfig {
+                // Fast: `is_closed` is checked on every checkout, and the reply watchdog closes
+                // a connection whose server went silent, so a dead one is never reused.
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(size)
-            .wait_timeout(Some(wait))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
+            .max_size(limits.pool_size)
+            .wait_timeout(Some(limits.pool_wait))
+            .create_timeout(Some(limits.connect_timeout))
+            .recycle_timeout(Some(limits.connect_timeout))
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Store { pool })
+        Ok(Store { pool, pg })
     }
 
     /// A pooled connection.
@@ -94,15 +202,24 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
-    /// Applies pending migrations under an advisory lock.
+    /// Applies pending migrations under an advisory lock, on a connection of its own without
+    /// the pool's timeouts (a migration or the wait for another node's may take long).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut conn = self.pool.get().await?;
-        conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        let (mut client, connection) = self.pg.connect(NoTls).await?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "migration connection ended");
+            }
+        });
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        let result = embedded::migrations::runner().run_async(client).await;
-        conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        let result = embedded::migrations::runner().run_async(&mut client).await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
+        drop(client);
+        let _ = task.await;
         let report = result?;
         for m in report.applied_migrations() {
             tracing::info!(migration = %m, "applied migration");

@@ -14,6 +14,7 @@ mod cluster;
 mod cluster_delivery;
 mod control_chars;
 mod delivery;
+mod faults;
 mod health;
 mod lists;
 mod load;
