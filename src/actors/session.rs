@@ -153,6 +153,9 @@ struct Follow {
     /// When this connection last relayed `typing.start` here, and whether a stop is owed.
     typing_at: Option<Instant>,
     typing_open: bool,
+    /// A `typing.start` arrived within the interval: it is relayed when the interval ends
+    /// (unless a stop cancels it), so no start is lost and none is early.
+    typing_pending: bool,
     /// Failed attempts to (re)subscribe, for the back-off.
     retries: u32,
 }
@@ -165,6 +168,7 @@ impl Follow {
             fill_upto: None,
             typing_at: None,
             typing_open: false,
+            typing_pending: false,
             retries: 0,
         }
     }
@@ -658,30 +662,49 @@ impl Session {
     }
 
     /// Relays typing, limited per connection and chat: a `typing.start` at most once per
-    /// interval (a stop does not reset the interval), a `typing.stop` only after a relayed start.
+    /// interval (a stop does not reset the interval; a start that comes too soon is relayed when
+    /// the interval ends, unless a stop came first), a `typing.stop` only after a relayed start.
     fn typing(&mut self, chat_id: i64, start: bool, ctx: &mut Context<Self>) {
         let interval = self.config.typing_interval;
         let Some(f) = self.chats.get_mut(&chat_id) else {
             self.error_frame("FORBIDDEN", "not a member of this chat", ctx);
             return;
         };
-        let now = Instant::now();
-        let relay = if start {
-            let due = f
-                .typing_at
-                .is_none_or(|t| now.duration_since(t) >= interval);
-            if due {
-                f.typing_at = Some(now);
-                f.typing_open = true;
+        if !start {
+            f.typing_pending = false;
+            if std::mem::replace(&mut f.typing_open, false) {
+                self.relay_typing(chat_id, false);
             }
-            due
-        } else {
-            std::mem::replace(&mut f.typing_open, false)
-        };
-        if !relay {
             return;
         }
-        if let Some(room) = &f.room {
+        let now = Instant::now();
+        match f.typing_at.map(|t| now.duration_since(t)) {
+            Some(since) if since < interval => {
+                // Too soon after the last relayed start: relay it when the interval ends.
+                if !std::mem::replace(&mut f.typing_pending, true) {
+                    ctx.run_later(interval - since, move |act, _| {
+                        let Some(f) = act.chats.get_mut(&chat_id) else {
+                            return;
+                        };
+                        if std::mem::replace(&mut f.typing_pending, false) {
+                            f.typing_at = Some(Instant::now());
+                            f.typing_open = true;
+                            act.relay_typing(chat_id, true);
+                        }
+                    });
+                }
+            }
+            _ => {
+                f.typing_at = Some(now);
+                f.typing_open = true;
+                f.typing_pending = false;
+                self.relay_typing(chat_id, true);
+            }
+        }
+    }
+
+    fn relay_typing(&self, chat_id: i64, start: bool) {
+        if let Some(room) = self.chats.get(&chat_id).and_then(|f| f.room.as_ref()) {
             room.do_send(Typing {
                 user_id: self.user_id,
                 username: self.username.clone(),
