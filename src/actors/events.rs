@@ -338,14 +338,18 @@ const MAX_POSITION_CHATS: usize = 10_000;
 
 impl Position {
     pub fn encode(&self) -> String {
-        let mut s = String::with_capacity(self.0.len() * 12);
-        for (i, (chat, seq)) in self.0.iter().enumerate() {
+        Self::encode_pairs(self.0.iter().map(|(c, s)| (*c, *s)))
+    }
+
+    /// Encodes (chat, seq) pairs given in ascending chat order, without building a map.
+    pub fn encode_pairs(pairs: impl ExactSizeIterator<Item = (i64, i64)>) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(pairs.len() * 12);
+        for (i, (chat, seq)) in pairs.enumerate() {
             if i > 0 {
                 s.push('-');
             }
-            s.push_str(&chat.to_string());
-            s.push('.');
-            s.push_str(&seq.to_string());
+            let _ = write!(s, "{chat}.{seq}");
         }
         if s.is_empty() {
             s.push('0');

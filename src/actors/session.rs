@@ -257,7 +257,7 @@ impl Session {
 
     /// The resume position: the last seq handed out per followed chat.
     fn position(&self) -> String {
-        Position(self.chats.iter().map(|(c, f)| (*c, f.pos)).collect()).encode()
+        Position::encode_pairs(self.chats.iter().map(|(c, f)| (*c, f.pos)))
     }
 
     /// Queues a frame for `kind` with `data`; `with_id` frames carry the position as id.
