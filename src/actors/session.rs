@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::{Event, EventKind, Position, frame_json, replayed, sse_frame};
+use super::events::{Event, EventKind, Position, replayed};
 use super::hub::{GetRoom, Hub};
 use super::presence::{Connect, Disconnect, Presence};
 use super::room::{ChatRoom, ConnId, Push, Subscribe, Typing, Unsubscribe};
@@ -68,13 +68,14 @@ pub enum Transport {
     Sse,
 }
 
-/// A frame for the transport task.
+/// A frame for the socket: an event's kind and `data` JSON (shared by every recipient) and
+/// this connection's `id`. The transport's body (`http::outbound`) renders it as a WebSocket
+/// text frame or SSE lines straight into the socket's write buffer.
 #[derive(Debug)]
-pub enum Outgoing {
-    /// A WebSocket text frame.
-    Text(String),
-    /// Bytes of the SSE stream.
-    Sse(Bytes),
+pub struct Outgoing {
+    pub kind: &'static str,
+    pub id: Option<String>,
+    pub data: Bytes,
 }
 
 /// Why a session did not start.
@@ -264,8 +265,8 @@ impl Session {
     /// Returns false (and closes the session) when the queue is full for a frame that matters.
     fn emit(
         &mut self,
-        kind: &str,
-        data: &[u8],
+        kind: &'static str,
+        data: Bytes,
         with_id: bool,
         droppable: bool,
         ctx: &mut Context<Self>,
@@ -275,10 +276,7 @@ impl Session {
             return true;
         }
         let id = (with_id || self.transport == Transport::Sse).then(|| self.position());
-        let frame = match self.transport {
-            Transport::WebSocket => Outgoing::Text(frame_json(kind, id.as_deref(), data)),
-            Transport::Sse => Outgoing::Sse(sse_frame(kind, id.as_deref(), data)),
-        };
+        let frame = Outgoing { kind, id, data };
         match self.out.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) if droppable => true,
@@ -303,7 +301,7 @@ impl Session {
         let (Some(chat), Some(seq)) = (event.chat_id, event.seq) else {
             self.emit(
                 event.kind.as_str(),
-                &event.data,
+                event.data.clone(),
                 false,
                 event.kind.is_droppable(),
                 ctx,
@@ -330,19 +328,19 @@ impl Session {
             return;
         }
         f.pos = seq;
-        self.emit(event.kind.as_str(), &event.data, true, false, ctx);
+        self.emit(event.kind.as_str(), event.data.clone(), true, false, ctx);
     }
 
     fn error_frame(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
         let data = json!({ "code": code, "message": message }).to_string();
-        self.emit("error", data.as_bytes(), false, false, ctx);
+        self.emit("error", Bytes::from(data), false, false, ctx);
     }
 
     fn resync(&mut self, chat_id: Option<i64>, reason: &str, ctx: &mut Context<Self>) -> bool {
         let data = json!({ "reason": reason, "chat_id": chat_id }).to_string();
         self.emit(
             EventKind::ResyncRequired.as_str(),
-            data.as_bytes(),
+            Bytes::from(data),
             chat_id.is_some(),
             false,
             ctx,
@@ -392,7 +390,7 @@ impl Session {
                         }
                         f.pos = seq;
                     }
-                    if !self.emit(event.kind.as_str(), &event.data, true, false, ctx) {
+                    if !self.emit(event.kind.as_str(), event.data.clone(), true, false, ctx) {
                         return;
                     }
                 }
@@ -596,7 +594,7 @@ impl Session {
             Transport::WebSocket => "auth.success",
             Transport::Sse => "ready",
         };
-        if !self.emit(kind, hello.as_bytes(), false, false, ctx) {
+        if !self.emit(kind, Bytes::from(hello), false, false, ctx) {
             return;
         }
         if invalid_resume && !self.resync(None, "invalid_last_event_id", ctx) {
@@ -627,7 +625,7 @@ impl Session {
         match frame.kind.as_str() {
             "ping" => {
                 let data = json!({ "timestamp": Utc::now() }).to_string();
-                self.emit("pong", data.as_bytes(), false, false, ctx);
+                self.emit("pong", Bytes::from(data), false, false, ctx);
             }
             "auth" => {
                 let data = json!({
@@ -636,7 +634,7 @@ impl Session {
                     "last_event_id": self.position(),
                 })
                 .to_string();
-                self.emit("auth.success", data.as_bytes(), false, false, ctx);
+                self.emit("auth.success", Bytes::from(data), false, false, ctx);
             }
             "typing.start" | "typing.stop" => {
                 let start = frame.kind == "typing.start";
@@ -738,7 +736,7 @@ impl Actor for Session {
         if self.transport == Transport::Sse {
             ctx.run_interval(self.config.ping_every, |act, ctx| {
                 let data = json!({ "timestamp": Utc::now() }).to_string();
-                act.emit("ping", data.as_bytes(), false, false, ctx);
+                act.emit("ping", Bytes::from(data), false, false, ctx);
             });
         }
         // The connection lives as long as its token: then the client refreshes and resumes.

@@ -17,6 +17,7 @@ pub mod login_guard;
 pub mod messages;
 pub mod metrics_guard;
 pub mod openapi;
+pub mod outbound;
 pub mod ratelimit;
 pub mod realtime;
 pub mod request_id;

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use actix_ws::AggregatedMessage;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, bearer_token};
+use super::outbound::{OutboundBody, Writer};
 use super::ws_guard::{Budget, FrameBudget, FrameLimit, GuardedPayload};
 use crate::actors::events::frame_json;
 use crate::actors::session::{
@@ -68,28 +69,19 @@ struct AuthFrame {
     last_event_id: Option<String>,
 }
 
-/// A started session and its transport ends.
+/// A started session: its address and where it says why it closes.
 struct Started {
     addr: Addr<Session>,
-    out: mpsc::Receiver<Outgoing>,
     close: oneshot::Receiver<(u16, String)>,
 }
 
-/// An SSE response's state: ends the session when dropped (stream finished or connection gone).
-struct SseStream(Started);
-
-impl Drop for SseStream {
-    fn drop(&mut self) {
-        self.0.addr.do_send(TransportClosed);
-    }
-}
-
-/// Starts a session for `user` and waits until it is subscribed (or refused).
+/// Starts a session for `user` writing to `out` and waits until it is subscribed (or refused).
 async fn start_session(
     state: &AppState,
     user: AuthUser,
     transport: Transport,
     resume: Option<String>,
+    out: mpsc::Sender<Outgoing>,
 ) -> Result<Started, ApiError> {
     let username: Arc<str> = state
         .store
@@ -98,7 +90,6 @@ async fn start_session(
         .ok_or_else(|| ApiError::unauthorized("Invalid token"))?
         .username
         .into();
-    let (out_tx, out_rx) = mpsc::channel(state.config.outbound_queue);
     let (close_tx, close_rx) = oneshot::channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let addr = Session::new(SessionArgs {
@@ -108,7 +99,7 @@ async fn start_session(
         token_version: user.token_version,
         expires_at: user.expires_at,
         transport,
-        out: out_tx,
+        out,
         close: close_tx,
         ready: ready_tx,
         resume,
@@ -123,7 +114,6 @@ async fn start_session(
     match ready_rx.await {
         Ok(Ok(())) => Ok(Started {
             addr,
-            out: out_rx,
             close: close_rx,
         }),
         Ok(Err(Refusal::TooManyConnections(max))) => Err(ApiError::RateLimited {
@@ -156,17 +146,13 @@ pub async fn sse(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| q.last_event_id.clone());
-    let started = SseStream(start_session(&state, user, Transport::Sse, resume).await?);
-    // The stream is dropped as soon as the connection closes (the server does not allow
+    let (out_tx, out_rx) = mpsc::channel(state.config.outbound_queue);
+    let started = start_session(&state, user, Transport::Sse, resume, out_tx).await?;
+    // The body is dropped as soon as the connection closes (the server does not allow
     // half-closed connections, so the peer's FIN ends it at once, not at the next write); its
-    // Drop tells the session, which frees the connection slot.
-    let stream = futures_util::stream::unfold(started, |mut s| async move {
-        match s.0.out.recv().await {
-            Some(Outgoing::Sse(bytes)) => Some((Ok::<_, actix_web::Error>(bytes), s)),
-            Some(Outgoing::Text(_)) => Some((Ok(bytes::Bytes::new()), s)),
-            None => None,
-        }
-    });
+    // drop tells the session, which frees the connection slot.
+    let addr = started.addr;
+    let stream = OutboundBody::sse(out_rx, move || addr.do_send(TransportClosed));
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -197,8 +183,18 @@ pub async fn websocket(
     > = Box::pin(GuardedPayload::new(body.into_inner(), limit.clone()));
     let body =
         web::Payload::from_request(&req, &mut actix_web::dev::Payload::from(guarded)).await?;
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|_| ApiError::validation("upgrade", "a WebSocket upgrade request is required"))?;
+    let not_upgrade = || ApiError::validation("upgrade", "a WebSocket upgrade request is required");
+    // actix-ws reads the client's frames; the frames to the client are written by our own body
+    // straight from the session's outbound queue (no writer task, no second queue).
+    let (_, _, stream) = actix_ws::handle(&req, body).map_err(|_| not_upgrade())?;
+    let (out_tx, out_rx) = mpsc::channel(state.config.outbound_queue);
+    let (outbound, writer) = OutboundBody::websocket(out_rx);
+    let response: HttpResponse = actix_http::ws::handshake(req.head())
+        .map_err(|_| not_upgrade())?
+        .message_body(actix_web::body::BoxBody::new(
+            actix_web::body::BodyStream::new(outbound),
+        ))?
+        .into();
     let stream = stream
         .max_frame_size(max)
         .aggregate_continuations()
@@ -207,7 +203,8 @@ pub async fn websocket(
     actix_web::rt::spawn(ws_connection(
         state,
         Socket {
-            session,
+            writer,
+            out: out_tx,
             stream,
             limit,
         },
@@ -217,25 +214,16 @@ pub async fn websocket(
     Ok(response)
 }
 
-async fn close(session: actix_ws::Session, code: u16, reason: &str) {
-    let _ = session
-        .close(Some(CloseReason {
-            code: CloseCode::Other(code),
-            description: Some(reason.to_string()),
-        }))
-        .await;
-}
-
-async fn send_error(session: &mut actix_ws::Session, code: &str, message: &str) {
+fn send_error(writer: &Writer, code: &str, message: &str) {
     let data = json!({ "code": code, "message": message }).to_string();
-    let _ = session
-        .text(frame_json("error", None, data.as_bytes()))
-        .await;
+    let _ = writer.text(frame_json("error", None, data.as_bytes()));
 }
 
-/// The client's end of a WebSocket: where frames go, where they come from, and their limit.
+/// The client's end of a WebSocket: where the transport's own frames go, the session's queue,
+/// where frames come from, and their limit.
 struct Socket {
-    session: actix_ws::Session,
+    writer: Writer,
+    out: mpsc::Sender<Outgoing>,
     stream: actix_ws::AggregatedMessageStream,
     limit: FrameLimit,
 }
@@ -251,14 +239,11 @@ enum NoAuth {
 }
 
 /// Applies the frame budget; `Err` when the socket must close.
-async fn within_budget(
-    session: &mut actix_ws::Session,
-    budget: &mut FrameBudget,
-) -> Result<bool, ()> {
+fn within_budget(writer: &Writer, budget: &mut FrameBudget) -> Result<bool, ()> {
     match budget.take() {
         Budget::Accept => Ok(true),
         Budget::Refuse => {
-            send_error(session, "RATE_LIMITED", "too many frames; slow down").await;
+            send_error(writer, "RATE_LIMITED", "too many frames; slow down");
             Ok(false)
         }
         Budget::Close => Err(()),
@@ -272,15 +257,16 @@ async fn await_auth(
     timeout: Duration,
 ) -> Result<(String, Option<String>), NoAuth> {
     let Socket {
-        session,
+        writer,
         stream,
         limit,
+        ..
     } = socket;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let msg = match tokio::time::timeout_at(deadline, stream.recv()).await {
             Err(_) => {
-                send_error(session, "UNAUTHORIZED", "auth frame not received in time").await;
+                send_error(writer, "UNAUTHORIZED", "auth frame not received in time");
                 return Err(NoAuth::Missing);
             }
             Ok(Some(Err(_))) if limit.refused().is_some() => return Err(NoAuth::TooLarge),
@@ -289,7 +275,7 @@ async fn await_auth(
             }
             Ok(Some(Ok(m))) => m,
         };
-        match within_budget(session, budget).await {
+        match within_budget(writer, budget) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(()) => return Err(NoAuth::Flood),
@@ -304,17 +290,16 @@ async fn await_auth(
                     }) if kind == "auth" => Ok((token, last_event_id)),
                     _ => {
                         send_error(
-                            session,
+                            writer,
                             "UNAUTHORIZED",
                             r#"the first frame must be {"type":"auth","token":"Bearer <token>"}"#,
-                        )
-                        .await;
+                        );
                         Err(NoAuth::Missing)
                     }
                 };
             }
             AggregatedMessage::Ping(b) => {
-                let _ = session.pong(&b).await;
+                let _ = writer.pong(b);
             }
             _ => {}
         }
@@ -370,56 +355,55 @@ async fn ws_connection(
                         NoAuth::TooLarge => (close_code::FRAME_TOO_LARGE, "frame too large"),
                         NoAuth::Flood => (close_code::FRAME_FLOOD, "too many frames"),
                     };
-                    close(socket.session, code, reason).await;
+                    socket.writer.close(Some((code, reason)));
                     return;
                 }
             };
             match state.authenticate(&token).await {
                 Ok(u) => (u, resume),
                 Err(e) => {
-                    send_error(&mut socket.session, e.code(), &e.to_string()).await;
+                    send_error(&socket.writer, e.code(), &e.to_string());
                     let code = refusal_close(&e, crate::actors::session::close_code::AUTH_FAILED);
                     let reason = if code == crate::actors::session::close_code::AUTH_FAILED {
                         "invalid token"
                     } else {
                         "try again later"
                     };
-                    close(socket.session, code, reason).await;
+                    socket.writer.close(Some((code, reason)));
                     return;
                 }
             }
         }
     };
-    let started = match start_session(&state, user, Transport::WebSocket, resume).await {
+    let out = socket.out.clone();
+    let started = match start_session(&state, user, Transport::WebSocket, resume, out).await {
         Ok(s) => s,
         Err(e) => {
-            send_error(&mut socket.session, e.code(), &e.to_string()).await;
-            close(
-                socket.session,
-                refusal_close(&e, 1011),
-                "connection refused",
-            )
-            .await;
+            send_error(&socket.writer, e.code(), &e.to_string());
+            socket
+                .writer
+                .close(Some((refusal_close(&e, 1011), "connection refused")));
             return;
         }
     };
     let Started {
         addr,
-        mut out,
         close: mut close_rx,
     } = started;
     drop(state);
     socket.limit.set(config.ws_max_frame_bytes);
     let Socket {
-        mut session,
+        writer,
+        out,
         mut stream,
         limit,
     } = socket;
+    // The session holds the queue's only sender now: when it stops, the queue closes.
+    drop(out);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.ws_ping_secs));
     heartbeat.tick().await;
     let timeout = Duration::from_secs(config.ws_timeout_secs);
     let mut last_heard = Instant::now();
-    let mut close_open = true;
     let end: Option<(u16, String)> = loop {
         tokio::select! {
             msg = stream.recv() => {
@@ -432,7 +416,7 @@ async fn ws_connection(
                     Some(Ok(m)) => m,
                 };
                 last_heard = Instant::now();
-                match within_budget(&mut session, &mut budget).await {
+                match within_budget(&writer, &mut budget) {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(()) => break Some((close_code::FRAME_FLOOD, "too many frames".into())),
@@ -440,36 +424,26 @@ async fn ws_connection(
                 match msg {
                     AggregatedMessage::Text(text) => addr.do_send(ClientText(text.to_string())),
                     AggregatedMessage::Ping(b) => {
-                        if session.pong(&b).await.is_err() { break None; }
+                        if writer.pong(b).is_err() { break None; }
                     }
                     AggregatedMessage::Pong(_) | AggregatedMessage::Close(_) => {}
                     AggregatedMessage::Binary(_) => {
-                        send_error(&mut session, "VALIDATION_ERROR", "binary frames are not supported").await;
+                        send_error(&writer, "VALIDATION_ERROR", "binary frames are not supported");
                     }
                 }
             },
-            frame = out.recv() => match frame {
-                Some(Outgoing::Text(text)) => if session.text(text).await.is_err() { break None; },
-                Some(Outgoing::Sse(_)) => {}
-                // The session stopped; it may have said why just before.
-                None => break close_rx.try_recv().ok(),
-            },
-            reason = &mut close_rx, if close_open => match reason {
-                Ok(reason) => break Some(reason),
-                Err(_) => close_open = false,
-            },
+            // The session closes with a reason, or stopped (its end of the oneshot dropped).
+            reason = &mut close_rx => break reason.ok(),
+            // The connection closed under us.
+            _ = writer.closed() => break None,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > timeout {
                     break Some((crate::actors::session::close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout".into()));
                 }
-                if session.ping(b"").await.is_err() { break None; }
+                if writer.ping().is_err() { break None; }
             }
         }
     };
     addr.do_send(TransportClosed);
-    if let Some((code, reason)) = end {
-        close(session, code, &reason).await;
-    } else {
-        let _ = session.close(None).await;
-    }
+    writer.close(end.as_ref().map(|(code, reason)| (*code, reason.as_str())));
 }
