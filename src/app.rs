@@ -26,6 +26,8 @@ use crate::store::search::Search;
 
 /// How often idle rate-limiter keys are dropped (and metric buffers drained).
 const LIMITER_EVICTION_EVERY: Duration = Duration::from_secs(60);
+/// How often resume checkpoints past their retention are deleted.
+const CHECKPOINT_PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// A built server, bound and ready to run.
 pub struct Application {
@@ -168,6 +170,7 @@ impl Application {
         };
         state.loopback.set_addr(addr);
         http::ratelimit::spawn_eviction(&state, LIMITER_EVICTION_EVERY);
+        spawn_checkpoint_pruning(state.store.clone(), config.checkpoint_retention_hours);
         let server = server.run();
         tracing::info!(%addr, "listening");
         Ok(Application {
@@ -276,6 +279,27 @@ fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHand
 }
 
 /// The JWT secret: configured, or generated once and kept in the data directory.
+/// Deletes resume checkpoints older than `hours`, in bounded batches, every
+/// [`CHECKPOINT_PRUNE_EVERY`] (a failure is retried at the next turn).
+fn spawn_checkpoint_pruning(store: Store, hours: i64) {
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(CHECKPOINT_PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            loop {
+                match store.prune_checkpoints(hours, 10_000).await {
+                    Ok(n) if n == 10_000 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning resume checkpoints failed");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
 pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(s) = &config.jwt_secret {
         return Ok(s.as_bytes().to_vec());

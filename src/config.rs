@@ -125,6 +125,24 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_REPLAY_PAGE", default_value_t = 200)]
     pub replay_page: i64,
 
+    /// Most chats an event id lists: a connection following more stores a resume checkpoint
+    /// and its ids name it plus the chats that moved since (a new checkpoint when more than
+    /// this many moved).
+    #[arg(long, env = "FECHATTER_ID_CHATS_MAX", default_value_t = 16)]
+    pub id_chats_max: usize,
+
+    /// Least milliseconds between two resume checkpoints of one connection.
+    #[arg(long, env = "FECHATTER_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
+
+    /// Hours a resume checkpoint is kept (an id naming a pruned one gets `resync.required`).
+    #[arg(
+        long,
+        env = "FECHATTER_CHECKPOINT_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub checkpoint_retention_hours: i64,
+
     /// Milliseconds between relayed `typing.start` frames of one connection in one chat.
     #[arg(long, env = "FECHATTER_TYPING_INTERVAL_MS", default_value_t = 1000)]
     pub typing_interval_ms: u64,

@@ -328,6 +328,38 @@ pub fn replayed(chat_id: i64, item: &ReplayItem) -> Option<Arc<Event>> {
 
 // ---- positions -----------------------------------------------------------------------------
 
+/// What a client resumes from: its last event `id`. Either a full [`Position`]
+/// (`"<chat>.<seq>-<chat>.<seq>..."`), or — for a connection following more chats than an id
+/// lists — a stored checkpoint plus the chats that moved since it (`"<checkpoint>~<chat>.<seq>-..."`,
+/// possibly with no chats after the `~`). Opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeId {
+    Full(Position),
+    Checkpoint { id: i64, moved: Position },
+}
+
+impl ResumeId {
+    /// Parses an id; `None` when malformed.
+    pub fn parse(s: &str) -> Option<ResumeId> {
+        match s.trim().split_once('~') {
+            None => Position::parse(s).map(ResumeId::Full),
+            Some((id, moved)) => Some(ResumeId::Checkpoint {
+                id: id.parse().ok().filter(|i| *i > 0)?,
+                moved: Position::parse(moved)?,
+            }),
+        }
+    }
+
+    /// `"<checkpoint>~"` and the (chat, seq) pairs given in ascending chat order.
+    pub fn encode_checkpoint(id: i64, moved: impl ExactSizeIterator<Item = (i64, i64)>) -> String {
+        let mut s = format!("{id}~");
+        if moved.len() > 0 {
+            s.push_str(&Position::encode_pairs(moved));
+        }
+        s
+    }
+}
+
 /// A connection's resume position: for each chat it follows, the last seq it was given.
 /// Encoded as `"<chat>.<seq>-<chat>.<seq>..."` (chat ids ascending); opaque to clients.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -389,9 +421,29 @@ mod tests {
         p.0.insert(12, 57);
         p.0.insert(3, 0);
         assert_eq!(p.encode(), "3.0-12.57");
-        assert_eq!(Position::parse(&p.encode()), Some(p));
+        assert_eq!(Position::parse(&p.encode()), Some(p.clone()));
         for bad in ["x", "1.", ".2", "1.2-", "-1.2", "1.-2", "1.2.3"] {
             assert_eq!(Position::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            ResumeId::parse(&p.encode()),
+            Some(ResumeId::Full(p.clone()))
+        );
+        let c = ResumeId::encode_checkpoint(41, p.0.iter().map(|(c, s)| (*c, *s)));
+        assert_eq!(c, "41~3.0-12.57");
+        assert_eq!(
+            ResumeId::parse(&c),
+            Some(ResumeId::Checkpoint { id: 41, moved: p })
+        );
+        assert_eq!(
+            ResumeId::parse(&ResumeId::encode_checkpoint(7, std::iter::empty())),
+            Some(ResumeId::Checkpoint {
+                id: 7,
+                moved: Position::default()
+            })
+        );
+        for bad in ["~1.2", "0~1.2", "x~", "1~x", "1~2~3", "-1~"] {
+            assert_eq!(ResumeId::parse(bad), None, "{bad}");
         }
     }
 

@@ -21,7 +21,7 @@
 //! fit, the connection is closed (4008) and the client resumes from its last id. It never
 //! blocks a room. Typing and presence are ephemeral: not replayed, dropped first.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::{Event, EventKind, Position, replayed};
+use super::events::{Event, EventKind, Position, ResumeId, replayed};
 use super::hub::{GetRoom, Hub};
 use super::presence::{Connect, Disconnect, Presence};
 use super::room::{ChatRoom, ConnId, Push, Subscribe, Typing, Unsubscribe};
@@ -104,6 +104,9 @@ pub struct SessionConfig {
     pub replay_page: i64,
     pub ping_every: Duration,
     pub typing_interval: Duration,
+    /// Most chats an id lists before the connection stores a checkpoint.
+    pub id_chats_max: usize,
+    pub checkpoint_interval: Duration,
 }
 
 impl SessionConfig {
@@ -114,6 +117,8 @@ impl SessionConfig {
             replay_page: c.replay_page.clamp(1, 10_000),
             ping_every: Duration::from_secs(c.ws_ping_secs.max(1)),
             typing_interval: Duration::from_millis(c.typing_interval_ms),
+            id_chats_max: c.id_chats_max.max(1),
+            checkpoint_interval: Duration::from_millis(c.checkpoint_interval_ms),
         }
     }
 }
@@ -211,12 +216,23 @@ pub struct Session {
     fill_busy: bool,
     /// Registered with presence (so `Disconnect` is owed on stop).
     registered: bool,
+    /// The stored checkpoint the ids name, and its positions (see [`ResumeId`]).
+    checkpoint: Option<(i64, Arc<BTreeMap<i64, i64>>)>,
+    /// Chats whose position may differ from the checkpoint's (all moved since it was taken).
+    moved: BTreeSet<i64>,
+    /// A checkpoint is being stored, or when the last one was started.
+    checkpoint_busy: bool,
+    checkpoint_at: Option<Instant>,
 }
 
 /// What the start-up found.
 struct Startup {
     /// (chat, its room if subscribed, the room's committed seq, the user's membership).
     chats: Vec<(UserChat, Option<Addr<ChatRoom>>, i64)>,
+    /// The position resumed from (a checkpoint resolved), if any.
+    resume: Option<Position>,
+    /// The id given could not be parsed, or names no checkpoint of this user.
+    invalid_resume: bool,
 }
 
 /// The start-up's result; `registered` is true once presence counted the connection, whatever
@@ -253,12 +269,88 @@ impl Session {
             fill: None,
             fill_busy: false,
             registered: false,
+            checkpoint: None,
+            moved: BTreeSet::new(),
+            checkpoint_busy: false,
+            checkpoint_at: None,
         }
     }
 
-    /// The resume position: the last seq handed out per followed chat.
+    /// The resume id: the last seq handed out per followed chat — as the checkpoint plus the
+    /// chats that moved since, once there is one (so its length does not grow with the chats
+    /// followed).
     fn position(&self) -> String {
-        Position::encode_pairs(self.chats.iter().map(|(c, f)| (*c, f.pos)))
+        match &self.checkpoint {
+            None => Position::encode_pairs(self.chats.iter().map(|(c, f)| (*c, f.pos))),
+            Some((id, _)) => ResumeId::encode_checkpoint(
+                *id,
+                self.moved
+                    .iter()
+                    .filter_map(|c| self.chats.get(c).map(|f| (*c, f.pos)))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+        }
+    }
+
+    /// Whether the ids list more chats than they should: time to store a checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        let listed = match self.checkpoint {
+            None => self.chats.len(),
+            Some(_) => self.moved.len(),
+        };
+        listed > self.config.id_chats_max
+            && !self.checkpoint_busy
+            && self
+                .checkpoint_at
+                .is_none_or(|at| at.elapsed() >= self.config.checkpoint_interval)
+    }
+
+    /// Stores the current positions as a checkpoint; once stored, ids name it. `then` runs
+    /// when the attempt ended (stored or not), e.g. to finish the start-up.
+    fn store_checkpoint(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+        wait: bool,
+    ) {
+        self.checkpoint_busy = true;
+        self.checkpoint_at = Some(Instant::now());
+        let snapshot: Arc<BTreeMap<i64, i64>> =
+            Arc::new(self.chats.iter().map(|(c, f)| (*c, f.pos)).collect());
+        let pairs: Vec<(i64, i64)> = snapshot.iter().map(|(c, s)| (*c, *s)).collect();
+        let (store, user_id) = (self.store.clone(), self.user_id);
+        // Bounded: a slow database leaves the ids long for a while, never the session stuck.
+        let save = async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                store.save_checkpoint(user_id, &pairs),
+            )
+            .await
+        };
+        let fut = save.into_actor(self).map(move |result, act, ctx| {
+            act.checkpoint_busy = false;
+            match result {
+                Ok(Ok(id)) => {
+                    let moved = act
+                        .chats
+                        .iter()
+                        .filter(|(c, f)| snapshot.get(c) != Some(&f.pos))
+                        .map(|(c, _)| *c)
+                        .collect();
+                    act.moved = moved;
+                    act.checkpoint = Some((id, snapshot));
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "resume checkpoint not stored"),
+                Err(_) => tracing::debug!("resume checkpoint timed out"),
+            }
+            then(act, ctx);
+        });
+        if wait {
+            ctx.wait(fut);
+        } else {
+            ctx.spawn(fut);
+        }
     }
 
     /// Queues a frame for `kind` with `data`; `with_id` frames carry the position as id.
@@ -275,7 +367,11 @@ impl Session {
         if droppable && self.out.capacity() * 2 < self.out.max_capacity() {
             return true;
         }
-        let id = (with_id || self.transport == Transport::Sse).then(|| self.position());
+        let with_id = with_id || self.transport == Transport::Sse;
+        if with_id && self.checkpoint_due() {
+            self.store_checkpoint(ctx, |_, _| {}, false);
+        }
+        let id = with_id.then(|| self.position());
         let frame = Outgoing { kind, id, data };
         match self.out.try_send(frame) {
             Ok(()) => true,
@@ -328,6 +424,7 @@ impl Session {
             return;
         }
         f.pos = seq;
+        self.moved.insert(chat);
         self.emit(event.kind.as_str(), event.data.clone(), true, false, ctx);
     }
 
@@ -389,6 +486,7 @@ impl Session {
                             continue;
                         }
                         f.pos = seq;
+                        self.moved.insert(chat_id);
                     }
                     if !self.emit(event.kind.as_str(), event.data.clone(), true, false, ctx) {
                         return;
@@ -396,7 +494,10 @@ impl Session {
                 }
                 let covered = self.fill.take().map_or(0, |p| p.covered);
                 if let Some(f) = self.chats.get_mut(&chat_id) {
-                    f.pos = f.pos.max(covered);
+                    if covered > f.pos {
+                        f.pos = covered;
+                        self.moved.insert(chat_id);
+                    }
                     match f.fill_upto {
                         Some(upto) if upto > f.pos => self.fill_queue.push_front(chat_id),
                         _ => f.fill_upto = None,
@@ -419,6 +520,7 @@ impl Session {
             }
             if upto - f.pos > self.config.replay_max {
                 f.pos = upto;
+                self.moved.insert(chat_id);
                 f.fill_upto = None;
                 if !self.resync(Some(chat_id), "gap_too_large", ctx) {
                     return;
@@ -502,6 +604,7 @@ impl Session {
             self.fill_queue.push_back(chat_id);
         }
         self.chats.insert(chat_id, f);
+        self.moved.insert(chat_id);
     }
 
     // ---- rooms ---------------------------------------------------------------------------
@@ -533,6 +636,7 @@ impl Session {
                     }
                     Subscribed::NotMember => {
                         act.chats.remove(&chat_id);
+                        act.moved.remove(&chat_id);
                     }
                     Subscribed::Unreachable => {
                         let Some(f) = act.chats.get_mut(&chat_id) else {
@@ -559,15 +663,7 @@ impl Session {
                 return;
             }
         };
-        let raw = self.resume.take();
-        let (resume, invalid_resume) = match raw.as_deref().map(str::trim).filter(|s| !s.is_empty())
-        {
-            None => (None, false),
-            Some(raw) => match Position::parse(raw) {
-                Some(p) => (Some(p), false),
-                None => (None, true),
-            },
-        };
+        let (resume, invalid_resume) = (startup.resume, startup.invalid_resume);
         let mut unreachable = Vec::new();
         for (chat, room, committed) in startup.chats {
             let from = match &resume {
@@ -581,6 +677,20 @@ impl Session {
             }
             self.follow(chat.chat_id, from, room, committed);
         }
+        // A connection following many chats stores a checkpoint before its first id.
+        if self.checkpoint_due() {
+            self.store_checkpoint(
+                ctx,
+                move |act, ctx| act.greet(invalid_resume, unreachable, ctx),
+                true,
+            );
+        } else {
+            self.greet(invalid_resume, unreachable, ctx);
+        }
+    }
+
+    /// Answers `auth.success` / `ready`, then starts the fills.
+    fn greet(&mut self, invalid_resume: bool, unreachable: Vec<i64>, ctx: &mut Context<Self>) {
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Ok(()));
         }
@@ -727,6 +837,7 @@ impl Actor for Session {
             faults: self.faults.clone(),
             cluster: self.cluster.clone(),
             max_per_user: self.config.max_per_user,
+            resume: self.resume.take(),
         };
         ctx.wait(
             startup(args, me)
@@ -813,6 +924,8 @@ struct StartArgs {
     faults: Arc<Faults>,
     cluster: Option<ClusterPresence>,
     max_per_user: u32,
+    /// The id the client resumes from, raw.
+    resume: Option<String>,
 }
 
 /// How a subscription attempt ended.
@@ -848,6 +961,31 @@ async fn subscribe(
         }
     }
     Subscribed::Unreachable
+}
+
+/// The position a client resumes from: (position, whether the id was invalid). A checkpoint
+/// id is resolved from the store (only the user's own checkpoints).
+async fn resolve_resume(
+    a: &StartArgs,
+    raw: Option<&str>,
+) -> Result<(Option<Position>, bool), crate::store::StoreError> {
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok((None, false));
+    };
+    match ResumeId::parse(raw) {
+        None => Ok((None, true)),
+        Some(ResumeId::Full(p)) => Ok((Some(p), false)),
+        Some(ResumeId::Checkpoint { id, moved }) => {
+            match a.store.load_checkpoint(a.user_id, id).await? {
+                None => Ok((None, true)),
+                Some(pairs) => {
+                    let mut p = Position(pairs.into_iter().collect());
+                    p.0.extend(moved.0);
+                    Ok((Some(p), false))
+                }
+            }
+        }
+    }
 }
 
 /// Registers with presence, then reads the user's chats and subscribes to every room.
@@ -922,7 +1060,14 @@ async fn startup(a: StartArgs, me: Recipient<Push>) -> Started {
                 Subscribed::NotMember => None, // left the chat meanwhile
             })
             .collect();
-        Ok(Startup { chats })
+        let (resume, invalid_resume) = resolve_resume(&a, a.resume.as_deref())
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(Startup {
+            chats,
+            resume,
+            invalid_resume,
+        })
     }
     .await;
     Started {
@@ -951,6 +1096,7 @@ impl Handler<Push> for Session {
             }
             Push::Unsubscribed { chat_id } => {
                 self.chats.remove(&chat_id);
+                self.moved.remove(&chat_id);
                 self.fill_queue.retain(|c| *c != chat_id);
             }
             Push::RoomClosed { chat_id } => self.resubscribe(chat_id, ctx),

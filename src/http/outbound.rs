@@ -93,7 +93,10 @@ impl OutboundBody {
     /// once the writer is dropped.
     pub fn websocket(frames: mpsc::Receiver<Outgoing>) -> (Self, Writer) {
         let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
-        (Self::new(Transport::WebSocket, frames, Some(rx)), Writer(tx))
+        (
+            Self::new(Transport::WebSocket, frames, Some(rx)),
+            Writer(tx),
+        )
     }
 
     /// An SSE body: ends when the session drops its end of the queue; `on_drop` runs when the
@@ -319,7 +322,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let (mut body, writer) = OutboundBody::websocket(rx);
         for n in 0..5 {
-            tx.try_send(frame(Some(&format!("1.{n}")), "{}")).expect("room");
+            tx.try_send(frame(Some(&format!("1.{n}")), "{}"))
+                .expect("room");
         }
         let chunk = body.next().await.expect("chunk").expect("ok");
         assert_eq!(decode_all(BytesMut::from(&chunk[..])).len(), 5);
@@ -327,7 +331,9 @@ mod tests {
         tx.try_send(frame(None, "{}")).expect("room");
         let chunk = body.next().await.expect("chunk").expect("ok");
         let frames = decode_all(BytesMut::from(&chunk[..]));
-        assert!(matches!(frames.last(), Some(actix_http::ws::Frame::Close(Some(r))) if r.code == CloseCode::Other(4008)));
+        assert!(
+            matches!(frames.last(), Some(actix_http::ws::Frame::Close(Some(r))) if r.code == CloseCode::Other(4008))
+        );
         assert!(body.next().await.is_none());
     }
 

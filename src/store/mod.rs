@@ -4,6 +4,7 @@
 //! connection (`prepare_cached`). Errors are [`StoreError`] values the layers above map.
 
 pub mod chats;
+pub mod checkpoints;
 pub mod connect;
 pub mod events;
 pub mod messages;

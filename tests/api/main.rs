@@ -24,6 +24,7 @@ mod presence;
 mod proptest_input;
 mod ratelimit;
 mod realtime;
+mod resume_ids;
 mod schemathesis;
 mod search;
 mod search_latency;
