@@ -288,7 +288,7 @@ fn spawn_checkpoint_pruning(store: Store, hours: i64) {
             every.tick().await;
             loop {
                 match store.prune_checkpoints(hours, 10_000).await {
-                    Ok(n) if n == 10_000 => continue,
+                    Ok(10_000) => continue,
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "pruning resume checkpoints failed");
