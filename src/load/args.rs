@@ -208,6 +208,15 @@ pub struct FanoutArgs {
     /// The target is a baseline server: no set-up, no real tokens.
     #[arg(long)]
     pub baseline: bool,
+
+    /// The server's process id (same machine): report its CPU time per delivery over the
+    /// send phase (from the first send to the last delivery).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// The baseline server's process id, likewise.
+    #[arg(long)]
+    pub baseline_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

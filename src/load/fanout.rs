@@ -21,7 +21,7 @@ use super::latency::{Percentiles, SharedLatency, now_nanos};
 use super::setup::{self, SetupOptions, Shape};
 use super::target::Target;
 use super::wsclient::{self, ConnPlan, Dial, ReaderShared};
-use super::{progress, report};
+use super::{progress, report, rss};
 
 /// Pause after the connections are up, so the presence frames of the connect burst are out of
 /// the way before the first send.
@@ -45,6 +45,8 @@ pub struct FanoutResult {
     pub time_to_last_member_max_ms: f64,
     /// First send → last arrival.
     pub elapsed_secs: f64,
+    /// The server's CPU time per delivery over the send phase (with `--server-pid`).
+    pub server_cpu_us_per_delivery: Option<f64>,
     #[serde(flatten)]
     pub tally: Tally,
     pub latency: Percentiles,
@@ -62,9 +64,9 @@ pub struct FanoutSummary {
 }
 
 pub async fn run(a: &FanoutArgs) -> anyhow::Result<FanoutSummary> {
-    let main = measure(a, &a.common.server, a.baseline).await?;
+    let main = measure(a, &a.common.server, a.baseline, a.server_pid).await?;
     let baseline = match &a.baseline_url {
-        Some(url) => Some(measure(a, url, true).await?),
+        Some(url) => Some(measure(a, url, true, a.baseline_pid).await?),
         None => None,
     };
     let ratio = baseline
@@ -123,7 +125,12 @@ async fn cast(a: &FanoutArgs, api: &Api, target: &Target, baseline: bool) -> any
     })
 }
 
-async fn measure(a: &FanoutArgs, server: &str, baseline: bool) -> anyhow::Result<FanoutResult> {
+async fn measure(
+    a: &FanoutArgs,
+    server: &str,
+    baseline: bool,
+    pid: Option<u32>,
+) -> anyhow::Result<FanoutResult> {
     let c = &a.common;
     let targets = Target::parse_all(server)?;
     let target = targets[0].clone();
@@ -157,6 +164,7 @@ async fn measure(a: &FanoutArgs, server: &str, baseline: bool) -> anyhow::Result
     tokio::time::sleep(SETTLE).await;
 
     let bar = progress::bar(c.quiet, a.messages, "send");
+    let cpu_before = pid.and_then(rss::cpu_micros);
     let mut acked = Acked::default();
     let mut sent_at = BTreeMap::new();
     for n in 0..a.messages {
@@ -198,6 +206,10 @@ async fn measure(a: &FanoutArgs, server: &str, baseline: bool) -> anyhow::Result
         Duration::from_secs(a.drain_secs),
     )
     .await;
+    let cpu_used = pid
+        .and_then(rss::cpu_micros)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let _ = stop_tx.send(true);
     let outcomes = wsclient::join_readers(opened.readers).await;
     let tally = checker::tally(&acked, outcomes.iter().map(|o| &o.log));
@@ -235,6 +247,9 @@ async fn measure(a: &FanoutArgs, server: &str, baseline: bool) -> anyhow::Result
         time_to_last_member_median_ms: to_last.get(to_last.len() / 2).copied().unwrap_or(0.0),
         time_to_last_member_max_ms: to_last.last().copied().unwrap_or(0.0),
         elapsed_secs,
+        server_cpu_us_per_delivery: cpu_used
+            .filter(|_| tally.delivered > 0)
+            .map(|us| us as f64 / tally.delivered as f64),
         clean: tally.is_clean(),
         tally,
         latency: shared.latency.snapshot().summary(),
@@ -271,6 +286,11 @@ fn rows(r: &FanoutResult) -> Vec<(&'static str, String)> {
             ),
         ),
         ("send→receive", r.latency.cell()),
+        (
+            "server CPU per delivery",
+            r.server_cpu_us_per_delivery
+                .map_or("-".into(), |us| format!("{us:.2} µs")),
+        ),
         (
             "lost / dup / reordered",
             format!(

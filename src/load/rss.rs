@@ -5,6 +5,17 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     read_status_kib(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
+/// CPU time (user + system) `pid` has used, in microseconds, from `/proc/<pid>/stat`.
+pub fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // /proc reports these in USER_HZ clock ticks, 100 per second on Linux.
+    Some(ticks * 10_000)
+}
+
 /// `VmRSS` of this process in KiB.
 pub fn own_rss_kib() -> Option<u64> {
     read_status_kib("/proc/self/status", "VmRSS:")
@@ -31,5 +42,6 @@ mod tests {
         assert_eq!(super::parse_field_kib(s, "VmRSS:"), Some(812));
         assert_eq!(super::parse_field_kib(s, "VmSwap:"), None);
         assert!(super::own_rss_kib().is_some());
+        assert!(super::cpu_micros(std::process::id()).is_some());
     }
 }
