@@ -15,6 +15,13 @@
 //! - `fanout/plain_loop/N`: the baseline: the same frames built and queued into N bounded tokio
 //!   mpsc channels by one plain loop, no actors. The ratio of the two is the actor layer's cost.
 //!
+//! - `frame/before/C` and `frame/after/C`: one recipient's frame for a connection following C
+//!   chats, from the event to the bytes in the socket's write buffer. Before (up to commit
+//!   e90a584): the full position encoded as `id`, the frame built as a `String`, then encoded
+//!   by the WebSocket codec into the write buffer (actix-ws's writer). After: the id (a
+//!   checkpoint plus the chats that moved once C > `FECHATTER_ID_CHATS_MAX`) and the event's
+//!   shared bytes written straight into the buffer (`http::outbound::ws_text`).
+//!
 //! Throughput is deliveries (frames queued) per second; each iteration fans out `EVENTS` events.
 
 use std::collections::HashMap;
@@ -297,5 +304,58 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, events, fanout);
+/// A position in `chats` chats (the event's chat among them).
+fn position_in(chats: usize, seq: i64) -> Position {
+    let mut p = Position::default();
+    for i in 0..chats.saturating_sub(1) {
+        p.0.insert(10_000 + i as i64 * 37, 1000 + i as i64 * 7);
+    }
+    p.0.insert(CHAT_ID, seq);
+    p
+}
+
+fn frame_path(c: &mut Criterion) {
+    use actix_http::ws::{Codec, Message};
+    use bytes::BytesMut;
+    use fechatter::actors::events::ResumeId;
+    use fechatter::actors::session::Outgoing;
+    use tokio_util::codec::Encoder;
+    let event = created(1);
+    let mut g = c.benchmark_group("frame");
+    g.throughput(Throughput::Elements(1));
+    for chats in [5usize, 200] {
+        let pos = position_in(chats, 1);
+        let mut buf = BytesMut::with_capacity(1 << 16);
+        let mut codec = Codec::new();
+        g.bench_with_input(BenchmarkId::new("before", chats), &chats, |b, _| {
+            b.iter(|| {
+                let id = black_box(&pos).encode();
+                let text = black_box(&event).ws_frame(Some(&id));
+                let _ = codec.encode(Message::Text(text.into()), &mut buf);
+                buf.clear();
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("after", chats), &chats, |b, &chats| {
+            b.iter(|| {
+                let pos = black_box(&pos);
+                let id = if chats > 16 {
+                    // A checkpoint plus the few chats that moved since (here: this one).
+                    ResumeId::encode_checkpoint(123_456, [(CHAT_ID, pos.0[&CHAT_ID])].into_iter())
+                } else {
+                    pos.encode()
+                };
+                let frame = Outgoing {
+                    kind: event.kind.as_str(),
+                    id: Some(id),
+                    data: event.data.clone(),
+                };
+                fechatter::http::outbound::ws_text(&mut buf, black_box(&frame));
+                buf.clear();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, events, fanout, frame_path);
 criterion_main!(benches);

@@ -10,7 +10,8 @@
 //! - `room_commit/<R>rooms/<B>`: R chats (1 or 8) each commit batches of B sends (1, 10, 50,
 //!   100) concurrently through `fechatter::actors::commit::commit_batch` — the code path of a room's
 //!   flush: one transaction, idempotency lookup, one multi-row INSERT … RETURNING, fenced seq
-//!   advance, events serialised. Every send carries an idempotency key, as clients send them.
+//!   advance, search outbox rows, events serialised. Every send carries an idempotency key, as
+//!   clients send them.
 //! - `single_insert/<R>rooms`: the baseline: one autocommit `INSERT INTO messages (chat_id, seq,
 //!   sender_id, content, idempotency_key) VALUES (…)` per message, R connections at once.
 //! - `room_actor/<R>rooms/<S>`: the real `ChatRoom` actors (started by the real `Hub` on its
@@ -65,7 +66,6 @@ async fn room_commit(store: &Store, user: i64, chat: &Chat, batch: usize) {
         chat.id,
         base,
         sends(user, chat.id, base, batch),
-        false,
     )
     .await
     .expect("commit");
@@ -190,7 +190,6 @@ fn group_commit(c: &mut Criterion) {
             store,
             Default::default(),
             IndexerHandle::default(),
-            false,
             &config,
             Default::default(),
             None,

@@ -76,8 +76,6 @@ impl Application {
             store.clone(),
             registry.clone(),
             search.indexer(),
-            // Every message write records its outbox row: both engines are fed from it.
-            true,
             &config,
             faults.clone(),
             cluster.clone(),

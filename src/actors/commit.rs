@@ -63,8 +63,6 @@ pub enum CommitFailure {
 pub struct CommitSpec {
     pub store: Store,
     pub chat_id: i64,
-    /// Write the search outbox (the indexer feeds the search engine from it).
-    pub needs_outbox: bool,
     /// Take the base seq from the chat row under a lock (several nodes write the chat).
     pub db_orders_writers: bool,
     /// How long to spend learning a lost COMMIT's outcome.
@@ -223,8 +221,7 @@ async fn attempt(spec: &CommitSpec, base_seq: i64, ops: &[Op]) -> Result<Committ
         } else {
             base_seq
         };
-        let Some((done, xid)) = commit_in(&tx, spec.chat_id, base, ops, spec.needs_outbox).await?
-        else {
+        let Some((done, xid)) = commit_in(&tx, spec.chat_id, base, ops).await? else {
             tx.rollback().await.map_err(StoreError::from)?;
             continue;
         };
@@ -285,12 +282,10 @@ pub async fn commit_batch(
     chat_id: i64,
     base_seq: i64,
     ops: Vec<Op>,
-    needs_outbox: bool,
 ) -> Result<(i64, usize), StoreError> {
     let spec = CommitSpec {
         store,
         chat_id,
-        needs_outbox,
         db_orders_writers: false,
         resolve_for: Duration::from_secs(5),
         faults: Arc::new(Faults::default()),
@@ -339,7 +334,6 @@ async fn commit_in(
     chat_id: i64,
     base_seq: i64,
     ops: &[Op],
-    needs_outbox: bool,
 ) -> Result<Option<(Committed, Option<i64>)>, StoreError> {
     let mut log = Log {
         chat_id,
@@ -595,7 +589,8 @@ async fn commit_in(
         })
         .collect();
     ev_store::insert_events(tx, chat_id, &rows).await?;
-    let outbox = needs_outbox && !outbox_ops.is_empty();
+    // Every message write records its outbox row: both search engines are fed from it.
+    let outbox = !outbox_ops.is_empty();
     if outbox {
         outbox::record(tx, &outbox_ops).await?;
     }

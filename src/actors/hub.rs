@@ -41,7 +41,6 @@ pub struct Hub {
     store: Store,
     registry: ConnRegistry,
     indexer: IndexerHandle,
-    needs_outbox: bool,
     room_config: RoomConfig,
     rooms: HashMap<i64, Addr<ChatRoom>>,
     /// Threads the rooms run on; a chat's room always lands on `chat_id % len`.
@@ -65,7 +64,6 @@ impl Hub {
         store: Store,
         registry: ConnRegistry,
         indexer: IndexerHandle,
-        needs_outbox: bool,
         config: &Config,
         faults: Arc<Faults>,
         cluster: Option<Cluster>,
@@ -79,7 +77,6 @@ impl Hub {
             store,
             registry,
             indexer,
-            needs_outbox,
             room_config: RoomConfig {
                 idle: Duration::from_secs(config.room_idle_secs.max(1)),
                 typing_ttl: Duration::from_secs(config.typing_ttl_secs),
@@ -131,11 +128,10 @@ impl Hub {
         let store = self.store.clone();
         let registry = self.registry.clone();
         let indexer = self.indexer.clone();
-        let needs_outbox = self.needs_outbox;
         let config = self.room_config.clone();
         let arbiter = &self.arbiters[chat_id.unsigned_abs() as usize % self.arbiters.len()];
         let room = ChatRoom::start_in_arbiter(arbiter, move |_| {
-            ChatRoom::new(chat_id, store, hub, registry, indexer, needs_outbox, config)
+            ChatRoom::new(chat_id, store, hub, registry, indexer, config)
         });
         self.rooms.insert(chat_id, room.clone());
         room

@@ -238,13 +238,11 @@ impl ChatRoom {
         hub: Addr<Hub>,
         registry: ConnRegistry,
         indexer: IndexerHandle,
-        needs_outbox: bool,
         config: RoomConfig,
     ) -> Self {
         let spec = CommitSpec {
             store: store.clone(),
             chat_id,
-            needs_outbox,
             db_orders_writers: config.db_orders_writers,
             resolve_for: config.resolve_for,
             faults: config.faults.clone(),

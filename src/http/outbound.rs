@@ -8,8 +8,11 @@
 //! actix-web polls this body whenever its write buffer has room (about 32 KiB), so a client
 //! that does not read leaves the queue to fill, and the session's slow-consumer policy applies.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -34,12 +37,37 @@ pub enum Control {
 }
 
 /// Capacity of the control queue: pongs, pings and error frames; never awaited (a client that
-/// does not read loses control frames, then its connection).
+/// does not read loses control frames, then its connection). A close frame always fits.
 const CONTROL_CAPACITY: usize = 32;
+
+/// The control queue shared by the transport task and the body. Both run on the connection's
+/// worker thread, so a `RefCell` and two wakers do (a channel would allocate its first block
+/// of slots for every idle connection).
+#[derive(Default)]
+struct ControlQueue {
+    frames: VecDeque<Control>,
+    body_waker: Option<Waker>,
+    writer_waker: Option<Waker>,
+    writer_gone: bool,
+    body_gone: bool,
+}
+
+fn wake(waker: &mut Option<Waker>) {
+    if let Some(w) = waker.take() {
+        w.wake();
+    }
+}
+
+/// Stores `cx`'s waker in `slot` unless it is already there.
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
 
 /// The WebSocket transport task's handle on the socket's outgoing side. Never blocks: a full
 /// control queue drops the frame, `Err` means the body is gone.
-pub struct Writer(mpsc::Sender<Control>);
+pub struct Writer(Rc<RefCell<ControlQueue>>);
 
 /// The body is gone (the connection closed).
 #[derive(Debug)]
@@ -47,10 +75,15 @@ pub struct Closed;
 
 impl Writer {
     fn push(&self, c: Control) -> Result<(), Closed> {
-        match self.0.try_send(c) {
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        let mut q = self.0.borrow_mut();
+        if q.body_gone {
+            return Err(Closed);
         }
+        if q.frames.len() < CONTROL_CAPACITY || matches!(c, Control::Close(_)) {
+            q.frames.push_back(c);
+            wake(&mut q.body_waker);
+        }
+        Ok(())
     }
 
     pub fn text(&self, text: String) -> Result<(), Closed> {
@@ -72,7 +105,23 @@ impl Writer {
 
     /// Resolves when the body is gone (the connection closed).
     pub async fn closed(&self) {
-        self.0.closed().await
+        std::future::poll_fn(|cx| {
+            let mut q = self.0.borrow_mut();
+            if q.body_gone {
+                return Poll::Ready(());
+            }
+            register(&mut q.writer_waker, cx);
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let mut q = self.0.borrow_mut();
+        q.writer_gone = true;
+        wake(&mut q.body_waker);
     }
 }
 
@@ -81,7 +130,7 @@ pub struct OutboundBody {
     transport: Transport,
     frames: mpsc::Receiver<Outgoing>,
     frames_open: bool,
-    control: Option<mpsc::Receiver<Control>>,
+    control: Option<Rc<RefCell<ControlQueue>>>,
     codec: Codec,
     buf: BytesMut,
     done: bool,
@@ -92,10 +141,10 @@ impl OutboundBody {
     /// A WebSocket body and the transport task's writer. The body ends after a close frame or
     /// once the writer is dropped.
     pub fn websocket(frames: mpsc::Receiver<Outgoing>) -> (Self, Writer) {
-        let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+        let q = Rc::new(RefCell::new(ControlQueue::default()));
         (
-            Self::new(Transport::WebSocket, frames, Some(rx)),
-            Writer(tx),
+            Self::new(Transport::WebSocket, frames, Some(q.clone())),
+            Writer(q),
         )
     }
 
@@ -110,7 +159,7 @@ impl OutboundBody {
     fn new(
         transport: Transport,
         frames: mpsc::Receiver<Outgoing>,
-        control: Option<mpsc::Receiver<Control>>,
+        control: Option<Rc<RefCell<ControlQueue>>>,
     ) -> Self {
         OutboundBody {
             transport,
@@ -153,6 +202,11 @@ impl OutboundBody {
 
 impl Drop for OutboundBody {
     fn drop(&mut self) {
+        if let Some(q) = &self.control {
+            let mut q = q.borrow_mut();
+            q.body_gone = true;
+            wake(&mut q.writer_waker);
+        }
         if let Some(f) = self.on_drop.take() {
             f();
         }
@@ -169,22 +223,16 @@ impl Stream for OutboundBody {
         }
         // Control frames first: a close frame ends the body.
         let mut control_gone = false;
-        if let Some(control) = this.control.as_mut() {
-            loop {
-                match control.poll_recv(cx) {
-                    Poll::Ready(Some(c)) => {
-                        if Self::encode_control(&mut this.codec, &mut this.buf, c) {
-                            this.done = true;
-                            break;
-                        }
-                    }
-                    Poll::Ready(None) => {
-                        control_gone = true;
-                        break;
-                    }
-                    Poll::Pending => break,
+        if let Some(control) = &this.control {
+            let mut q = control.borrow_mut();
+            while let Some(c) = q.frames.pop_front() {
+                if Self::encode_control(&mut this.codec, &mut this.buf, c) {
+                    this.done = true;
+                    break;
                 }
             }
+            control_gone = q.writer_gone;
+            register(&mut q.body_waker, cx);
         }
         if !this.done {
             while this.frames_open && this.buf.len() < MAX_BATCH_BYTES {
@@ -215,7 +263,7 @@ impl Stream for OutboundBody {
 
 /// Appends `frame` as a WebSocket text frame: `{"type":..,"id":..,"data":..}` (`id` only
 /// when the frame has one), written straight after an unmasked header.
-fn ws_text(buf: &mut BytesMut, f: &Outgoing) {
+pub fn ws_text(buf: &mut BytesMut, f: &Outgoing) {
     const TYPE: &[u8] = b"{\"type\":\"";
     const ID: &[u8] = b"\",\"id\":\"";
     const DATA: &[u8] = b"\",\"data\":";
@@ -245,7 +293,7 @@ fn ws_text(buf: &mut BytesMut, f: &Outgoing) {
 
 /// Appends `frame` as an SSE event: `id:`, `event:` and `data:` lines and a blank line (the
 /// data is one line: JSON has no raw newlines).
-fn sse_text(buf: &mut BytesMut, f: &Outgoing) {
+pub fn sse_text(buf: &mut BytesMut, f: &Outgoing) {
     buf.reserve(f.data.len() + f.kind.len() + 32 + f.id.as_ref().map_or(0, |i| i.len()));
     if let Some(id) = &f.id {
         buf.put_slice(b"id: ");

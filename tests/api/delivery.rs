@@ -214,7 +214,6 @@ async fn a_refused_op_fails_alone_in_its_batch() {
     let spec = CommitSpec {
         store: app.state.store.clone(),
         chat_id: f.chat,
-        needs_outbox: false,
         db_orders_writers: true,
         resolve_for: std::time::Duration::from_secs(2),
         faults: Arc::new(Default::default()),
