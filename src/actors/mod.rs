@@ -8,6 +8,7 @@ pub mod commit;
 pub mod events;
 pub mod hub;
 pub mod indexer;
+pub mod outbox;
 pub mod presence;
 pub mod relay;
 pub mod room;

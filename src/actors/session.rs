@@ -30,10 +30,11 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::events::{Event, EventKind, Position, ResumeId, replayed};
 use super::hub::{GetRoom, Hub};
+use super::outbox::{Outbox, PushError};
 use super::presence::{Connect, Disconnect, Presence};
 use super::room::{ChatRoom, ConnId, Push, Subscribe, Typing, Unsubscribe};
 use super::rooms::RoomError;
@@ -133,7 +134,7 @@ pub struct SessionArgs {
     /// When the connection's token expires, unix seconds (the connection closes then).
     pub expires_at: i64,
     pub transport: Transport,
-    pub out: mpsc::Sender<Outgoing>,
+    pub out: Outbox,
     /// Where to send a close code and reason (the transport task closes the socket).
     pub close: oneshot::Sender<(u16, String)>,
     /// Answered once subscribed (or refused).
@@ -195,7 +196,7 @@ pub struct Session {
     token_version: i32,
     expires_at: i64,
     transport: Transport,
-    out: mpsc::Sender<Outgoing>,
+    out: Outbox,
     close: Option<oneshot::Sender<(u16, String)>>,
     ready: Option<oneshot::Sender<Result<(), Refusal>>>,
     resume: Option<String>,
@@ -364,7 +365,7 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> bool {
         // Ephemeral events give way while the queue is more than half full.
-        if droppable && self.out.capacity() * 2 < self.out.max_capacity() {
+        if droppable && self.out.free() * 2 < self.out.max() {
             return true;
         }
         let with_id = with_id || self.transport == Transport::Sse;
@@ -373,10 +374,10 @@ impl Session {
         }
         let id = with_id.then(|| self.position());
         let frame = Outgoing { kind, id, data };
-        match self.out.try_send(frame) {
+        match self.out.try_push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) if droppable => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) if droppable => true,
+            Err(PushError::Full) => {
                 crate::metrics::slow_consumer_dropped();
                 self.shutdown(
                     close_code::SLOW_CONSUMER,
@@ -385,7 +386,7 @@ impl Session {
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(PushError::Closed) => {
                 ctx.stop();
                 false
             }
@@ -456,7 +457,7 @@ impl Session {
 
     /// Whether a replayed frame may take a queue slot: a quarter stays free for live frames.
     fn replay_has_room(&self) -> bool {
-        self.out.capacity() * 4 > self.out.max_capacity()
+        self.out.free() * 4 > self.out.max()
     }
 
     /// Advances the fills: writes the current page while the queue has room, then reads the
@@ -580,10 +581,10 @@ impl Session {
     /// Waits until half the outbound queue is free, then pumps again.
     fn await_drain(&mut self, ctx: &mut Context<Self>) {
         self.fill_busy = true;
-        let out = self.out.clone();
-        let want = (out.max_capacity() / 2).max(1);
+        let waiter = self.out.waiter();
+        let want = (self.out.max() / 2).max(1);
         ctx.spawn(
-            async move { out.reserve_many(want).await.is_ok() }
+            async move { waiter.wait_free(want).await }
                 .into_actor(self)
                 .map(|open, act, ctx| {
                     act.fill_busy = false;
@@ -826,7 +827,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.out.max_capacity().max(64) * 2);
+        ctx.set_mailbox_capacity(self.out.max().max(64) * 2);
         let me = ctx.address().recipient::<Push>();
         let args = StartArgs {
             store: self.store.clone(),

@@ -18,9 +18,9 @@ use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
-use tokio::sync::mpsc;
 use tokio_util::codec::Encoder;
 
+use crate::actors::outbox::OutboxReader;
 use crate::actors::session::{Outgoing, Transport};
 
 /// Most bytes encoded per poll (the write buffer's own bound is about 32 KiB).
@@ -128,7 +128,7 @@ impl Drop for Writer {
 /// The body of a WebSocket (frames) or SSE (text/event-stream) response.
 pub struct OutboundBody {
     transport: Transport,
-    frames: mpsc::Receiver<Outgoing>,
+    frames: OutboxReader,
     frames_open: bool,
     control: Option<Rc<RefCell<ControlQueue>>>,
     codec: Codec,
@@ -140,7 +140,7 @@ pub struct OutboundBody {
 impl OutboundBody {
     /// A WebSocket body and the transport task's writer. The body ends after a close frame or
     /// once the writer is dropped.
-    pub fn websocket(frames: mpsc::Receiver<Outgoing>) -> (Self, Writer) {
+    pub fn websocket(frames: OutboxReader) -> (Self, Writer) {
         let q = Rc::new(RefCell::new(ControlQueue::default()));
         (
             Self::new(Transport::WebSocket, frames, Some(q.clone())),
@@ -150,7 +150,7 @@ impl OutboundBody {
 
     /// An SSE body: ends when the session drops its end of the queue; `on_drop` runs when the
     /// body is dropped (the stream ended or the connection closed).
-    pub fn sse(frames: mpsc::Receiver<Outgoing>, on_drop: impl FnOnce() + 'static) -> Self {
+    pub fn sse(frames: OutboxReader, on_drop: impl FnOnce() + 'static) -> Self {
         let mut body = Self::new(Transport::Sse, frames, None);
         body.on_drop = Some(Box::new(on_drop));
         body
@@ -158,7 +158,7 @@ impl OutboundBody {
 
     fn new(
         transport: Transport,
-        frames: mpsc::Receiver<Outgoing>,
+        frames: OutboxReader,
         control: Option<Rc<RefCell<ControlQueue>>>,
     ) -> Self {
         OutboundBody {
@@ -236,7 +236,7 @@ impl Stream for OutboundBody {
         }
         if !this.done {
             while this.frames_open && this.buf.len() < MAX_BATCH_BYTES {
-                match this.frames.poll_recv(cx) {
+                match this.frames.poll_pop(cx) {
                     Poll::Ready(Some(frame)) => this.encode(&frame),
                     Poll::Ready(None) => this.frames_open = false,
                     Poll::Pending => break,
@@ -367,16 +367,16 @@ mod tests {
     #[tokio::test]
     async fn a_burst_is_one_buffer_and_close_ends_the_body() {
         use futures_util::StreamExt;
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = crate::actors::outbox::outbox(16);
         let (mut body, writer) = OutboundBody::websocket(rx);
         for n in 0..5 {
-            tx.try_send(frame(Some(&format!("1.{n}")), "{}"))
+            tx.try_push(frame(Some(&format!("1.{n}")), "{}"))
                 .expect("room");
         }
         let chunk = body.next().await.expect("chunk").expect("ok");
         assert_eq!(decode_all(BytesMut::from(&chunk[..])).len(), 5);
         writer.close(Some((4008, "slow consumer")));
-        tx.try_send(frame(None, "{}")).expect("room");
+        tx.try_push(frame(None, "{}")).expect("room");
         let chunk = body.next().await.expect("chunk").expect("ok");
         let frames = decode_all(BytesMut::from(&chunk[..]));
         assert!(
@@ -391,10 +391,10 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
         let dropped = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = crate::actors::outbox::outbox(4);
         let flag = dropped.clone();
         let mut body = OutboundBody::sse(rx, move || flag.store(true, Ordering::SeqCst));
-        tx.try_send(frame(Some("1.1"), "{}")).expect("room");
+        tx.try_push(frame(Some("1.1"), "{}")).expect("room");
         drop(tx);
         assert!(body.next().await.is_some());
         assert!(body.next().await.is_none());

@@ -24,15 +24,16 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use actix_ws::AggregatedMessage;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, bearer_token};
 use super::outbound::{OutboundBody, Writer};
 use super::ws_guard::{Budget, FrameBudget, FrameLimit, GuardedPayload};
 use crate::actors::events::frame_json;
+use crate::actors::outbox::{Outbox, outbox};
 use crate::actors::session::{
-    ClientText, Outgoing, Refusal, Session, SessionArgs, SessionConfig, Transport, TransportClosed,
+    ClientText, Refusal, Session, SessionArgs, SessionConfig, Transport, TransportClosed,
 };
 use crate::state::AppState;
 
@@ -81,7 +82,7 @@ async fn start_session(
     user: AuthUser,
     transport: Transport,
     resume: Option<String>,
-    out: mpsc::Sender<Outgoing>,
+    out: Outbox,
 ) -> Result<Started, ApiError> {
     let username: Arc<str> = state
         .store
@@ -146,7 +147,7 @@ pub async fn sse(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| q.last_event_id.clone());
-    let (out_tx, out_rx) = mpsc::channel(state.config.outbound_queue);
+    let (out_tx, out_rx) = outbox(state.config.outbound_queue);
     let started = start_session(&state, user, Transport::Sse, resume, out_tx).await?;
     // The body is dropped as soon as the connection closes (the server does not allow
     // half-closed connections, so the peer's FIN ends it at once, not at the next write); its
@@ -187,7 +188,7 @@ pub async fn websocket(
     // actix-ws reads the client's frames; the frames to the client are written by our own body
     // straight from the session's outbound queue (no writer task, no second queue).
     let (_, _, stream) = actix_ws::handle(&req, body).map_err(|_| not_upgrade())?;
-    let (out_tx, out_rx) = mpsc::channel(state.config.outbound_queue);
+    let (out_tx, out_rx) = outbox(state.config.outbound_queue);
     let (outbound, writer) = OutboundBody::websocket(out_rx);
     let response: HttpResponse = actix_http::ws::handshake(req.head())
         .map_err(|_| not_upgrade())?
@@ -204,7 +205,7 @@ pub async fn websocket(
         state,
         Socket {
             writer,
-            out: out_tx,
+            out: Some(out_tx),
             stream,
             limit,
         },
@@ -223,7 +224,8 @@ fn send_error(writer: &Writer, code: &str, message: &str) {
 /// where frames come from, and their limit.
 struct Socket {
     writer: Writer,
-    out: mpsc::Sender<Outgoing>,
+    /// The session's end of the outbound queue, until the session is started with it.
+    out: Option<Outbox>,
     stream: actix_ws::AggregatedMessageStream,
     limit: FrameLimit,
 }
@@ -375,7 +377,9 @@ async fn ws_connection(
             }
         }
     };
-    let out = socket.out.clone();
+    let Some(out) = socket.out.take() else {
+        return; // started once only
+    };
     let started = match start_session(&state, user, Transport::WebSocket, resume, out).await {
         Ok(s) => s,
         Err(e) => {
@@ -394,12 +398,10 @@ async fn ws_connection(
     socket.limit.set(config.ws_max_frame_bytes);
     let Socket {
         writer,
-        out,
         mut stream,
         limit,
+        ..
     } = socket;
-    // The session holds the queue's only sender now: when it stops, the queue closes.
-    drop(out);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.ws_ping_secs));
     heartbeat.tick().await;
     let timeout = Duration::from_secs(config.ws_timeout_secs);
