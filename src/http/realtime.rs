@@ -1,5 +1,6 @@
 //! Real time: `GET /ws` (WebSocket) and `GET /api/events` (SSE). Both end in a `Session` actor;
-//! this module only authenticates and moves frames between the socket and the session.
+//! this module authenticates, starts the session and hands it the client's frames; the frames
+//! to the client are written by the response body (`outbound`) straight from the session's queue.
 //!
 //! WebSocket: the first frame must be `{"type":"auth","token":"Bearer …","last_event_id":"…"}`
 //! within `FECHATTER_WS_AUTH_TIMEOUT_SECS` (a bearer token on the upgrade request, header or
