@@ -1,5 +1,6 @@
 //! A connection's bounded outbound queue: its `Session` pushes frames, the socket's response
-//! body (`http::outbound`) drains them. Both live on the connection's worker thread (the
+//! body (`http::outbound`) drains them (the connection's own control frames — pongs, pings,
+//! the close frame — use a second, small one of the same kind). Both live on the connection's worker thread (the
 //! session is started where the request is served), so the queue is a `VecDeque` in a
 //! `RefCell` with two wakers: no atomics per frame, and no memory until frames are queued (an
 //! idle connection's queue is empty and holds nothing; a drained one gives its space back).
@@ -9,16 +10,14 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use super::session::Outgoing;
-
 /// Capacity kept by an emptied queue (more is given back).
 const KEEP: usize = 16;
 
-struct Inner {
-    frames: VecDeque<Outgoing>,
+struct Inner<T> {
+    frames: VecDeque<T>,
     max: usize,
     reader: Option<Waker>,
-    /// The session waits until this many slots are free.
+    /// The sender waits until this many slots are free (or for the reader to go: 0).
     space: Option<(usize, Waker)>,
     sender_gone: bool,
     reader_gone: bool,
@@ -32,14 +31,14 @@ pub enum PushError {
     Closed,
 }
 
-/// The session's end.
-pub struct Outbox(Rc<RefCell<Inner>>);
+/// The sender's end (the session).
+pub struct Outbox<T>(Rc<RefCell<Inner<T>>>);
 
-/// The socket body's end.
-pub struct OutboxReader(Rc<RefCell<Inner>>);
+/// The reader's end (the socket's body).
+pub struct OutboxReader<T>(Rc<RefCell<Inner<T>>>);
 
-/// A queue of at most `max` frames.
-pub fn outbox(max: usize) -> (Outbox, OutboxReader) {
+/// A queue of at most `max` items.
+pub fn outbox<T>(max: usize) -> (Outbox<T>, OutboxReader<T>) {
     let inner = Rc::new(RefCell::new(Inner {
         frames: VecDeque::new(),
         max: max.max(1),
@@ -57,16 +56,25 @@ fn wake(w: Option<Waker>) {
     }
 }
 
-impl Outbox {
-    pub fn try_push(&self, frame: Outgoing) -> Result<(), PushError> {
+impl<T> Outbox<T> {
+    pub fn try_push(&self, item: T) -> Result<(), PushError> {
+        self.push(item, false)
+    }
+
+    /// Pushes even past the bound (a close frame always fits).
+    pub fn push_over(&self, item: T) -> Result<(), PushError> {
+        self.push(item, true)
+    }
+
+    fn push(&self, item: T, over: bool) -> Result<(), PushError> {
         let mut q = self.0.borrow_mut();
         if q.reader_gone {
             return Err(PushError::Closed);
         }
-        if q.frames.len() >= q.max {
+        if q.frames.len() >= q.max && !over {
             return Err(PushError::Full);
         }
-        q.frames.push_back(frame);
+        q.frames.push_back(item);
         let w = q.reader.take();
         drop(q);
         wake(w);
@@ -76,7 +84,7 @@ impl Outbox {
     /// Free slots.
     pub fn free(&self) -> usize {
         let q = self.0.borrow();
-        q.max - q.frames.len()
+        q.max.saturating_sub(q.frames.len())
     }
 
     pub fn max(&self) -> usize {
@@ -84,24 +92,29 @@ impl Outbox {
     }
 
     /// A handle to wait for free slots with (a future outlives a borrow of the session).
-    pub fn waiter(&self) -> SpaceWaiter {
+    pub fn waiter(&self) -> SpaceWaiter<T> {
         SpaceWaiter(self.0.clone())
+    }
+
+    /// Resolves when the reader is gone (the connection closed).
+    pub async fn closed(&self) {
+        self.waiter().wait_free(usize::MAX).await;
     }
 }
 
 /// Waits for free slots in a connection's queue; does not keep the queue open.
-pub struct SpaceWaiter(Rc<RefCell<Inner>>);
+pub struct SpaceWaiter<T>(Rc<RefCell<Inner<T>>>);
 
-impl SpaceWaiter {
-    /// Resolves once `n` slots are free (true), or the socket is gone (false).
+impl<T> SpaceWaiter<T> {
+    /// Resolves once `n` slots are free (true; `n` above the bound never is), or the reader is
+    /// gone (false).
     pub async fn wait_free(&self, n: usize) -> bool {
         std::future::poll_fn(|cx: &mut Context<'_>| {
             let mut q = self.0.borrow_mut();
             if q.reader_gone {
                 return Poll::Ready(false);
             }
-            let n = n.min(q.max);
-            if q.max - q.frames.len() >= n {
+            if q.max.saturating_sub(q.frames.len()) >= n {
                 q.space = None;
                 return Poll::Ready(true);
             }
@@ -112,7 +125,7 @@ impl SpaceWaiter {
     }
 }
 
-impl Drop for Outbox {
+impl<T> Drop for Outbox<T> {
     fn drop(&mut self) {
         let mut q = self.0.borrow_mut();
         q.sender_gone = true;
@@ -122,15 +135,15 @@ impl Drop for Outbox {
     }
 }
 
-impl OutboxReader {
-    /// The next frame; `Ready(None)` once the session is gone and the queue is empty.
-    pub fn poll_pop(&self, cx: &Context<'_>) -> Poll<Option<Outgoing>> {
+impl<T> OutboxReader<T> {
+    /// The next item; `Ready(None)` once the sender is gone and the queue is empty.
+    pub fn poll_pop(&self, cx: &Context<'_>) -> Poll<Option<T>> {
         let mut q = self.0.borrow_mut();
         match q.frames.pop_front() {
             Some(f) => {
                 let mut woken = None;
                 if let Some((n, _)) = &q.space {
-                    if q.max - q.frames.len() >= *n {
+                    if q.max.saturating_sub(q.frames.len()) >= *n {
                         woken = q.space.take().map(|(_, w)| w);
                     }
                 }
@@ -152,7 +165,7 @@ impl OutboxReader {
     }
 }
 
-impl Drop for OutboxReader {
+impl<T> Drop for OutboxReader<T> {
     fn drop(&mut self) {
         let mut q = self.0.borrow_mut();
         q.reader_gone = true;
@@ -166,15 +179,10 @@ impl Drop for OutboxReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use futures_util::FutureExt;
 
-    fn frame() -> Outgoing {
-        Outgoing {
-            kind: "x",
-            id: None,
-            data: Bytes::new(),
-        }
+    fn frame() -> u32 {
+        7
     }
 
     fn noop_cx() -> Context<'static> {
@@ -188,6 +196,8 @@ mod tests {
         assert_eq!(tx.try_push(frame()), Ok(()));
         assert_eq!(tx.try_push(frame()), Err(PushError::Full));
         assert_eq!(tx.free(), 0);
+        assert_eq!(tx.push_over(frame()), Ok(()), "past the bound on purpose");
+        assert!(rx.poll_pop(&noop_cx()).is_ready());
         assert!(rx.poll_pop(&noop_cx()).is_ready());
         assert_eq!(tx.free(), 1);
         drop(rx);
@@ -205,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_waiter_does_not_keep_the_queue_open() {
-        let (tx, rx) = outbox(4);
+        let (tx, rx) = outbox::<u32>(4);
         let waiter = tx.waiter();
         assert!(rx.poll_pop(&noop_cx()).is_pending());
         drop(tx);
@@ -228,7 +238,10 @@ mod tests {
         let h = tx.waiter();
         tx.try_push(frame()).expect("room");
         tx.try_push(frame()).expect("room");
+        let closed = tx.waiter();
         drop(rx);
         assert!(!h.wait_free(4).await);
+        assert!(!closed.wait_free(usize::MAX).await);
+        tx.closed().await;
     }
 }

@@ -134,7 +134,7 @@ pub struct SessionArgs {
     /// When the connection's token expires, unix seconds (the connection closes then).
     pub expires_at: i64,
     pub transport: Transport,
-    pub out: Outbox,
+    pub out: Outbox<Outgoing>,
     /// Where to send a close code and reason (the transport task closes the socket).
     pub close: oneshot::Sender<(u16, String)>,
     /// Answered once subscribed (or refused).
@@ -196,7 +196,7 @@ pub struct Session {
     token_version: i32,
     expires_at: i64,
     transport: Transport,
-    out: Outbox,
+    out: Outbox<Outgoing>,
     close: Option<oneshot::Sender<(u16, String)>>,
     ready: Option<oneshot::Sender<Result<(), Refusal>>>,
     resume: Option<String>,

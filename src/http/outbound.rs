@@ -8,11 +8,8 @@
 //! actix-web polls this body whenever its write buffer has room (about 32 KiB), so a client
 //! that does not read leaves the queue to fill, and the session's slow-consumer policy applies.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,7 +17,7 @@ use bytestring::ByteString;
 use futures_util::Stream;
 use tokio_util::codec::Encoder;
 
-use crate::actors::outbox::OutboxReader;
+use crate::actors::outbox::{Outbox, OutboxReader, PushError, outbox};
 use crate::actors::session::{Outgoing, Transport};
 
 /// Most bytes encoded per poll (the write buffer's own bound is about 32 KiB).
@@ -40,34 +37,9 @@ pub enum Control {
 /// does not read loses control frames, then its connection). A close frame always fits.
 const CONTROL_CAPACITY: usize = 32;
 
-/// The control queue shared by the transport task and the body. Both run on the connection's
-/// worker thread, so a `RefCell` and two wakers do (a channel would allocate its first block
-/// of slots for every idle connection).
-#[derive(Default)]
-struct ControlQueue {
-    frames: VecDeque<Control>,
-    body_waker: Option<Waker>,
-    writer_waker: Option<Waker>,
-    writer_gone: bool,
-    body_gone: bool,
-}
-
-fn wake(waker: &mut Option<Waker>) {
-    if let Some(w) = waker.take() {
-        w.wake();
-    }
-}
-
-/// Stores `cx`'s waker in `slot` unless it is already there.
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        *slot = Some(cx.waker().clone());
-    }
-}
-
 /// The WebSocket transport task's handle on the socket's outgoing side. Never blocks: a full
 /// control queue drops the frame, `Err` means the body is gone.
-pub struct Writer(Rc<RefCell<ControlQueue>>);
+pub struct Writer(Outbox<Control>);
 
 /// The body is gone (the connection closed).
 #[derive(Debug)]
@@ -75,15 +47,10 @@ pub struct Closed;
 
 impl Writer {
     fn push(&self, c: Control) -> Result<(), Closed> {
-        let mut q = self.0.borrow_mut();
-        if q.body_gone {
-            return Err(Closed);
+        match self.0.try_push(c) {
+            Ok(()) | Err(PushError::Full) => Ok(()),
+            Err(PushError::Closed) => Err(Closed),
         }
-        if q.frames.len() < CONTROL_CAPACITY || matches!(c, Control::Close(_)) {
-            q.frames.push_back(c);
-            wake(&mut q.body_waker);
-        }
-        Ok(())
     }
 
     pub fn text(&self, text: String) -> Result<(), Closed> {
@@ -100,37 +67,22 @@ impl Writer {
 
     /// Sends a close frame with `code` and `reason` (none for `None`); the body ends after it.
     pub fn close(&self, reason: Option<(u16, &str)>) {
-        let _ = self.push(Control::Close(reason.map(|(c, r)| (c, r.to_string()))));
+        let close = Control::Close(reason.map(|(c, r)| (c, r.to_string())));
+        let _ = self.0.push_over(close);
     }
 
     /// Resolves when the body is gone (the connection closed).
     pub async fn closed(&self) {
-        std::future::poll_fn(|cx| {
-            let mut q = self.0.borrow_mut();
-            if q.body_gone {
-                return Poll::Ready(());
-            }
-            register(&mut q.writer_waker, cx);
-            Poll::Pending
-        })
-        .await
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let mut q = self.0.borrow_mut();
-        q.writer_gone = true;
-        wake(&mut q.body_waker);
+        self.0.closed().await
     }
 }
 
 /// The body of a WebSocket (frames) or SSE (text/event-stream) response.
 pub struct OutboundBody {
     transport: Transport,
-    frames: OutboxReader,
+    frames: OutboxReader<Outgoing>,
     frames_open: bool,
-    control: Option<Rc<RefCell<ControlQueue>>>,
+    control: Option<OutboxReader<Control>>,
     codec: Codec,
     buf: BytesMut,
     done: bool,
@@ -140,17 +92,17 @@ pub struct OutboundBody {
 impl OutboundBody {
     /// A WebSocket body and the transport task's writer. The body ends after a close frame or
     /// once the writer is dropped.
-    pub fn websocket(frames: OutboxReader) -> (Self, Writer) {
-        let q = Rc::new(RefCell::new(ControlQueue::default()));
+    pub fn websocket(frames: OutboxReader<Outgoing>) -> (Self, Writer) {
+        let (tx, rx) = outbox(CONTROL_CAPACITY);
         (
-            Self::new(Transport::WebSocket, frames, Some(q.clone())),
-            Writer(q),
+            Self::new(Transport::WebSocket, frames, Some(rx)),
+            Writer(tx),
         )
     }
 
     /// An SSE body: ends when the session drops its end of the queue; `on_drop` runs when the
     /// body is dropped (the stream ended or the connection closed).
-    pub fn sse(frames: OutboxReader, on_drop: impl FnOnce() + 'static) -> Self {
+    pub fn sse(frames: OutboxReader<Outgoing>, on_drop: impl FnOnce() + 'static) -> Self {
         let mut body = Self::new(Transport::Sse, frames, None);
         body.on_drop = Some(Box::new(on_drop));
         body
@@ -158,8 +110,8 @@ impl OutboundBody {
 
     fn new(
         transport: Transport,
-        frames: OutboxReader,
-        control: Option<Rc<RefCell<ControlQueue>>>,
+        frames: OutboxReader<Outgoing>,
+        control: Option<OutboxReader<Control>>,
     ) -> Self {
         OutboundBody {
             transport,
@@ -202,11 +154,6 @@ impl OutboundBody {
 
 impl Drop for OutboundBody {
     fn drop(&mut self) {
-        if let Some(q) = &self.control {
-            let mut q = q.borrow_mut();
-            q.body_gone = true;
-            wake(&mut q.writer_waker);
-        }
         if let Some(f) = self.on_drop.take() {
             f();
         }
@@ -224,15 +171,21 @@ impl Stream for OutboundBody {
         // Control frames first: a close frame ends the body.
         let mut control_gone = false;
         if let Some(control) = &this.control {
-            let mut q = control.borrow_mut();
-            while let Some(c) = q.frames.pop_front() {
-                if Self::encode_control(&mut this.codec, &mut this.buf, c) {
-                    this.done = true;
-                    break;
+            loop {
+                match control.poll_pop(cx) {
+                    Poll::Ready(Some(c)) => {
+                        if Self::encode_control(&mut this.codec, &mut this.buf, c) {
+                            this.done = true;
+                            break;
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        control_gone = true;
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
             }
-            control_gone = q.writer_gone;
-            register(&mut q.body_waker, cx);
         }
         if !this.done {
             while this.frames_open && this.buf.len() < MAX_BATCH_BYTES {

@@ -34,7 +34,7 @@ use super::ws_guard::{Budget, FrameBudget, FrameLimit, GuardedPayload};
 use crate::actors::events::frame_json;
 use crate::actors::outbox::{Outbox, outbox};
 use crate::actors::session::{
-    ClientText, Refusal, Session, SessionArgs, SessionConfig, Transport, TransportClosed,
+    ClientText, Outgoing, Refusal, Session, SessionArgs, SessionConfig, Transport, TransportClosed,
 };
 use crate::state::AppState;
 
@@ -83,7 +83,7 @@ async fn start_session(
     user: AuthUser,
     transport: Transport,
     resume: Option<String>,
-    out: Outbox,
+    out: Outbox<Outgoing>,
 ) -> Result<Started, ApiError> {
     let username: Arc<str> = state
         .store
@@ -226,7 +226,7 @@ fn send_error(writer: &Writer, code: &str, message: &str) {
 struct Socket {
     writer: Writer,
     /// The session's end of the outbound queue, until the session is started with it.
-    out: Option<Outbox>,
+    out: Option<Outbox<Outgoing>>,
     stream: actix_ws::AggregatedMessageStream,
     limit: FrameLimit,
 }
