@@ -368,13 +368,8 @@ impl ChatRoom {
         const PAGE: i64 = 1000;
         let read = async move {
             let upto = store.chat_last_seq(chat_id).await?.unwrap_or(after);
-            let items = store.replay(chat_id, after, upto, PAGE).await?;
-            let covered = if (items.len() as i64) < PAGE {
-                upto
-            } else {
-                items.last().map_or(upto, |i| i.seq)
-            };
-            Ok::<_, crate::store::StoreError>((items, covered, upto))
+            let page = store.replay_page(chat_id, after, upto, PAGE).await?;
+            Ok::<_, crate::store::StoreError>((page.items, page.covered, upto))
         };
         ctx.spawn(read.into_actor(self).map(move |result, act, ctx| {
             act.catching_up = false;

@@ -542,23 +542,21 @@ impl Session {
         let store = self.store.clone();
         let limit = self.config.replay_page;
         ctx.spawn(
-            async move { store.replay(chat_id, after, upto, limit).await }
+            async move { store.replay_page(chat_id, after, upto, limit).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.fill_busy = false;
                     match result {
-                        Ok(items) => {
-                            let covered = if (items.len() as i64) < limit {
-                                upto
-                            } else {
-                                items.last().map_or(upto, |i| i.seq)
-                            };
-                            let events =
-                                items.iter().filter_map(|i| replayed(chat_id, i)).collect();
+                        Ok(page) => {
+                            let events = page
+                                .items
+                                .iter()
+                                .filter_map(|i| replayed(chat_id, i))
+                                .collect();
                             act.fill = Some(FillPage {
                                 chat_id,
                                 events,
-                                covered,
+                                covered: page.covered,
                             });
                             act.pump(ctx);
                         }

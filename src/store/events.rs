@@ -45,6 +45,14 @@ pub struct ReplayItem {
     pub payload: serde_json::Value,
 }
 
+/// A page of replay: its events, and the seq up to which the range is covered (every event up
+/// to it is in this page or an earlier one).
+#[derive(Debug, Clone)]
+pub struct ReplayPage {
+    pub items: Vec<ReplayItem>,
+    pub covered: i64,
+}
+
 /// A logged event (anything but a message's creation) to append at its seq.
 pub struct LoggedEvent<'a> {
     pub seq: i64,
@@ -231,10 +239,28 @@ impl Store {
         })
     }
 
+    /// A page of [`Store::replay`] and how far it covers the range.
+    pub async fn replay_page(
+        &self,
+        chat_id: i64,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> StoreResult<ReplayPage> {
+        let items = self.replay(chat_id, after, upto, limit).await?;
+        // A short page is the end of the range; a full one covers up to its last event.
+        let covered = if (items.len() as i64) < limit {
+            upto
+        } else {
+            items.last().map_or(upto, |i| i.seq)
+        };
+        Ok(ReplayPage { items, covered })
+    }
+
     /// Events of a chat with `after < seq <= upto`, in order, at most `limit` of them, each
     /// rendered from the current rows: a message deleted since is not replayed as created,
     /// edited or reacted to (its `message.deleted` is), and an edit shows today's text.
-    pub async fn replay(
+    async fn replay(
         &self,
         chat_id: i64,
         after: i64,
