@@ -273,6 +273,9 @@ pub enum FaultScenario {
     Slow,
     /// Chat load for a long time: nothing lost, server memory flat.
     Soak,
+    /// Meilisearch (the real binary, a subprocess) killed with SIGKILL under load, then
+    /// restarted: sends unaffected, search 503 while it is down, then every message findable.
+    Meili,
     /// Every scenario above, one after the other.
     All,
 }
@@ -336,4 +339,13 @@ pub struct FaultArgs {
     /// Write the JSON summary of every scenario to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// `all`: leave out this scenario (repeatable).
+    #[arg(long, value_enum)]
+    pub skip: Vec<FaultScenario>,
+
+    /// `meili`: the Meilisearch server binary (default: `../shared/meilisearch/meilisearch`
+    /// of the source tree, else `meilisearch` on PATH; `all` skips the scenario without one).
+    #[arg(long, env = "FECHATTER_MEILI_BIN")]
+    pub meili_bin: Option<PathBuf>,
 }

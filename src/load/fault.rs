@@ -27,7 +27,7 @@ use super::target::Target;
 use crate::embedded_pg::{Durability, EmbeddedPostgres};
 
 const JWT_SECRET: &str = "fault-suite-secret-0123456789-0123456789";
-const ADMIN_TOKEN: &str = "fault-suite-admin-token";
+pub(super) const ADMIN_TOKEN: &str = "fault-suite-admin-token";
 /// How long the server may take to come up (migrations included).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -266,6 +266,8 @@ pub struct Load {
     readers: Vec<(Vec<i64>, JoinHandle<ReadLog>)>,
     pub stats: ReaderStats,
     pub started: Instant,
+    /// The users, workspace and rooms of the run.
+    pub population: setup::Population,
 }
 
 /// What a load run ended with.
@@ -417,6 +419,7 @@ impl Load {
             readers,
             stats,
             started,
+            population: pop,
         })
     }
 
@@ -500,7 +503,7 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-fn base_figures(o: &Outcome) -> Value {
+pub(super) fn base_figures(o: &Outcome) -> Value {
     json!({
         "acknowledged": o.acked.total(),
         "deliveries_expected": o.tally.expected,
@@ -519,7 +522,7 @@ fn base_figures(o: &Outcome) -> Value {
     })
 }
 
-fn delivery_failures(o: &Outcome) -> Vec<String> {
+pub(super) fn delivery_failures(o: &Outcome) -> Vec<String> {
     let mut f = Vec::new();
     if !o.clean() {
         f.push(format!(
@@ -538,13 +541,13 @@ fn delivery_failures(o: &Outcome) -> Vec<String> {
 }
 
 /// Sizes of a run: quick (CI) or full.
-struct Sizes {
-    users: usize,
-    rooms: usize,
-    rate: f64,
+pub(super) struct Sizes {
+    pub users: usize,
+    pub rooms: usize,
+    pub rate: f64,
 }
 
-fn sizes(a: &FaultArgs) -> Sizes {
+pub(super) fn sizes(a: &FaultArgs) -> Sizes {
     let users = a.users.unwrap_or(if a.quick { 10 } else { 100 });
     Sizes {
         users,
@@ -888,7 +891,11 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::Storm,
             FaultScenario::Slow,
             FaultScenario::Soak,
-        ],
+            FaultScenario::Meili,
+        ]
+        .into_iter()
+        .filter(|s| !a.skip.contains(s))
+        .collect(),
         one => vec![one],
     };
     let mut reports = Vec::new();
@@ -901,6 +908,7 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::Storm => storm(a, &bin).await?,
             FaultScenario::Slow => slow(a, &bin).await?,
             FaultScenario::Soak => soak(a, &bin).await?,
+            FaultScenario::Meili => super::fault_meili::run(a, &bin).await?,
             FaultScenario::All => continue,
         };
         r.figures["scenario_secs"] = json!(started.elapsed().as_secs_f64());

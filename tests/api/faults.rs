@@ -301,6 +301,9 @@ async fn the_quick_fault_suite_is_clean() {
         "fault",
         "all",
         "--quick",
+        // Its own test below (it needs Meilisearch).
+        "--skip",
+        "meili",
         "--server-bin",
         env!("CARGO_BIN_EXE_fechatter"),
     ])
@@ -318,4 +321,54 @@ async fn the_quick_fault_suite_is_clean() {
         .map(|r| format!("{}: {:?}", r.scenario, r.failures))
         .collect();
     assert!(failed.is_empty(), "fault scenarios failed: {failed:?}");
+}
+
+/// The Meilisearch fault in its quick version (`fechatter-load fault meili --quick`): the real
+/// Meilisearch binary killed with SIGKILL under chat load for 3 s and restarted; sends all
+/// acknowledged first time, searches 503 `SERVICE_UNAVAILABLE` + `Retry-After` within the
+/// bound while it is down, and every acknowledged message findable within 30 s of its return.
+/// Skipped (loudly) where there is no Meilisearch binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_meilisearch_fault_is_clean() {
+    use clap::Parser;
+    use fechatter::load::args::{Cli, Command};
+    let meili = std::env::var_os("FECHATTER_MEILI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/meilisearch/meilisearch")
+        });
+    if !meili.is_file() {
+        eprintln!(
+            "SKIPPED the_quick_meilisearch_fault_is_clean: no Meilisearch binary at {} \
+             (set FECHATTER_MEILI_BIN)",
+            meili.display()
+        );
+        return;
+    }
+    let meili = meili.to_string_lossy().into_owned();
+    let cli = Cli::try_parse_from([
+        "fechatter-load",
+        "fault",
+        "meili",
+        "--quick",
+        "--meili-bin",
+        &meili,
+        "--server-bin",
+        env!("CARGO_BIN_EXE_fechatter"),
+    ])
+    .expect("fault arguments");
+    let Command::Fault(args) = cli.command else {
+        panic!("not the fault command");
+    };
+    let reports = fechatter::load::fault::run_reports(&args)
+        .await
+        .expect("the meili fault ran");
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert!(r.clean, "meili fault failed: {:?}", r.failures);
+    assert!(
+        r.figures["searches_503_while_down"].as_u64() > Some(0),
+        "{}",
+        r.figures
+    );
 }
