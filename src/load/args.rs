@@ -314,8 +314,7 @@ pub struct FaultArgs {
     #[arg(long)]
     pub cycles: Option<u32>,
 
-    /// `pg-stop`/`pg-freeze`: seconds PostgreSQL is away. Default: 3 quick, 10 full.
-    #[arg(long)]
+    /// `pg-stop`/`pg-freeze`/`meili`: seconds PostgreSQL (Meilisearch) is away. Default: 3 quick, 10 full.
     pub outage_secs: Option<u64>,
 
     /// `storm`: connections. Default: 50 quick, 10,000 full.

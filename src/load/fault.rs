@@ -680,7 +680,13 @@ async fn storm(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     let conns = a.conns.unwrap_or(if a.quick { 50 } else { 10_000 });
     let per_user = 10.min(conns).max(1);
     let users = conns.div_ceil(per_user);
-    let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, vec![]).await?;
+    // Every client connects from 127.0.0.1: lift the per-address cap (4,096 by default) above
+    // the storm, so the server-wide descriptor bound is what is exercised.
+    let env = vec![(
+        "FECHATTER_MAX_CONNECTIONS_PER_IP".to_string(),
+        (conns * 2 + 1000).to_string(),
+    )];
+    let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, env).await?;
     let rooms = a.rooms.unwrap_or((users / 10).max(1));
     let spec = LoadSpec {
         readers_per_user: per_user,
