@@ -128,6 +128,22 @@ impl MeiliProcess {
         bail!("Meilisearch did not answer /health within {START_DEADLINE:?}")
     }
 
+    /// SIGSTOP (a hung server: connections are accepted by the kernel, never answered).
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`MeiliProcess::freeze`].
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
+        }
+    }
+
     /// SIGKILL, and reaped.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
