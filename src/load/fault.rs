@@ -122,6 +122,10 @@ impl Harness {
                 (bound * 2 / 3).to_string(),
             )
             .env("FECHATTER_DB_REPLY_TIMEOUT_MS", bound.to_string())
+            .env(
+                "FECHATTER_COMMIT_RESOLVE_SECS",
+                commit_resolve_secs(bound).to_string(),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -207,7 +211,8 @@ impl Harness {
             .json()
             .await
             .ok()?;
-        Some((v["pool"]["in_use"].as_u64()?, v["pool"]["open"].as_u64()?))
+        let pool = &v["metrics"]["pool"];
+        Some((pool["in_use"].as_u64()?, pool["open"].as_u64()?))
     }
 }
 
@@ -220,6 +225,19 @@ impl Drop for Harness {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// The server's FECHATTER_COMMIT_RESOLVE_SECS for a database bound (ms): the bound, rounded up.
+fn commit_resolve_secs(bound_ms: u64) -> u64 {
+    bound_ms.div_ceil(1000).max(1)
+}
+
+/// The longest a send may take while the database is away: the commit in flight before it and
+/// its own (one reply timeout each), and for a commit whose reply was lost the room's
+/// resolution (FECHATTER_COMMIT_RESOLVE_SECS, whose last status query may take one more reply
+/// timeout), plus 0.5 s of scheduling slack.
+fn send_bound(bound_ms: u64) -> Duration {
+    Duration::from_millis(bound_ms * 3 + commit_resolve_secs(bound_ms) * 1000 + 500)
 }
 
 /// The shape of a load run.
@@ -630,7 +648,7 @@ async fn pg_outage(a: &FaultArgs, bin: &Path, freeze: bool) -> anyhow::Result<Re
         ));
     }
     let slowest = during.iter().map(|t| t.took).max().unwrap_or_default();
-    let bound = Duration::from_millis(a.db_bound_ms * 2 + 500);
+    let bound = send_bound(a.db_bound_ms);
     if slowest > bound {
         failures.push(format!(
             "slowest answer during the outage {slowest:?} exceeds {bound:?}"
