@@ -366,6 +366,12 @@ pub struct Config {
     /// TCP_USER_TIMEOUT of database connections, milliseconds (unacknowledged data).
     #[arg(long, env = "FECHATTER_DB_TCP_USER_TIMEOUT_MS", default_value_t = 6000)]
     pub db_tcp_user_timeout_ms: u64,
+
+    // --- Search fault bound (issue 16): a Meilisearch that is down or hung answers 503 fast. ---
+    /// Milliseconds a message search may wait for Meilisearch before it answers 503
+    /// `SERVICE_UNAVAILABLE` with `Retry-After`.
+    #[arg(long, env = "FECHATTER_SEARCH_TIMEOUT_MS", default_value_t = 5000)]
+    pub search_timeout_ms: u64,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -451,6 +457,7 @@ impl Config {
                 "FECHATTER_DB_TCP_USER_TIMEOUT_MS",
             ),
             (self.db_pool_timeout_ms, "FECHATTER_DB_POOL_TIMEOUT_MS"),
+            (self.search_timeout_ms, "FECHATTER_SEARCH_TIMEOUT_MS"),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be positive")));

@@ -267,6 +267,8 @@ pub async fn metrics(
             v["queries"] = json!(queries);
             v["last_query_ms"] = json!(last.map(millis));
             v["mean_query_ms"] = json!(mean.map(millis));
+            // Message changes committed but not yet in the engine (the indexer's backlog).
+            v["outbox_pending"] = json!(state.store.outbox_len().await.ok());
             v
         }
         "http" => {

@@ -282,6 +282,9 @@ pub enum FaultScenario {
     Slow,
     /// Chat load for a long time: nothing lost, server memory flat.
     Soak,
+    /// Meilisearch (the real binary, a subprocess) killed with SIGKILL under load, then
+    /// restarted: sends unaffected, search 503 while it is down, then every message findable.
+    Meili,
     /// Every scenario above, one after the other.
     All,
 }
@@ -320,8 +323,7 @@ pub struct FaultArgs {
     #[arg(long)]
     pub cycles: Option<u32>,
 
-    /// `pg-stop`/`pg-freeze`: seconds PostgreSQL is away. Default: 3 quick, 10 full.
-    #[arg(long)]
+    /// `pg-stop`/`pg-freeze`/`meili`: seconds PostgreSQL (Meilisearch) is away. Default: 3 quick, 10 full.
     pub outage_secs: Option<u64>,
 
     /// `storm`: connections. Default: 50 quick, 10,000 full.
@@ -345,4 +347,13 @@ pub struct FaultArgs {
     /// Write the JSON summary of every scenario to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// `all`: leave out this scenario (repeatable).
+    #[arg(long, value_enum)]
+    pub skip: Vec<FaultScenario>,
+
+    /// `meili`: the Meilisearch server binary (default: `../shared/meilisearch/meilisearch`
+    /// of the source tree, else `meilisearch` on PATH; `all` skips the scenario without one).
+    #[arg(long, env = "FECHATTER_MEILI_BIN")]
+    pub meili_bin: Option<PathBuf>,
 }

@@ -106,6 +106,11 @@ impl Acked {
     pub fn total(&self) -> u64 {
         self.streams.values().map(|ns| ns.len() as u64).sum()
     }
+
+    /// Message `n` of stream `key` was acknowledged.
+    pub fn contains(&self, key: StreamKey, n: u64) -> bool {
+        self.streams.get(&key).is_some_and(|ns| ns.contains(&n))
+    }
 }
 
 /// A set of sequence numbers as sorted, disjoint, inclusive ranges (compact: a stream that

@@ -27,7 +27,7 @@ use super::target::Target;
 use crate::embedded_pg::{Durability, EmbeddedPostgres};
 
 const JWT_SECRET: &str = "fault-suite-secret-0123456789-0123456789";
-const ADMIN_TOKEN: &str = "fault-suite-admin-token";
+pub(super) const ADMIN_TOKEN: &str = "fault-suite-admin-token";
 /// How long the server may take to come up (migrations included).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -122,6 +122,10 @@ impl Harness {
                 (bound * 2 / 3).to_string(),
             )
             .env("FECHATTER_DB_REPLY_TIMEOUT_MS", bound.to_string())
+            .env(
+                "FECHATTER_COMMIT_RESOLVE_SECS",
+                commit_resolve_secs(bound).to_string(),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -207,7 +211,8 @@ impl Harness {
             .json()
             .await
             .ok()?;
-        Some((v["pool"]["in_use"].as_u64()?, v["pool"]["open"].as_u64()?))
+        let pool = &v["metrics"]["pool"];
+        Some((pool["in_use"].as_u64()?, pool["open"].as_u64()?))
     }
 }
 
@@ -220,6 +225,19 @@ impl Drop for Harness {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// The server's FECHATTER_COMMIT_RESOLVE_SECS for a database bound (ms): the bound, rounded up.
+fn commit_resolve_secs(bound_ms: u64) -> u64 {
+    bound_ms.div_ceil(1000).max(1)
+}
+
+/// The longest a send may take while the database is away: the commit in flight before it and
+/// its own (one reply timeout each), and for a commit whose reply was lost the room's
+/// resolution (FECHATTER_COMMIT_RESOLVE_SECS, whose last status query may take one more reply
+/// timeout), plus 0.5 s of scheduling slack.
+fn send_bound(bound_ms: u64) -> Duration {
+    Duration::from_millis(bound_ms * 3 + commit_resolve_secs(bound_ms) * 1000 + 500)
 }
 
 /// The shape of a load run.
@@ -266,6 +284,8 @@ pub struct Load {
     readers: Vec<(Vec<i64>, JoinHandle<ReadLog>)>,
     pub stats: ReaderStats,
     pub started: Instant,
+    /// The users, workspace and rooms of the run.
+    pub population: setup::Population,
 }
 
 /// What a load run ended with.
@@ -417,6 +437,7 @@ impl Load {
             readers,
             stats,
             started,
+            population: pop,
         })
     }
 
@@ -500,7 +521,7 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-fn base_figures(o: &Outcome) -> Value {
+pub(super) fn base_figures(o: &Outcome) -> Value {
     json!({
         "acknowledged": o.acked.total(),
         "deliveries_expected": o.tally.expected,
@@ -519,7 +540,7 @@ fn base_figures(o: &Outcome) -> Value {
     })
 }
 
-fn delivery_failures(o: &Outcome) -> Vec<String> {
+pub(super) fn delivery_failures(o: &Outcome) -> Vec<String> {
     let mut f = Vec::new();
     if !o.clean() {
         f.push(format!(
@@ -538,13 +559,13 @@ fn delivery_failures(o: &Outcome) -> Vec<String> {
 }
 
 /// Sizes of a run: quick (CI) or full.
-struct Sizes {
-    users: usize,
-    rooms: usize,
-    rate: f64,
+pub(super) struct Sizes {
+    pub users: usize,
+    pub rooms: usize,
+    pub rate: f64,
 }
 
-fn sizes(a: &FaultArgs) -> Sizes {
+pub(super) fn sizes(a: &FaultArgs) -> Sizes {
     let users = a.users.unwrap_or(if a.quick { 10 } else { 100 });
     Sizes {
         users,
@@ -627,7 +648,7 @@ async fn pg_outage(a: &FaultArgs, bin: &Path, freeze: bool) -> anyhow::Result<Re
         ));
     }
     let slowest = during.iter().map(|t| t.took).max().unwrap_or_default();
-    let bound = Duration::from_millis(a.db_bound_ms * 2 + 500);
+    let bound = send_bound(a.db_bound_ms);
     if slowest > bound {
         failures.push(format!(
             "slowest answer during the outage {slowest:?} exceeds {bound:?}"
@@ -677,7 +698,13 @@ async fn storm(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     let conns = a.conns.unwrap_or(if a.quick { 50 } else { 10_000 });
     let per_user = 10.min(conns).max(1);
     let users = conns.div_ceil(per_user);
-    let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, vec![]).await?;
+    // Every client connects from 127.0.0.1: lift the per-address cap (4,096 by default) above
+    // the storm, so the server-wide descriptor bound is what is exercised.
+    let env = vec![(
+        "FECHATTER_MAX_CONNECTIONS_PER_IP".to_string(),
+        (conns * 2 + 1000).to_string(),
+    )];
+    let h = Harness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, env).await?;
     let rooms = a.rooms.unwrap_or((users / 10).max(1));
     let spec = LoadSpec {
         readers_per_user: per_user,
@@ -888,7 +915,11 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::Storm,
             FaultScenario::Slow,
             FaultScenario::Soak,
-        ],
+            FaultScenario::Meili,
+        ]
+        .into_iter()
+        .filter(|s| !a.skip.contains(s))
+        .collect(),
         one => vec![one],
     };
     let mut reports = Vec::new();
@@ -901,6 +932,7 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::Storm => storm(a, &bin).await?,
             FaultScenario::Slow => slow(a, &bin).await?,
             FaultScenario::Soak => soak(a, &bin).await?,
+            FaultScenario::Meili => super::fault_meili::run(a, &bin).await?,
             FaultScenario::All => continue,
         };
         r.figures["scenario_secs"] = json!(started.elapsed().as_secs_f64());

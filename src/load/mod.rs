@@ -14,7 +14,7 @@
 //!   [`httpmix`] (`http`); [`baseline`]: the
 //!   plain broadcast server fan-out is compared with.
 //! - The fault suite: [`fault`] (harness and scenarios), [`fault_client`] (clients that retry
-//!   and resume).
+//!   and resume), [`fault_meili`] (Meilisearch killed and restarted under load).
 
 pub mod api;
 pub mod args;
@@ -25,6 +25,7 @@ pub mod connect;
 pub mod fanout;
 pub mod fault;
 pub mod fault_client;
+pub mod fault_meili;
 pub mod httpmix;
 pub mod latency;
 pub mod progress;

@@ -301,6 +301,9 @@ async fn the_quick_fault_suite_is_clean() {
         "fault",
         "all",
         "--quick",
+        // Its own test below (it needs Meilisearch).
+        "--skip",
+        "meili",
         "--server-bin",
         env!("CARGO_BIN_EXE_fechatter"),
     ])
@@ -318,4 +321,147 @@ async fn the_quick_fault_suite_is_clean() {
         .map(|r| format!("{}: {:?}", r.scenario, r.failures))
         .collect();
     assert!(failed.is_empty(), "fault scenarios failed: {failed:?}");
+}
+
+/// The Meilisearch server binary for the tests that kill or freeze their own:
+/// `FECHATTER_MEILI_BIN`, else `../shared/meilisearch/meilisearch` of the source tree; `None`
+/// (and `test` says on stderr that it skips) when there is none.
+fn meili_bin(test: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os("FECHATTER_MEILI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/meilisearch/meilisearch")
+        });
+    if bin.is_file() {
+        return Some(bin);
+    }
+    eprintln!(
+        "SKIPPED {test}: no Meilisearch binary at {} (set FECHATTER_MEILI_BIN)",
+        bin.display()
+    );
+    None
+}
+
+/// Searches `query` in `ws` as `user` until `done` holds, polling (10 s deadline).
+async fn search_until(
+    app: &TestApp,
+    user: &TestUser,
+    ws: i64,
+    query: &str,
+    done: impl Fn(&Resp) -> bool,
+) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .post(
+                "/api/search/messages",
+                &user.token,
+                json!({"query": query, "workspace_id": ws}),
+            )
+            .await;
+        if done(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A hung Meilisearch (SIGSTOP: the kernel accepts connections, nobody answers): a search
+/// answers 503 `SERVICE_UNAVAILABLE` + `Retry-After` within `FECHATTER_SEARCH_TIMEOUT_MS`
+/// (before the knob: a fixed 5 s), sends are unaffected, and after SIGCONT the indexer
+/// catches up.
+#[actix_web::test]
+async fn a_hung_meilisearch_answers_503_within_the_search_timeout_then_catches_up() {
+    let test = "a_hung_meilisearch_answers_503_within_the_search_timeout_then_catches_up";
+    let Some(bin) = meili_bin(test) else { return };
+    let root = PathBuf::from(format!(
+        "/tmp/fechatter-faults-meili-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let meili = fechatter::load::fault_meili::MeiliProcess::start(&bin, root, true)
+        .await
+        .expect("start a Meilisearch of this test's own");
+    let mut config = test_config(&["--search-timeout-ms", "1000"]);
+    config.meili_url = Some(meili.url());
+    config.meili_master_key = Some(meili.key.clone());
+    config.meili_index = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut app = crate::common::spawn_app_with(config).await;
+    app.http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let user = app.register("hung").await;
+    let ws = app.create_workspace(&user, "hung").await;
+    let chat = app.create_channel(&user, ws, "general").await;
+    app.send(&user, chat, "penguin before").await;
+    let r = search_until(&app, &user, ws, "penguin", |r| r.body["total"] == 1).await;
+    assert_eq!(r.body["total"], 1, "indexed before the freeze: {}", r.body);
+
+    meili.freeze();
+    let started = Instant::now();
+    let r = app
+        .post(
+            "/api/search/messages",
+            &user.token,
+            json!({"query": "penguin", "workspace_id": ws}),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_unavailable("search with Meilisearch hung", r);
+    assert!(
+        took < Duration::from_millis(1000) + MARGIN,
+        "search took {took:?} with a 1000 ms search timeout"
+    );
+    let started = Instant::now();
+    app.send(&user, chat, "penguin during").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a send waited {:?} on the hung index",
+        started.elapsed()
+    );
+
+    meili.thaw();
+    let r = search_until(&app, &user, ws, "penguin", |r| r.body["total"] == 2).await;
+    assert_eq!(r.body["total"], 2, "caught up after the thaw: {}", r.body);
+    app.stop().await;
+}
+
+/// The Meilisearch fault in its quick version (`fechatter-load fault meili --quick`): the real
+/// Meilisearch binary killed with SIGKILL under chat load for 3 s and restarted; sends all
+/// acknowledged first time, searches 503 `SERVICE_UNAVAILABLE` + `Retry-After` within the
+/// bound while it is down, and every acknowledged message findable within 30 s of its return.
+/// Skipped (loudly) where there is no Meilisearch binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_meilisearch_fault_is_clean() {
+    use clap::Parser;
+    use fechatter::load::args::{Cli, Command};
+    let Some(meili) = meili_bin("the_quick_meilisearch_fault_is_clean") else {
+        return;
+    };
+    let meili = meili.to_string_lossy().into_owned();
+    let cli = Cli::try_parse_from([
+        "fechatter-load",
+        "fault",
+        "meili",
+        "--quick",
+        "--meili-bin",
+        &meili,
+        "--server-bin",
+        env!("CARGO_BIN_EXE_fechatter"),
+    ])
+    .expect("fault arguments");
+    let Command::Fault(args) = cli.command else {
+        panic!("not the fault command");
+    };
+    let reports = fechatter::load::fault::run_reports(&args)
+        .await
+        .expect("the meili fault ran");
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert!(r.clean, "meili fault failed: {:?}", r.failures);
+    assert!(
+        r.figures["searches_503_while_down"].as_u64() > Some(0),
+        "{}",
+        r.figures
+    );
 }

@@ -26,7 +26,8 @@ use super::highlight::{self, POST, PRE};
 use super::{MessageHit, MessageHits, MessageQuery, SearchError};
 use crate::store::{Store, StoreResult};
 
-/// How long a search may take before it is answered 503.
+/// How long a search may take before it is answered 503, unless configured
+/// (`FECHATTER_SEARCH_TIMEOUT_MS`).
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a write task may take before the indexer retries it.
 const TASK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,6 +64,8 @@ pub struct MeiliEngine {
     /// Set once the index exists with our settings (at start-up, or on the indexer's first
     /// successful contact when Meilisearch was down at start-up).
     ready: Arc<AtomicBool>,
+    /// How long a search may wait for Meilisearch before it is answered 503.
+    search_timeout: Duration,
 }
 
 impl MeiliEngine {
@@ -73,7 +76,14 @@ impl MeiliEngine {
             client,
             index: index.to_string(),
             ready: Arc::new(AtomicBool::new(false)),
+            search_timeout: SEARCH_TIMEOUT,
         })
+    }
+
+    /// Bounds every search's wait for Meilisearch (then 503).
+    pub fn with_search_timeout(mut self, timeout: Duration) -> Self {
+        self.search_timeout = timeout;
+        self
     }
 
     pub fn index_name(&self) -> &str {
@@ -205,7 +215,8 @@ impl MeiliEngine {
             .with_highlight_pre_tag(PRE)
             .with_highlight_post_tag(POST)
             .with_show_ranking_score(true);
-        let found = match tokio::time::timeout(SEARCH_TIMEOUT, query.execute::<HitId>()).await {
+        let found = match tokio::time::timeout(self.search_timeout, query.execute::<HitId>()).await
+        {
             Err(_) => return Err(SearchError::Unavailable("search timed out".into())),
             Ok(Err(MeiliError::Meilisearch(e))) if e.error_code == ErrorCode::IndexNotFound => {
                 // Nothing was ever indexed (Meilisearch was down since start-up).

@@ -126,7 +126,8 @@ impl Search {
                     url,
                     config.meili_master_key.as_deref(),
                     &config.meili_index,
-                )?;
+                )?
+                .with_search_timeout(std::time::Duration::from_millis(config.search_timeout_ms));
                 // Bounded: a Meilisearch that accepts connections but never answers must not
                 // hold up start-up.
                 match tokio::time::timeout(STARTUP_INDEX_WAIT, engine.ensure_index()).await {
