@@ -249,12 +249,16 @@ async fn attempt(spec: &CommitSpec, base_seq: i64, ops: &[Op]) -> Result<Committ
     })
 }
 
-/// Asks PostgreSQL whether transaction `xid` committed, for up to `spec.resolve_for`.
+/// Asks PostgreSQL whether transaction `xid` committed, for at most `spec.resolve_for`.
 async fn resolve(spec: &CommitSpec, xid: i64) -> Option<bool> {
     let deadline = tokio::time::Instant::now() + spec.resolve_for;
     let mut pause = Duration::from_millis(20);
     loop {
-        if let Ok(Some(committed)) = spec.store.transaction_status(xid).await {
+        // Each query is clipped to the time left, so the window is the bound, not window + one
+        // more reply timeout.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let status = tokio::time::timeout(left, spec.store.transaction_status(xid)).await;
+        if let Ok(Ok(Some(committed))) = status {
             tracing::warn!(
                 chat_id = spec.chat_id,
                 xid,
