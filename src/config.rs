@@ -211,6 +211,19 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_DB_POOL_TIMEOUT_MS", default_value_t = 2000)]
     pub db_pool_timeout_ms: u64,
 
+    /// Real-time sessions that may start at once (each reads the user's chats); more wait.
+    #[arg(
+        long,
+        env = "FECHATTER_SESSION_START_CONCURRENCY",
+        default_value_t = 16
+    )]
+    pub session_start_concurrency: usize,
+
+    /// Milliseconds a new real-time connection may wait for its turn to start before it is
+    /// refused (WebSocket close 1013, SSE 503).
+    #[arg(long, env = "FECHATTER_SESSION_START_WAIT_MS", default_value_t = 10000)]
+    pub session_start_wait_ms: u64,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "FECHATTER_WORKERS")]
     pub workers: Option<usize>,

@@ -51,6 +51,9 @@ pub struct AppState {
     pub faults: Arc<crate::faults::Faults>,
     /// Open real-time connections per user (written by presence).
     pub registry: crate::actors::presence::ConnRegistry,
+    /// Real-time sessions starting at once (each reads the user's chats): a reconnect storm
+    /// waits its turn instead of exhausting the database pool.
+    pub session_starts: Arc<tokio::sync::Semaphore>,
 }
 
 /// The parts of [`AppState`] built before the HTTP server starts.
@@ -70,6 +73,9 @@ pub struct StateParts {
 impl AppState {
     pub fn new(p: StateParts) -> Self {
         AppState {
+            session_starts: Arc::new(tokio::sync::Semaphore::new(
+                p.config.session_start_concurrency.max(1),
+            )),
             rooms: Rooms::new(p.hub.clone()),
             login_guard: crate::http::auth::LoginGuard::new(&p.config),
             limits: crate::http::ratelimit::RateLimits::new(&p.config, p.cluster.as_ref()),

@@ -85,6 +85,17 @@ async fn start_session(
     resume: Option<String>,
     out: Outbox<Outgoing>,
 ) -> Result<Started, ApiError> {
+    // A reconnect storm queues here (bounded wait) rather than exhausting the pool.
+    let wait = Duration::from_millis(state.config.session_start_wait_ms);
+    let _turn = match tokio::time::timeout(wait, state.session_starts.clone().acquire_owned()).await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::Unavailable(
+                "too many connections starting; retry shortly".into(),
+            ));
+        }
+    };
     let username: Arc<str> = state
         .store
         .user_by_id(user.id)

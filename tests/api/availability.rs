@@ -444,3 +444,46 @@ async fn closed_sse_stream_frees_its_slot_within_a_second() {
     }
     app.stop().await;
 }
+
+/// Session starts are bounded (`FECHATTER_SESSION_START_CONCURRENCY`): a connection beyond
+/// them waits its turn up to `FECHATTER_SESSION_START_WAIT_MS`, then is refused with 1013 and
+/// an error frame; within the wait it simply starts later.
+#[actix_web::test]
+async fn session_starts_wait_their_turn_then_are_refused() {
+    for (wait_ms, refused) in [("100", 1), ("10000", 0)] {
+        let app = spawn_app_with(test_config(&[
+            "--session-start-concurrency",
+            "1",
+            "--session-start-wait-ms",
+            wait_ms,
+            "--fault-session-start-delay-ms",
+            "600",
+        ]))
+        .await;
+        let a = app.register("first").await;
+        let b = app.register("second").await;
+        // Both at once: one starts (600 ms), the other waits behind it.
+        let mut sockets = Vec::new();
+        for user in [&a, &b] {
+            let mut ws = WsClient::connect_raw(&app).await;
+            ws.send(json!({"type": "auth", "token": format!("Bearer {}", user.token)}))
+                .await;
+            sockets.push(ws);
+        }
+        let mut refusals = 0;
+        for ws in &mut sockets {
+            let first = ws.next().await;
+            match first["type"].as_str() {
+                Some("auth.success") => {}
+                Some("error") => {
+                    assert_eq!(first["data"]["code"], "SERVICE_UNAVAILABLE");
+                    let close = ws.closed().await.expect("a close frame");
+                    assert_eq!(u16::from(close.code), 1013);
+                    refusals += 1;
+                }
+                other => panic!("unexpected first frame {other:?}"),
+            }
+        }
+        assert_eq!(refusals, refused, "wait {wait_ms} ms");
+    }
+}
