@@ -273,8 +273,12 @@ pub enum FaultScenario {
     Slow,
     /// Chat load for a long time: nothing lost, server memory flat.
     Soak,
-    /// Every scenario above, one after the other.
+    /// Every scenario above, one after the other (the single-server suite).
     All,
+    /// A cluster (`--nodes` servers, one Redis, one PostgreSQL) under chat load, one node
+    /// `kill -9`ed and restarted per cycle: its clients move to the other nodes and resume.
+    /// Needs `redis-server`.
+    ClusterKill9,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -336,4 +340,13 @@ pub struct FaultArgs {
     /// Write the JSON summary of every scenario to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// `cluster-kill9`: server nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=16))]
+    pub nodes: u8,
+
+    /// Self-check of the suite: readers reconnect without their last event id, so the run
+    /// must report lost messages (it proves the checker counts).
+    #[arg(long)]
+    pub no_resume: bool,
 }

@@ -924,6 +924,7 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::Storm => storm(a, &bin).await?,
             FaultScenario::Slow => slow(a, &bin).await?,
             FaultScenario::Soak => soak(a, &bin).await?,
+            FaultScenario::ClusterKill9 => super::fault_cluster::kill9(a, &bin).await?,
             FaultScenario::All => continue,
         };
         r.figures["scenario_secs"] = json!(started.elapsed().as_secs_f64());

@@ -93,7 +93,10 @@ impl Sender {
                 let t0 = Instant::now();
                 let reply = self
                     .http
-                    .post(format!("{}/api/messages", self.bases[at_base % self.bases.len()]))
+                    .post(format!(
+                        "{}/api/messages",
+                        self.bases[at_base % self.bases.len()]
+                    ))
                     .bearer_auth(&self.token)
                     .json(&body)
                     .send()

@@ -14,7 +14,8 @@
 //!   [`httpmix`] (`http`); [`baseline`]: the
 //!   plain broadcast server fan-out is compared with.
 //! - The fault suite: [`fault`] (harness and scenarios), [`fault_client`] (clients that retry
-//!   and resume).
+//!   and resume, moving to the next server of several), [`fault_cluster`] (`cluster-kill9`:
+//!   three nodes, one Redis ([`redis_proc`]), one killed per cycle).
 
 pub mod api;
 pub mod args;
@@ -25,10 +26,12 @@ pub mod connect;
 pub mod fanout;
 pub mod fault;
 pub mod fault_client;
+pub mod fault_cluster;
 pub mod httpmix;
 pub mod latency;
 pub mod progress;
 pub mod ramp;
+pub mod redis_proc;
 pub mod report;
 pub mod rss;
 pub mod setup;
