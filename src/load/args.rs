@@ -39,7 +39,8 @@ pub enum Command {
     /// requests/s, latency percentiles per route, errors by status.
     Http(HttpArgs),
     /// Merges the --json summaries of the shards of one `chat --shard I/N` run: delivery
-    /// checked across all shards, latency histograms merged exactly.
+    /// checked across all shards, latency histograms merged exactly. Or of several `connect`
+    /// processes run at once: totals, combined rate, server memory per connection.
     Merge(super::shard::MergeArgs),
     /// The chat scenario at rising rates until saturation (persisted HTTP sends, every
     /// delivery checked): each step's acked msg/s and latency, and the knee.
@@ -47,6 +48,9 @@ pub enum Command {
     /// The fault suite: starts its own PostgreSQL (synchronous_commit=on) and the real server
     /// binary, puts them through a fault under load and checks nothing acknowledged is lost.
     Fault(FaultArgs),
+    /// A local cluster for benchmarks: one PostgreSQL, one redis-server and N server nodes,
+    /// held until Ctrl-C.
+    ClusterUp(super::cluster_up::ClusterUpArgs),
     /// A plain actix-ws broadcast server without actors, auth or storage: the fan-out baseline.
     /// It speaks just enough of the protocol (auth frame, POST /api/messages) for `fanout`.
     BaselineServer(BaselineArgs),

@@ -31,6 +31,18 @@ struct Node {
     child: Option<Child>,
 }
 
+/// How the nodes run.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSpec {
+    /// The fault suite's database bound (FECHATTER_DB_REPLY_TIMEOUT_MS; pool and connect
+    /// timeouts a third, statement timeout two thirds). `None`: the server's defaults.
+    pub db_bound_ms: Option<u64>,
+    /// Node `k` listens on 127.0.0.1:`base_port + k` (default: free ports).
+    pub base_port: Option<u16>,
+    /// More environment for every node (applied last: overrides the defaults).
+    pub env: Vec<(String, String)>,
+}
+
 /// PostgreSQL, Redis and the nodes.
 pub struct ClusterHarness {
     pg: EmbeddedPostgres,
@@ -38,17 +50,19 @@ pub struct ClusterHarness {
     root: PathBuf,
     remove_root: bool,
     bin: PathBuf,
-    db_bound_ms: u64,
+    spec: NodeSpec,
     nodes: Vec<Node>,
 }
 
 impl ClusterHarness {
     /// Starts PostgreSQL (durable), Redis and `nodes` nodes (the first alone: it migrates).
+    /// In `work_dir` (kept, so a second start finds the same database) or a new directory
+    /// under /tmp (removed on drop).
     pub async fn start(
         bin: &Path,
         work_dir: Option<&Path>,
-        db_bound_ms: u64,
         nodes: usize,
+        spec: NodeSpec,
     ) -> anyhow::Result<ClusterHarness> {
         let (root, remove_root) = match work_dir {
             Some(d) => (d.to_path_buf(), false),
@@ -70,12 +84,13 @@ impl ClusterHarness {
         .await??;
         let redis = RedisProc::start(&root.join("redis"))?;
         let mut ports = Vec::new();
-        for _ in 0..nodes.max(1) {
-            ports.push(
-                std::net::TcpListener::bind("127.0.0.1:0")?
+        for k in 0..nodes.max(1) {
+            ports.push(match spec.base_port {
+                Some(p) => p + k as u16,
+                None => std::net::TcpListener::bind("127.0.0.1:0")?
                     .local_addr()?
                     .port(),
-            );
+            });
         }
         let mut h = ClusterHarness {
             pg,
@@ -83,7 +98,7 @@ impl ClusterHarness {
             root,
             remove_root,
             bin: bin.to_path_buf(),
-            db_bound_ms,
+            spec,
             nodes: ports
                 .into_iter()
                 .enumerate()
@@ -110,6 +125,18 @@ impl ClusterHarness {
             .join(",")
     }
 
+    /// Process ids of the running nodes, by node (`None`: not running).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.nodes
+            .iter()
+            .map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -127,7 +154,6 @@ impl ClusterHarness {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let bound = self.db_bound_ms;
         let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .env("DATABASE_URL", self.pg.connection_string("postgres"))
@@ -144,23 +170,23 @@ impl ClusterHarness {
             .env("FECHATTER_AUTH_RATE_PER_MIN", "100000000")
             .env("FECHATTER_SEARCH_RATE_PER_MIN", "100000000")
             .env("FECHATTER_MAX_WS_PER_USER", "1000")
-            .env(
-                "FECHATTER_DB_POOL_TIMEOUT_MS",
-                (bound / 3).max(100).to_string(),
-            )
-            .env(
-                "FECHATTER_DB_CONNECT_TIMEOUT_MS",
-                (bound / 3).max(100).to_string(),
-            )
-            .env(
-                "FECHATTER_DB_STATEMENT_TIMEOUT_MS",
-                (bound * 2 / 3).to_string(),
-            )
-            .env("FECHATTER_DB_REPLY_TIMEOUT_MS", bound.to_string())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(bound) = self.spec.db_bound_ms {
+            let third = (bound / 3).max(100).to_string();
+            cmd.env("FECHATTER_DB_POOL_TIMEOUT_MS", &third)
+                .env("FECHATTER_DB_CONNECT_TIMEOUT_MS", &third)
+                .env(
+                    "FECHATTER_DB_STATEMENT_TIMEOUT_MS",
+                    (bound * 2 / 3).to_string(),
+                )
+                .env("FECHATTER_DB_REPLY_TIMEOUT_MS", bound.to_string());
+        }
+        for (k, v) in &self.spec.env {
+            cmd.env(k, v);
+        }
         self.nodes[k].child = Some(
             cmd.spawn()
                 .with_context(|| format!("starting {}", self.bin.display()))?,
@@ -232,8 +258,11 @@ pub async fn kill9(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     } else {
         (Duration::from_secs(3), Duration::from_secs(2))
     };
-    let mut h =
-        ClusterHarness::start(bin, a.work_dir.as_deref(), a.db_bound_ms, a.nodes as usize).await?;
+    let spec = NodeSpec {
+        db_bound_ms: Some(a.db_bound_ms),
+        ..NodeSpec::default()
+    };
+    let mut h = ClusterHarness::start(bin, a.work_dir.as_deref(), a.nodes as usize, spec).await?;
     let spec = LoadSpec {
         resume: !a.no_resume,
         ..LoadSpec::chat(users, rooms, rate)
