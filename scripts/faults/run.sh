@@ -7,6 +7,7 @@
 #   scripts/faults/run.sh                 # every scenario, full size (about 20 minutes)
 #   scripts/faults/run.sh --quick         # the small version CI runs (about 2 minutes)
 #   scripts/faults/run.sh kill9 --cycles 50
+#   scripts/faults/run.sh cluster-kill9         # 3 nodes + redis-server, one kill -9 per cycle
 #   scripts/faults/run.sh soak --soak-secs 120 --json /tmp/soak.json
 #
 # Exit code: 0 when every scenario was clean, 1 on any loss or broken bound, 2 on errors.
