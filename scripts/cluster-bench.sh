@@ -9,7 +9,7 @@
 #   scripts/cluster-bench.sh fanout    # fan-out to 10,000 members on 1 node vs 3 nodes, 3 runs each
 #
 # Environment: DIR (default /tmp/fechatter-cluster-bench), RUNS (3), CONNS (100000), NODES (8),
-# MEMBERS (10000), BIN (target/release).
+# MEMBERS (10000), HOLD (60 s, connect), BIN (target/release).
 # JSON summaries go to $DIR/out/. Traffic stays on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ OUT="$DIR/out"
 mkdir -p "$DIR" "$OUT"
 U1=http://127.0.0.1:18101
 U3=http://127.0.0.1:18101,http://127.0.0.1:18102,http://127.0.0.1:18103
-CHAT="--users 500 --rooms 50 --rate 250 --duration-secs 30 --drain-secs 20"
+CHAT="--users 500 --rooms 50 --rate 250 --drain-secs 20"
 FANOUT="--members ${MEMBERS:-10000} --conns-per-user 100 --messages 20"
 
 CLUSTER_PID=""
@@ -60,7 +60,7 @@ connect)
     procs=()
     for k in $(seq 0 $((NODES - 1))); do
         "$L" connect --url "http://127.0.0.1:$((18101 + k))" --conns "$per_node" \
-            --conns-per-user 1000 --hold-secs 60 --server-pid "${pid[$k]}" --source-ips 16 \
+            --conns-per-user 1000 --hold-secs "${HOLD:-60}" --server-pid "${pid[$k]}" --source-ips 16 \
             --connect-concurrency 32 --reuse "$DIR/connect-setup-$k.json" --quiet \
             --json "$OUT/connect-$k.json" >"$OUT/connect-$k.log" 2>&1 &
         procs+=($!)
@@ -73,7 +73,7 @@ chat)
     for r in $(seq 1 "$RUNS"); do
         for n in 1 3; do
             url=$U1; [ "$n" = 3 ] && url=$U3
-            "$L" chat --url "$url" $CHAT --reuse "$DIR/chat-setup.json" --quiet \
+            "$L" chat --url "$url" $CHAT --duration-secs 30 --reuse "$DIR/chat-setup.json" --quiet \
                 --json "$OUT/chat-${n}node-$r.json" | sed -n '1,9p'
         done
     done
