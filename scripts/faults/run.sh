@@ -7,6 +7,7 @@
 #   scripts/faults/run.sh                 # every scenario, full size (about 20 minutes)
 #   scripts/faults/run.sh --quick         # the small version CI runs (about 2 minutes)
 #   scripts/faults/run.sh kill9 --cycles 50
+#   scripts/faults/run.sh cluster-kill9         # 3 nodes + redis-server, one kill -9 per cycle
 #   scripts/faults/run.sh soak --soak-secs 120 --json /tmp/soak.json
 #   scripts/faults/run.sh meili --meili-bin ../shared/meilisearch/meilisearch
 #

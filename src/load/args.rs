@@ -39,7 +39,8 @@ pub enum Command {
     /// requests/s, latency percentiles per route, errors by status.
     Http(HttpArgs),
     /// Merges the --json summaries of the shards of one `chat --shard I/N` run: delivery
-    /// checked across all shards, latency histograms merged exactly.
+    /// checked across all shards, latency histograms merged exactly. Or of several `connect`
+    /// processes run at once: totals, combined rate, server memory per connection.
     Merge(super::shard::MergeArgs),
     /// The chat scenario at rising rates until saturation (persisted HTTP sends, every
     /// delivery checked): each step's acked msg/s and latency, and the knee.
@@ -47,6 +48,9 @@ pub enum Command {
     /// The fault suite: starts its own PostgreSQL (synchronous_commit=on) and the real server
     /// binary, puts them through a fault under load and checks nothing acknowledged is lost.
     Fault(FaultArgs),
+    /// A local cluster for benchmarks: one PostgreSQL, one redis-server and N server nodes,
+    /// held until Ctrl-C.
+    ClusterUp(super::cluster_up::ClusterUpArgs),
     /// A plain actix-ws broadcast server without actors, auth or storage: the fan-out baseline.
     /// It speaks just enough of the protocol (auth frame, POST /api/messages) for `fanout`.
     BaselineServer(BaselineArgs),
@@ -285,8 +289,12 @@ pub enum FaultScenario {
     /// Meilisearch (the real binary, a subprocess) killed with SIGKILL under load, then
     /// restarted: sends unaffected, search 503 while it is down, then every message findable.
     Meili,
-    /// Every scenario above, one after the other.
+    /// Every scenario above, one after the other (the single-server suite).
     All,
+    /// A cluster (`--nodes` servers, one Redis, one PostgreSQL) under chat load, one node
+    /// `kill -9`ed and restarted per cycle: its clients move to the other nodes and resume.
+    /// Needs `redis-server`.
+    ClusterKill9,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -356,4 +364,13 @@ pub struct FaultArgs {
     /// of the source tree, else `meilisearch` on PATH; `all` skips the scenario without one).
     #[arg(long, env = "FECHATTER_MEILI_BIN")]
     pub meili_bin: Option<PathBuf>,
+
+    /// `cluster-kill9`: server nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=16))]
+    pub nodes: u8,
+
+    /// Self-check of the suite: readers reconnect without their last event id, so the run
+    /// must report lost messages (it proves the checker counts).
+    #[arg(long)]
+    pub no_resume: bool,
 }

@@ -255,6 +255,8 @@ pub struct LoadSpec {
     pub limit: u64,
     /// Extra readers of the first user that read nothing until `Load::unstall` turns false.
     pub stalled_readers: usize,
+    /// Readers resume with their last event id (false only for the suite's self-check).
+    pub resume: bool,
 }
 
 impl LoadSpec {
@@ -269,6 +271,7 @@ impl LoadSpec {
             message_bytes: 100,
             limit: u64::MAX,
             stalled_readers: 0,
+            resume: true,
         }
     }
 }
@@ -295,6 +298,8 @@ pub struct Outcome {
     pub acked: Acked,
     pub attempts: Vec<Attempt>,
     pub abandoned: u64,
+    /// Send retries that went to the next server (cluster runs).
+    pub failovers: u64,
     pub reads: Vec<ReadLog>,
     pub drain: Duration,
 }
@@ -332,7 +337,10 @@ impl Outcome {
 }
 
 impl Load {
-    /// Sets up the users and rooms of `spec` and starts them.
+    /// Sets up the users and rooms of `spec` and starts them. `base` may name several servers
+    /// (comma-separated, a cluster's nodes): the set-up uses the first; user `i`'s readers
+    /// start on server `i` and its sender on server `i + 1` (round robin), and each moves on
+    /// to the next server when its own fails.
     pub async fn start(base: &str, spec: LoadSpec) -> anyhow::Result<Load> {
         let LoadSpec {
             users,
@@ -343,9 +351,19 @@ impl Load {
             message_bytes,
             limit,
             stalled_readers,
+            resume,
         } = spec;
-        let target = Target::parse(base)?;
-        let api = Api::new(&target)?;
+        let targets = Target::parse_all(base)?;
+        let target = &targets[0];
+        // Every server's URLs, starting from number `i`.
+        let from = |i: usize, url: &dyn Fn(&Target) -> String| -> Vec<String> {
+            (0..targets.len())
+                .map(|k| url(&targets[(i + k) % targets.len()]))
+                .collect()
+        };
+        let ws_urls = |i: usize| from(i, &|t: &Target| t.ws_url());
+        let bases = |i: usize| from(i, &|t: &Target| t.base.clone());
+        let api = Api::new(target)?;
         let shape = Shape {
             users,
             rooms: rooms.max(1),
@@ -375,7 +393,8 @@ impl Load {
         for (i, user) in pop.users.iter().enumerate() {
             for _ in 0..readers_per_user {
                 let reader = Reader {
-                    ws_url: target.ws_url(),
+                    ws_urls: ws_urls(i),
+                    resume,
                     token: user.token.clone(),
                     rooms: pop.rooms_of(i),
                     run,
@@ -391,7 +410,8 @@ impl Load {
         // The slow consumers: extra readers of the first user, who read nothing until told.
         for _ in 0..stalled_readers {
             let reader = Reader {
-                ws_url: target.ws_url(),
+                ws_urls: ws_urls(0),
+                resume,
                 token: pop.users[0].token.clone(),
                 rooms: pop.rooms_of(0),
                 run,
@@ -415,7 +435,7 @@ impl Load {
             .map(|i| {
                 let s = Sender {
                     http: http.clone(),
-                    base: target.base.clone(),
+                    bases: bases(i + 1),
                     token: pop.users[i].token.clone(),
                     user_id: pop.users[i].id,
                     rooms: pop.rooms_of(i),
@@ -474,11 +494,13 @@ impl Load {
         let mut acked = Acked::default();
         let mut attempts = Vec::new();
         let mut abandoned = 0;
+        let mut failovers = 0;
         for s in self.senders {
             if let Ok(log) = s.await {
                 acked.merge(log.acked);
                 attempts.extend(log.attempts);
                 abandoned += log.abandoned;
+                failovers += log.failovers;
             }
         }
         let expected: u64 = self
@@ -505,6 +527,7 @@ impl Load {
             acked,
             attempts,
             abandoned,
+            failovers,
             reads,
             drain: drained,
         }
@@ -933,6 +956,7 @@ pub async fn run_reports(a: &FaultArgs) -> anyhow::Result<Vec<Report>> {
             FaultScenario::Slow => slow(a, &bin).await?,
             FaultScenario::Soak => soak(a, &bin).await?,
             FaultScenario::Meili => super::fault_meili::run(a, &bin).await?,
+            FaultScenario::ClusterKill9 => super::fault_cluster::kill9(a, &bin).await?,
             FaultScenario::All => continue,
         };
         r.figures["scenario_secs"] = json!(started.elapsed().as_secs_f64());

@@ -39,12 +39,17 @@ pub struct SendLog {
     pub attempts: Vec<Attempt>,
     /// Messages given up unacknowledged (a client error, or the run ended).
     pub abandoned: u64,
+    /// Retries sent to the next base after no answer or a 5xx (a no-op with one base).
+    pub failovers: u64,
 }
 
 /// A sender: posts stamped messages to `rooms` in turn, one every `period`, until `stop`.
+/// It talks to `bases[0]` and moves to the next base (a cluster's next node) whenever an
+/// attempt gets no answer or a 5xx, retrying there under the same idempotency key.
 pub struct Sender {
     pub http: reqwest::Client,
-    pub base: String,
+    /// Server base URLs (never empty; one for a single server).
+    pub bases: Vec<String>,
     pub token: String,
     pub user_id: i64,
     pub rooms: Vec<i64>,
@@ -59,6 +64,7 @@ pub struct Sender {
 impl Sender {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> SendLog {
         let mut log = SendLog::default();
+        let mut at_base = 0usize;
         let mut next_n: BTreeMap<i64, u64> = BTreeMap::new();
         let mut ticks = tokio::time::interval(self.period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,7 +93,10 @@ impl Sender {
                 let t0 = Instant::now();
                 let reply = self
                     .http
-                    .post(format!("{}/api/messages", self.base))
+                    .post(format!(
+                        "{}/api/messages",
+                        self.bases[at_base % self.bases.len()]
+                    ))
                     .bearer_auth(&self.token)
                     .json(&body)
                     .send()
@@ -122,6 +131,10 @@ impl Sender {
                         if *stop.borrow() {
                             log.abandoned += 1;
                             break 'messages;
+                        }
+                        if status != 429 {
+                            at_base += 1;
+                            log.failovers += 1;
                         }
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
@@ -172,9 +185,15 @@ pub struct ReadLog {
 }
 
 /// A reader: one WebSocket of `token`, reconnecting (resuming) until `stop`. While `bounce`
-/// holds an odd number the reader stays disconnected; it reconnects when it turns even.
+/// holds an odd number the reader stays disconnected; it reconnects when it turns even. It
+/// connects to `ws_urls[0]` and moves to the next URL (a cluster's next node) after every drop
+/// or failed connect.
 pub struct Reader {
-    pub ws_url: String,
+    /// WebSocket URLs (never empty; one for a single server).
+    pub ws_urls: Vec<String>,
+    /// Resume with the last event id after a drop (always, but for the suite's self-check,
+    /// which reconnects without it and must then see losses).
+    pub resume: bool,
     pub token: String,
     pub rooms: Vec<i64>,
     pub run: u32,
@@ -203,6 +222,7 @@ impl Reader {
         let mut last_id: Option<String> = None;
         let mut seqs: BTreeMap<i64, i64> = BTreeMap::new();
         let mut first = true;
+        let mut at_url = 0usize;
         while !*stop.borrow() {
             while *bounce.borrow() % 2 == 1 {
                 tokio::select! {
@@ -212,15 +232,18 @@ impl Reader {
             }
             let Ok(Ok((mut ws, _))) = tokio::time::timeout(
                 Duration::from_secs(10),
-                tokio_tungstenite::connect_async(self.ws_url.as_str()),
+                tokio_tungstenite::connect_async(
+                    self.ws_urls[at_url % self.ws_urls.len()].as_str(),
+                ),
             )
             .await
             else {
+                at_url += 1;
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             };
             let mut auth = json!({"type": "auth", "token": format!("Bearer {}", self.token)});
-            if let Some(id) = &last_id {
+            if let Some(id) = last_id.as_ref().filter(|_| self.resume) {
                 auth["last_event_id"] = json!(id);
             }
             if ws.send(Message::text(auth.to_string())).await.is_err() {
@@ -304,6 +327,7 @@ impl Reader {
                 self.stats.connected.fetch_sub(1, Ordering::Relaxed);
             }
             drop(ws);
+            at_url += 1;
             if !*stop.borrow() && *bounce.borrow() % 2 == 0 {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }

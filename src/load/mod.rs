@@ -9,27 +9,35 @@
 //! - [`checker`]: the delivery checker (lost, duplicated, out of order) — pure.
 //! - [`latency`]: HDR histograms. [`report`]: JSON summary and tables. [`progress`]: bars.
 //!   [`rss`]: a process's resident memory.
-//! - [`shard`]: `--shard I/N` digests and `merge` (several load processes, one scenario).
+//! - [`shard`]: `--shard I/N` digests and `merge` (several load processes, one scenario);
+//!   [`connect_merge`]: `merge` of several `connect` processes.
 //! - Scenarios: [`connect`], [`chat`], [`ramp`] (chat at rising rates: the knee), [`fanout`],
 //!   [`httpmix`] (`http`); [`baseline`]: the
 //!   plain broadcast server fan-out is compared with.
 //! - The fault suite: [`fault`] (harness and scenarios), [`fault_client`] (clients that retry
-//!   and resume), [`fault_meili`] (Meilisearch killed and restarted under load).
+//!   and resume, moving to the next server of several), [`fault_meili`] (Meilisearch killed
+//!   and restarted under load), [`fault_cluster`] (`cluster-kill9`: three nodes, one Redis
+//!   ([`redis_proc`]), one killed per cycle); [`cluster_up`] holds such a cluster up for the
+//!   cluster benchmarks.
 
 pub mod api;
 pub mod args;
 pub mod baseline;
 pub mod chat;
 pub mod checker;
+pub mod cluster_up;
 pub mod connect;
+pub mod connect_merge;
 pub mod fanout;
 pub mod fault;
 pub mod fault_client;
+pub mod fault_cluster;
 pub mod fault_meili;
 pub mod httpmix;
 pub mod latency;
 pub mod progress;
 pub mod ramp;
+pub mod redis_proc;
 pub mod report;
 pub mod rss;
 pub mod setup;
@@ -60,11 +68,18 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             finish(&a.common, &s, || fanout::print(&s))?;
             s.clean
         }
-        Command::Merge(a) => {
-            let s = shard::merge(&a)?;
-            chat::print(&s);
-            s.clean
-        }
+        Command::Merge(a) => match a.files.first() {
+            Some(first) if connect_merge::is_connect(first)? => {
+                let s = connect_merge::merge(&a)?;
+                connect_merge::print(&s);
+                true
+            }
+            _ => {
+                let s = shard::merge(&a)?;
+                chat::print(&s);
+                s.clean
+            }
+        },
         Command::Ramp(a) => {
             // `ramp` writes its own JSON (the per-step chat runs must not).
             let s = ramp::run(&a).await?;
@@ -72,6 +87,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             s.clean
         }
         Command::Fault(a) => fault::run(&a).await?,
+        Command::ClusterUp(a) => {
+            cluster_up::run(&a).await?;
+            true
+        }
         Command::Http(a) => {
             let s = httpmix::run(&a).await?;
             finish(&a.common, &s, || httpmix::print(&s))?;

@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or actors. Every query is a prepared statement cached per
 //! connection (`prepare_cached`). Errors are [`StoreError`] values the layers above map.
 
+pub mod audit;
 pub mod chats;
 pub mod checkpoints;
 pub mod connect;

@@ -12,6 +12,7 @@ mod browser;
 mod chats;
 mod cluster;
 mod cluster_delivery;
+mod cluster_kill9;
 mod control_chars;
 mod delivery;
 mod faults;
