@@ -178,6 +178,16 @@ pub struct Config {
     )]
     pub fault_room_load_failures: u32,
 
+    /// Fault hook (tests only): the next N committed batches are not published to the other
+    /// nodes (as if the node died between its COMMIT and its publish).
+    #[arg(
+        long,
+        env = "FECHATTER_FAULT_UNPUBLISHED_COMMITS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_unpublished_commits: u32,
+
     /// Fault hook (tests only): the next N session start-ups fail after registering.
     #[arg(
         long,

@@ -12,6 +12,7 @@ pub struct Faults {
     lose_commit_replies: AtomicU32,
     session_start_failures: AtomicU32,
     room_load_failures: AtomicU32,
+    unpublished_commits: AtomicU32,
     session_start_delay: Duration,
 }
 
@@ -28,6 +29,7 @@ impl Faults {
             lose_commit_replies: AtomicU32::new(c.fault_lose_commit_replies),
             session_start_failures: AtomicU32::new(c.fault_session_start_failures),
             room_load_failures: AtomicU32::new(c.fault_room_load_failures),
+            unpublished_commits: AtomicU32::new(c.fault_unpublished_commits),
             session_start_delay: Duration::from_millis(c.fault_session_start_delay_ms),
         }
     }
@@ -40,6 +42,11 @@ impl Faults {
     /// True when this chat room's state load is to fail.
     pub fn fail_room_load(&self) -> bool {
         take(&self.room_load_failures)
+    }
+
+    /// True when this committed batch is not to be published (cluster mode).
+    pub fn skip_publish(&self) -> bool {
+        take(&self.unpublished_commits)
     }
 
     /// True when this session start is to fail after registering with presence.

@@ -415,6 +415,9 @@ impl ChatRoom {
         let Some(cluster) = &self.config.cluster else {
             return;
         };
+        if self.config.faults.skip_publish() {
+            return;
+        }
         let chat_id = self.chat_id;
         cluster
             .broker()

@@ -218,6 +218,24 @@ impl Broker {
         })
     }
 
+    /// Tells every chat subscription of this node to catch up from PostgreSQL (`Resync`), as
+    /// after a reconnect: a node that died may have committed events it never published.
+    pub fn resync_chats(&self) {
+        let prefix = self.shared.keys.chat_channel(0);
+        let prefix = prefix.trim_end_matches('0');
+        let channels: Vec<String> = self
+            .shared
+            .subs
+            .lock()
+            .keys()
+            .filter(|c| c.starts_with(prefix))
+            .cloned()
+            .collect();
+        for channel in channels {
+            resync(&self.shared, &channel);
+        }
+    }
+
     /// A room filled a gap from PostgreSQL (counted for `/metrics`).
     pub fn gap_filled(&self) {
         self.shared

@@ -1,7 +1,10 @@
 //! Node liveness: each node refreshes its score in the `nodes` sorted set (Redis clock, ms)
 //! every heartbeat, and sweeps nodes silent for longer than the node TTL, dropping their
 //! connection counts (see [`super::presence`]). A `kill -9`ed node is thus forgotten within
-//! TTL + one heartbeat.
+//! TTL + one heartbeat. Every node that sees a node leave the live set (whoever swept it)
+//! has its rooms catch up from PostgreSQL: the dead node may have committed events that it
+//! never published, and nothing else would bring them to this node before the chat's next
+//! event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,7 @@ pub async fn spawn_heartbeat(cluster: &Cluster, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut known: Option<Vec<String>> = None;
         loop {
             tick.tick().await;
             let Some(inner) = weak.upgrade() else { return };
@@ -54,6 +58,16 @@ pub async fn spawn_heartbeat(cluster: &Cluster, every: Duration) {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cluster sweep failed"),
+            }
+            if let Ok(now) = live(&cluster).await {
+                if known
+                    .as_ref()
+                    .is_some_and(|k| k.iter().any(|n| !now.contains(n)))
+                {
+                    tracing::warn!(live = ?now, "cluster: a node left; rooms catch up");
+                    cluster.broker().resync_chats();
+                }
+                known = Some(now);
             }
         }
     });

@@ -211,3 +211,32 @@ async fn a_redis_restart_under_load_loses_nothing() {
     let after = a.send(&owner, chat, "after").await;
     assert_eq!(created(&mut ws, 1).await, vec![after["id"].clone()]);
 }
+
+/// A node that commits and dies before it publishes: the other nodes see it leave the live
+/// set and their rooms catch up from PostgreSQL, so their readers get the event without
+/// waiting for the chat's next one.
+#[actix_web::test]
+async fn a_node_dying_between_commit_and_publish_loses_nothing() {
+    let redis = RedisServer::start();
+    let db = fresh_database().await;
+    let b = node(&redis, &db, "node-b", &[]).await;
+    let a = node(&redis, &db, "node-a", &["--fault-unpublished-commits", "1"]).await;
+    let (owner, reader, _, chat) = two_users(&b, "reader", true).await;
+    let mut ws = WsClient::connect(&b, &reader.token, None).await;
+    // Node A's first commit is this send: stored, answered, never published.
+    let sent = a.send(&owner, chat, "committed, unpublished").await;
+    let quiet_until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while let Some(frame) = ws
+        .next_within(quiet_until.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        assert_ne!(
+            frame["type"], "message.created",
+            "not published: node B cannot have heard of it yet"
+        );
+    }
+    // A goes away (as a killed node does once swept): B notices and catches up.
+    a.state.cluster.as_ref().expect("cluster").leave().await;
+    let got = ws.next_of("message.created").await;
+    assert_eq!(got["data"]["message"]["id"], sent["id"]);
+}
