@@ -317,12 +317,12 @@ pub struct Config {
 
     /// Request bodies still arriving per client address (the forwarded one behind a trusted
     /// proxy); a body beyond gets only `FECHATTER_BODY_OVER_CAP_MS` to arrive, then 429 + close.
-    #[arg(long, env = "FECHATTER_PENDING_BODIES_PER_IP", default_value_t = 64)]
+    #[arg(long, env = "FECHATTER_PENDING_BODIES_PER_IP", default_value_t = 1024)]
     pub pending_bodies_per_ip: usize,
 
     /// Request bodies still arriving, server-wide; a body beyond gets only
     /// `FECHATTER_BODY_OVER_CAP_MS` to arrive, then 503 + close.
-    #[arg(long, env = "FECHATTER_MAX_PENDING_BODIES", default_value_t = 1024)]
+    #[arg(long, env = "FECHATTER_MAX_PENDING_BODIES", default_value_t = 4096)]
     pub max_pending_bodies: usize,
 
     /// Milliseconds a body over a pending-body cap has to arrive whole.

@@ -1,7 +1,10 @@
 //! Request bodies have a deadline: a body not received whole within `FECHATTER_BODY_TIMEOUT_SECS`
 //! of its headers is cut off and answered 408 with `Connection: close` (headers have their own
-//! 5 s bound in actix). A response to a request whose body was not read to its end also closes
-//! the connection, so an unread, never-finishing body cannot hold it either.
+//! 5 s bound in actix). The body is read here, before the handler runs (a stalled one then
+//! holds only this middleware's state, not the handler's); one announced over
+//! `FECHATTER_MAX_BODY_BYTES`, or still arriving past it, is left to the handler's extractor to
+//! refuse. A response to a request whose body was not read to its end also closes the
+//! connection, so an unread, never-finishing body cannot hold it either.
 //!
 //! Bodies still arriving are counted per client address (`FECHATTER_PENDING_BODIES_PER_IP`) and
 //! server-wide (`FECHATTER_MAX_PENDING_BODIES`): a body over either cap gets no slot and only
@@ -25,7 +28,7 @@ use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 use super::address_caps::{AddressCaps, Over, Slot};
 use super::client_ip::client_ip;
@@ -97,6 +100,32 @@ fn has_body(req: &ServiceRequest) -> bool {
     sized || h.contains_key(header::TRANSFER_ENCODING)
 }
 
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
+
+fn boxed(stream: impl Stream<Item = Result<Bytes, PayloadError>> + 'static) -> BodyStream {
+    Box::pin(stream)
+}
+
+/// The announced `Content-Length`, if any.
+fn content_length(req: &ServiceRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+}
+
+/// The chunks of a body as one buffer (no copy for a body that came in one chunk).
+fn concat(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    for chunk in chunks {
+        buf.extend_from_slice(&chunk);
+    }
+    buf.freeze()
+}
+
 pub async fn middleware(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -105,9 +134,10 @@ pub async fn middleware(
         (
             Duration::from_secs(s.config.body_timeout_secs),
             Duration::from_millis(s.config.body_over_cap_ms),
+            s.config.max_body_bytes,
         )
     });
-    let Some((timeout, over_cap_timeout)) = bounds.filter(|_| has_body(&req)) else {
+    let Some((timeout, over_cap_timeout, max_body)) = bounds.filter(|_| has_body(&req)) else {
         return next.call(req).await.map(|r| r.map_into_boxed_body());
     };
     let counted = req
@@ -119,7 +149,7 @@ pub async fn middleware(
         None => (None, None),
     };
     let state = Rc::new(BodyState::default());
-    let guarded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(Deadline {
+    let mut deadline = Deadline {
         inner: req.take_payload(),
         sleep: Box::pin(tokio::time::sleep(if over.is_some() {
             over_cap_timeout
@@ -128,8 +158,48 @@ pub async fn middleware(
         })),
         state: state.clone(),
         slot,
-    });
-    req.set_payload(Payload::from(guarded));
+    };
+    let announced = content_length(&req);
+    if announced.is_some_and(|n| n > max_body) {
+        // Refused from its header by the handler's extractor: nothing to read first.
+        req.set_payload(Payload::from(boxed(deadline)));
+    } else {
+        // Read the body before the handler runs, so that a stalled one holds only this
+        // middleware's state (not the handler's and its extractor's buffers).
+        let mut chunks = Vec::new();
+        let mut len = 0;
+        let mut error = None;
+        while len <= max_body {
+            match deadline.next().await {
+                None => break,
+                Some(Ok(chunk)) => {
+                    len += chunk.len();
+                    chunks.push(chunk);
+                }
+                Some(Err(e)) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if state.timed_out.get() {
+            tracing::debug!(?over, "request body timed out");
+            return Ok(req.into_response(cut_off_response(over)));
+        }
+        let body = concat(chunks, len);
+        if state.finished.get() {
+            drop(deadline);
+            req.set_payload(Payload::from(body));
+        } else {
+            // Too large, or broken: the handler reads what came, then the rest (or the error).
+            let head = futures_util::stream::once(std::future::ready(Ok(body)));
+            let rest = match error {
+                Some(e) => boxed(futures_util::stream::once(std::future::ready(Err(e)))),
+                None => boxed(deadline),
+            };
+            req.set_payload(Payload::from(boxed(head.chain(rest))));
+        }
+    }
     let res = next.call(req).await;
     if state.timed_out.get() {
         let (http_req, _) = match res {
