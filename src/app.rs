@@ -137,11 +137,13 @@ impl Application {
                     ErrorHandlers::new()
                         .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
                 )
-                .wrap(from_fn(http::body_timeout::middleware))
                 .wrap(from_fn(http::metrics_guard::middleware))
                 .wrap(from_fn(http::forwarded_cap::middleware))
                 .wrap(from_fn(http::conn_limit::middleware))
                 .wrap(from_fn(http::ratelimit::middleware))
+                // Reads the body before the inner layers run: a stalled body holds only the
+                // state of this layer and the two around it.
+                .wrap(from_fn(http::body_timeout::middleware))
                 .wrap(from_fn(http::stats::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(http::routes)
