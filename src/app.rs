@@ -112,11 +112,23 @@ impl Application {
             budget.answered,
             trusted.clone(),
         );
+        let pending_bodies =
+            http::body_timeout::PendingBodies(http::address_caps::AddressCaps::new(
+                config.pending_bodies_per_ip,
+                config.max_pending_bodies,
+            ));
+        let forwarded_requests =
+            http::forwarded_cap::ForwardedRequests(http::address_caps::AddressCaps::new(
+                config.max_requests_per_forwarded_client,
+                usize::MAX,
+            ));
         let trusted = web::Data::new(trusted);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(trusted.clone())
+                .app_data(pending_bodies.clone())
+                .app_data(forwarded_requests.clone())
                 .app_data(extract::json_config(max_body))
                 .app_data(extract::path_config())
                 .app_data(extract::query_config())
@@ -125,10 +137,13 @@ impl Application {
                     ErrorHandlers::new()
                         .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
                 )
-                .wrap(from_fn(http::body_timeout::middleware))
                 .wrap(from_fn(http::metrics_guard::middleware))
+                .wrap(from_fn(http::forwarded_cap::middleware))
                 .wrap(from_fn(http::conn_limit::middleware))
                 .wrap(from_fn(http::ratelimit::middleware))
+                // Reads the body before the inner layers run: a stalled body holds only the
+                // state of this layer and the two around it.
+                .wrap(from_fn(http::body_timeout::middleware))
                 .wrap(from_fn(http::stats::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(http::routes)

@@ -49,6 +49,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init(&config.log_format);
     config.validate()?;
     raise_fd_limit();
+    crate::memory_trim::spawn(config.malloc_trim_secs);
     let secret = jwt_secret(&config)?;
     let (database, embedded) = database(&config)?;
     let result = actix_web::rt::System::new().block_on(async move {

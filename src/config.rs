@@ -356,6 +356,33 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_LOG_REPEAT_PER_10S", default_value_t = 10)]
     pub log_repeat_per_10s: u32,
 
+    /// Request bodies still arriving per client address (the forwarded one behind a trusted
+    /// proxy); a body beyond gets only `FECHATTER_BODY_OVER_CAP_MS` to arrive, then 429 + close.
+    #[arg(long, env = "FECHATTER_PENDING_BODIES_PER_IP", default_value_t = 1024)]
+    pub pending_bodies_per_ip: usize,
+
+    /// Request bodies still arriving, server-wide; a body beyond gets only
+    /// `FECHATTER_BODY_OVER_CAP_MS` to arrive, then 503 + close.
+    #[arg(long, env = "FECHATTER_MAX_PENDING_BODIES", default_value_t = 4096)]
+    pub max_pending_bodies: usize,
+
+    /// Milliseconds a body over a pending-body cap has to arrive whole.
+    #[arg(long, env = "FECHATTER_BODY_OVER_CAP_MS", default_value_t = 100)]
+    pub body_over_cap_ms: u64,
+
+    /// Open requests (a stream or WebSocket until it ends) per client forwarded by a trusted
+    /// proxy, whose own connections are exempt from the per-address cap; more answer 429.
+    #[arg(
+        long,
+        env = "FECHATTER_MAX_REQUESTS_PER_FORWARDED_CLIENT",
+        default_value_t = 4096
+    )]
+    pub max_requests_per_forwarded_client: usize,
+
+    /// Seconds between returns of freed heap memory to the OS (`malloc_trim`; 0: never).
+    #[arg(long, env = "FECHATTER_MALLOC_TRIM_SECS", default_value_t = 10)]
+    pub malloc_trim_secs: u64,
+
     // --- Database fault bounds (issue 16): a database that is down or hung answers 503 fast. ---
     /// Milliseconds to open a database connection (socket and handshake) before giving up.
     #[arg(long, env = "FECHATTER_DB_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
@@ -513,12 +540,16 @@ impl Config {
             );
         }
         if self.max_connections_per_ip == 0
+            || self.pending_bodies_per_ip == 0
+            || self.max_pending_bodies == 0
+            || self.body_over_cap_ms == 0
+            || self.max_requests_per_forwarded_client == 0
             || self.login_failures_per_pair == 0
             || self.login_failures_per_sec == 0
             || self.login_guard_keys == 0
         {
             return fail(
-                "FECHATTER_MAX_CONNECTIONS_PER_IP, FECHATTER_LOGIN_FAILURES_PER_PAIR, FECHATTER_LOGIN_FAILURES_PER_SEC and FECHATTER_LOGIN_GUARD_KEYS must be positive",
+                "FECHATTER_MAX_CONNECTIONS_PER_IP, FECHATTER_PENDING_BODIES_PER_IP, FECHATTER_MAX_PENDING_BODIES, FECHATTER_BODY_OVER_CAP_MS, FECHATTER_MAX_REQUESTS_PER_FORWARDED_CLIENT, FECHATTER_LOGIN_FAILURES_PER_PAIR, FECHATTER_LOGIN_FAILURES_PER_SEC and FECHATTER_LOGIN_GUARD_KEYS must be positive",
             );
         }
         if let Some(token) = &self.metrics_token {

@@ -26,6 +26,7 @@ pub mod faults;
 pub mod http;
 pub mod load;
 pub mod log_throttle;
+pub mod memory_trim;
 pub mod metrics;
 pub mod state;
 pub mod store;

@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import socket
 import statistics
 import string
@@ -105,6 +106,16 @@ class Honest:
         return lat, fail, statuses
 
 
+def cpu_secs(pid):
+    """User + system CPU seconds the process has used."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def pct(xs, p):
     if not xs:
         return float("nan")
@@ -176,7 +187,8 @@ def metrics_methods(ctx, stop):
 
 def slow_body(ctx, stop):
     """Up to 4,000 connections (over 8 addresses) whose login bodies never finish; reopened."""
-    stats = {"opened": 0, "closed_by_server": 0, "refused": 0, "max_open": 0}
+    stats = {"opened": 0, "closed_by_server": 0, "refused": 0, "max_open": 0,
+             "answered_408": 0, "answered_429": 0, "answered_503": 0}
     lock = threading.Lock()
 
     def one(i):
@@ -202,6 +214,9 @@ def slow_body(ctx, stop):
                     if d == b"" or d:
                         with lock:
                             stats["closed_by_server"] += 1
+                            key = "answered_" + d[9:12].decode(errors="replace")
+                            if key in stats:
+                                stats[key] += 1
                         s.close()
                         continue
                 except BlockingIOError:
@@ -357,10 +372,14 @@ def main():
         stop.set()
         for t in threads:
             t.join(timeout=10)
-        queue.put(dict(stats))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        stats = dict(stats)
+        stats["attacker_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+        queue.put(stats)
 
     def measure(name, attack):
         before = proc_figures(a.pid)
+        cpu_before = cpu_secs(a.pid)
         log_before = ctx.log_size()
         peak = list(before)
         sampling = threading.Event()
@@ -390,8 +409,14 @@ def main():
                 proc.kill()
         sampling.set()
         stats["server_log_bytes"] = ctx.log_size() - log_before
+        stats["server_cpu_s"] = round(cpu_secs(a.pid) - cpu_before, 1)
+        stats["load1"] = round(os.getloadavg()[0], 1)
         during = list(peak)
-        time.sleep(SETTLE_SECS if attack else 0)
+        settle = []
+        for _ in range(SETTLE_SECS // 5 if attack else 0):
+            time.sleep(5)
+            settle.append(round(proc_figures(a.pid)[0] / 2**20))
+        time.sleep(SETTLE_SECS % 5 if attack else 0)
         after = proc_figures(a.pid)
         # A new connection works after the attack.
         s, _ = Api(ctx.host, ctx.port).call("GET", "/api/health")
@@ -400,7 +425,7 @@ def main():
             "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1),
             "rss_mb": [round(before[0] / 2**20), round(during[0] / 2**20), round(after[0] / 2**20)],
             "fds": [before[1], during[1], after[1]], "health_after": s, "attack_stats": stats,
-            "statuses": statuses,
+            "statuses": statuses, "rss_settle_mb_every_5s": settle,
         }
         print(json.dumps(row), flush=True)
         return row

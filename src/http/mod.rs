@@ -2,6 +2,7 @@
 //! the error envelope and the middleware. Handlers are thin: extract, validate, call the store
 //! or an actor, map the result. No SQL here.
 
+pub mod address_caps;
 pub mod admin;
 pub mod auth;
 pub mod batch;
@@ -11,6 +12,7 @@ pub mod client_ip;
 pub mod conn_limit;
 pub mod error;
 pub mod extract;
+pub mod forwarded_cap;
 pub mod health;
 pub mod list;
 pub mod login_guard;

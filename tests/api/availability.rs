@@ -487,3 +487,205 @@ async fn session_starts_wait_their_turn_then_are_refused() {
         assert_eq!(refusals, refused, "wait {wait_ms} ms");
     }
 }
+
+/// Opens a connection whose login body never finishes; the server has read its headers once the
+/// caller has it (nothing is answered for a while).
+async fn stalled_body(app: &TestApp) -> TcpStream {
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"email\":",
+        app.addr
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp
+}
+
+/// Opens stalled bodies until one is refused within a second (each earlier one that was not
+/// refused is held, and fills the cap); returns the refusal's status line and body, and whether
+/// the server closed that connection. Fails if none is refused within 10 s.
+async fn stalled_until_refused(app: &TestApp, held: &mut Vec<TcpStream>) -> (String, bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stalled body refused; {} held",
+            held.len()
+        );
+        let mut tcp = stalled_body(app).await;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let within = tokio::time::Instant::now() + Duration::from_secs(1);
+        let closed = loop {
+            match tokio::time::timeout_at(within, tcp.read(&mut buf)).await {
+                Err(_) => break false,
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        };
+        if got.is_empty() {
+            held.push(tcp);
+            continue;
+        }
+        return (String::from_utf8_lossy(&got).into_owned(), closed);
+    }
+}
+
+/// Past `FECHATTER_PENDING_BODIES_PER_IP` stalled bodies from one address, the next stalled one
+/// is refused at once (429 `RATE_LIMITED` + close, after the 300 ms it has to arrive) instead of
+/// being held for the 30 s body timeout — while an honest body from the same address, which
+/// follows its headers, still passes (before, every stalled body was held for the whole timeout).
+#[actix_web::test]
+async fn stalled_bodies_over_the_address_cap_are_refused_at_once() {
+    let app = spawn_app_with(test_config(&[
+        "--body-timeout-secs",
+        "30",
+        "--pending-bodies-per-ip",
+        "3",
+        "--body-over-cap-ms",
+        "300",
+    ]))
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(stalled_body(&app).await);
+    }
+    let (response, closed) = stalled_until_refused(&app, &mut held).await;
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    assert!(response.contains("\"RATE_LIMITED\""), "{response}");
+    assert!(closed, "the refused connection stays open");
+    // An honest login from the same address is not refused: its body is there.
+    let status = app
+        .http
+        .post(app.url("/api/auth/login"))
+        .json(&json!({"email": "nobody@example.com", "password": "wrong-password"}))
+        .send()
+        .await
+        .expect("login")
+        .status();
+    assert_eq!(status, 401);
+    // A held body's slot is given back when it closes: the next stalled body is held again.
+    held.clear();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut tcp = stalled_body(&app).await;
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(800), tcp.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "slots not given back"
+            ),
+        }
+    }
+    app.stop().await;
+}
+
+/// The server-wide cap on stalled bodies refuses with 503 `SERVICE_UNAVAILABLE` + close.
+#[actix_web::test]
+async fn stalled_bodies_over_the_server_cap_are_refused_with_503() {
+    let app = spawn_app_with(test_config(&[
+        "--body-timeout-secs",
+        "30",
+        "--max-pending-bodies",
+        "2",
+        "--body-over-cap-ms",
+        "300",
+    ]))
+    .await;
+    let mut held = vec![stalled_body(&app).await, stalled_body(&app).await];
+    let (response, closed) = stalled_until_refused(&app, &mut held).await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("\"SERVICE_UNAVAILABLE\""), "{response}");
+    assert!(closed, "the refused connection stays open");
+    drop(held);
+    app.stop().await;
+}
+
+/// Opens an SSE stream through the trusted proxy (loopback) on behalf of `client`; returns the
+/// connection once the response head arrived, and its status line.
+async fn forwarded_stream(app: &TestApp, token: &str, client: &str) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "GET /api/events?access_token={token} HTTP/1.1\r\nHost: {}\r\nX-Forwarded-For: {client}\r\n\r\n",
+        app.addr
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("response head in time")
+            .expect("read");
+        assert!(n > 0, "closed before the response head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let status = String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    (tcp, status)
+}
+
+/// `GET /api/health` through the trusted proxy on behalf of `client`: its status.
+async fn forwarded_health(app: &TestApp, client: &str) -> u16 {
+    app.http
+        .get(app.url("/api/health"))
+        .header("X-Forwarded-For", client)
+        .send()
+        .await
+        .expect("health")
+        .status()
+        .as_u16()
+}
+
+/// Behind a trusted proxy (exempt from the per-address connection cap) each forwarded client
+/// may hold `FECHATTER_MAX_REQUESTS_PER_FORWARDED_CLIENT` open requests — a stream until it
+/// ends; beyond, 429 `RATE_LIMITED`, while other clients of the proxy are served; a closed
+/// stream gives its slot back (before, a proxied client was bounded by the server-wide cap only).
+#[actix_web::test]
+async fn open_requests_per_forwarded_client_are_capped() {
+    let app = spawn_app_with(test_config(&[
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--max-requests-per-forwarded-client",
+        "2",
+    ]))
+    .await;
+    let user = app.register("proxied").await;
+    let (first, status) = forwarded_stream(&app, &user.token, "203.0.113.5").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (second, status) = forwarded_stream(&app, &user.token, "203.0.113.5").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let refused = app
+        .http
+        .get(app.url("/api/health"))
+        .header("X-Forwarded-For", "203.0.113.5")
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.expect("envelope");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    // Another client of the same proxy is served.
+    assert_eq!(forwarded_health(&app, "198.51.100.7").await, 200);
+    // A short request's slot is given back with its response: the other client stays served.
+    for _ in 0..5 {
+        assert_eq!(forwarded_health(&app, "198.51.100.7").await, 200);
+    }
+    // Closing a stream frees its slot.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while forwarded_health(&app, "203.0.113.5").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream's slot was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(second);
+    app.stop().await;
+}
