@@ -336,11 +336,14 @@ impl Reader {
     }
 }
 
-/// Follows the per-chat seqs of a position id: each chat's seq may only grow by one per event
+/// Follows the per-chat seqs of a position id (the chats it lists): each chat's seq may only
+/// grow by one per event
 /// (`reset`: the position of a fresh `auth.success`, which may move by any amount forward, as
 /// the server replays from the resumed position).
 fn track(seqs: &mut BTreeMap<i64, i64>, id: &str, gaps: &mut u64, reset: bool) {
-    for part in id.split('-') {
+    // A checkpoint id (`<checkpoint>~<chat>.<seq>-…`) lists the chats that moved since it.
+    let pairs = id.split_once('~').map_or(id, |(_, moved)| moved);
+    for part in pairs.split('-') {
         let Some((chat, seq)) = part.split_once('.') else {
             continue;
         };
@@ -375,5 +378,17 @@ mod tests {
         assert_eq!(gaps, 2);
         track(&mut seqs, "1.20-2.8", &mut gaps, true);
         assert_eq!(gaps, 2, "a resume may start anywhere forward");
+    }
+
+    #[test]
+    fn checkpoint_ids_are_tracked_by_the_chats_they_list() {
+        let mut seqs = BTreeMap::new();
+        let mut gaps = 0;
+        track(&mut seqs, "41~1.5-2.7", &mut gaps, true);
+        track(&mut seqs, "41~1.6", &mut gaps, false);
+        track(&mut seqs, "42~", &mut gaps, false);
+        assert_eq!(gaps, 0);
+        track(&mut seqs, "42~1.9", &mut gaps, false);
+        assert_eq!(gaps, 1, "the first listed chat counts too");
     }
 }
