@@ -31,6 +31,31 @@ pub(super) const ADMIN_TOKEN: &str = "fault-suite-admin-token";
 /// How long the server may take to come up (migrations included).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
+/// A work directory (`work_dir`, or a fresh `/tmp/<prefix>-<uuid>` removed by the caller when
+/// the flag says so) holding a throwaway durable PostgreSQL (fsync and synchronous commit on):
+/// (root, remove it, the cluster).
+pub(super) async fn durable_postgres(
+    work_dir: Option<&Path>,
+    prefix: &str,
+) -> anyhow::Result<(PathBuf, bool, EmbeddedPostgres)> {
+    let (root, remove_root) = match work_dir {
+        Some(d) => (d.to_path_buf(), false),
+        None => (
+            PathBuf::from(format!("/tmp/{prefix}-{}", uuid::Uuid::new_v4().simple())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&root)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    let (pgdata, sockets) = (root.join("pg"), root.join("run"));
+    let pg = tokio::task::spawn_blocking(move || {
+        EmbeddedPostgres::start(&pgdata, &sockets, 5432, Durability::Durable)
+    })
+    .await??;
+    Ok((root, remove_root, pg))
+}
+
 /// The throwaway PostgreSQL and the server binary running against it.
 pub struct Harness {
     pg: EmbeddedPostgres,
@@ -52,24 +77,7 @@ impl Harness {
         db_bound_ms: u64,
         extra_env: Vec<(String, String)>,
     ) -> anyhow::Result<Harness> {
-        let (root, remove_root) = match work_dir {
-            Some(d) => (d.to_path_buf(), false),
-            None => (
-                PathBuf::from(format!(
-                    "/tmp/fechatter-fault-{}",
-                    uuid::Uuid::new_v4().simple()
-                )),
-                true,
-            ),
-        };
-        std::fs::create_dir_all(&root)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
-        let (pgdata, sockets) = (root.join("pg"), root.join("run"));
-        let pg = tokio::task::spawn_blocking(move || {
-            EmbeddedPostgres::start(&pgdata, &sockets, 5432, Durability::Durable)
-        })
-        .await??;
+        let (root, remove_root, pg) = durable_postgres(work_dir, "fechatter-fault").await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();

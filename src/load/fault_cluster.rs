@@ -17,7 +17,7 @@ use serde_json::json;
 use super::args::FaultArgs;
 use super::fault::{Load, LoadSpec, Report, base_figures, delivery_failures};
 use super::redis_proc::RedisProc;
-use crate::embedded_pg::{Durability, EmbeddedPostgres};
+use crate::embedded_pg::EmbeddedPostgres;
 use crate::store::Store;
 
 const JWT_SECRET: &str = "fault-suite-secret-0123456789-0123456789";
@@ -64,24 +64,8 @@ impl ClusterHarness {
         nodes: usize,
         spec: NodeSpec,
     ) -> anyhow::Result<ClusterHarness> {
-        let (root, remove_root) = match work_dir {
-            Some(d) => (d.to_path_buf(), false),
-            None => (
-                PathBuf::from(format!(
-                    "/tmp/fechatter-cluster-fault-{}",
-                    uuid::Uuid::new_v4().simple()
-                )),
-                true,
-            ),
-        };
-        std::fs::create_dir_all(&root)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
-        let (pgdata, sockets) = (root.join("pg"), root.join("run"));
-        let pg = tokio::task::spawn_blocking(move || {
-            EmbeddedPostgres::start(&pgdata, &sockets, 5432, Durability::Durable)
-        })
-        .await??;
+        let (root, remove_root, pg) =
+            super::fault::durable_postgres(work_dir, "fechatter-cluster-fault").await?;
         let redis = RedisProc::start(&root.join("redis"))?;
         let mut ports = Vec::new();
         for k in 0..nodes.max(1) {
