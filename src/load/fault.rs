@@ -31,6 +31,47 @@ pub(super) const ADMIN_TOKEN: &str = "fault-suite-admin-token";
 /// How long the server may take to come up (migrations included).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
+/// What a started process answers on its health URL once it is ready.
+pub(super) enum Ready {
+    /// Any 2xx.
+    Success,
+    /// A body containing this text.
+    BodyContains(&'static str),
+}
+
+/// Waits until the process `child` (started at `started`) answers `url` as `ready`, within
+/// [`START_DEADLINE`]; fails at once if it exits (naming `what` and its `log`). Returns how long
+/// it took from `started`.
+pub(super) async fn await_ready(
+    started: Instant,
+    child: &mut Option<Child>,
+    url: &str,
+    ready: Ready,
+    what: &str,
+    log: &Path,
+) -> anyhow::Result<Duration> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    while started.elapsed() < START_DEADLINE {
+        if let Ok(r) = http.get(url).send().await {
+            let ok = match ready {
+                Ready::Success => r.status().is_success(),
+                Ready::BodyContains(text) => r.text().await.is_ok_and(|t| t.contains(text)),
+            };
+            if ok {
+                return Ok(started.elapsed());
+            }
+        }
+        if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+            bail!("{what} exited with {status}; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{what} did not answer {url} within {START_DEADLINE:?}")
+}
+
 /// A work directory (`work_dir`, or a fresh `/tmp/<prefix>-<uuid>` removed by the caller when
 /// the flag says so) holding a throwaway durable PostgreSQL (fsync and synchronous commit on):
 /// (root, remove it, the cluster).
@@ -145,25 +186,15 @@ impl Harness {
             cmd.spawn()
                 .with_context(|| format!("starting {}", self.bin.display()))?,
         );
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        while started.elapsed() < START_DEADLINE {
-            if let Ok(r) = http.get(format!("{}/api/health", self.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(started.elapsed());
-                }
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                bail!(
-                    "the server exited with {status}; see {}",
-                    self.root.join("server.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("the server did not answer /api/health within {START_DEADLINE:?}")
+        await_ready(
+            started,
+            &mut self.child,
+            &format!("{}/api/health", self.base),
+            Ready::Success,
+            "the server",
+            &self.root.join("server.log"),
+        )
+        .await
     }
 
     /// `kill -9` of the server.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::json;
 
 use super::args::FaultArgs;
@@ -21,8 +21,6 @@ use crate::embedded_pg::EmbeddedPostgres;
 use crate::store::Store;
 
 const JWT_SECRET: &str = "fault-suite-secret-0123456789-0123456789";
-/// How long a node may take to come up (migrations included).
-const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One server process of the cluster.
 struct Node {
@@ -175,26 +173,15 @@ impl ClusterHarness {
             cmd.spawn()
                 .with_context(|| format!("starting {}", self.bin.display()))?,
         );
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        while started.elapsed() < START_DEADLINE {
-            if let Ok(r) = http
-                .get(format!("http://127.0.0.1:{port}/api/health"))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return Ok(started.elapsed());
-                }
-            }
-            if let Some(Ok(Some(status))) = self.nodes[k].child.as_mut().map(|c| c.try_wait()) {
-                bail!("node {id} exited with {status}; see {}", log_path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("node {id} did not answer /api/health within {START_DEADLINE:?}")
+        super::fault::await_ready(
+            started,
+            &mut self.nodes[k].child,
+            &format!("http://127.0.0.1:{port}/api/health"),
+            super::fault::Ready::Success,
+            &format!("node {id}"),
+            &log_path,
+        )
+        .await
     }
 
     /// `kill -9` of node `k`.

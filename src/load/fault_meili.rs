@@ -21,8 +21,6 @@ use super::fault::{
 };
 use super::setup::Population;
 
-/// How long Meilisearch may take to answer `/health` after a start.
-const START_DEADLINE: Duration = Duration::from_secs(60);
 /// Every acknowledged message must be findable this long after Meilisearch is back.
 const CATCH_UP: Duration = Duration::from_secs(30);
 /// Pause between two probe searches.
@@ -106,26 +104,17 @@ impl MeiliProcess {
             .spawn()
             .with_context(|| format!("starting {}", self.bin.display()))?;
         self.child = Some(child);
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()?;
         let health = format!("{}/health", self.url());
-        while started.elapsed() < START_DEADLINE {
-            if let Ok(r) = http.get(&health).send().await {
-                if r.text().await.is_ok_and(|t| t.contains("available")) {
-                    return Ok(started.elapsed());
-                }
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                bail!(
-                    "Meilisearch exited with {status}; see {}",
-                    self.root.join("meili.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("Meilisearch did not answer /health within {START_DEADLINE:?}")
+        let log = self.root.join("meili.log");
+        super::fault::await_ready(
+            started,
+            &mut self.child,
+            &health,
+            super::fault::Ready::BodyContains("available"),
+            "Meilisearch",
+            &log,
+        )
+        .await
     }
 
     /// SIGSTOP (a hung server: connections are accepted by the kernel, never answered).
