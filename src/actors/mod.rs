@@ -1,11 +1,13 @@
 //! Actors: the real-time core. `Hub` (registry of rooms), `ChatRoom` (one per chat: the single
 //! writer of its messages and their fan-out), `Session` (one per WebSocket/SSE connection),
-//! `Presence` (who is online, connection limits) and `SearchIndexer` (feeds the search index).
+//! `WorkerFanout` (one per thread hosting sessions: a room's event reaches that thread's
+//! followers in one message), `Presence` (who is online, connection limits) and `SearchIndexer` (feeds the search index).
 //!
 //! Actors know nothing of HTTP; they talk to `store`.
 
 pub mod commit;
 pub mod events;
+pub mod fanout;
 pub mod hub;
 pub mod indexer;
 pub mod outbox;

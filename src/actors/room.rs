@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::commit::{self, CommitFailure, CommitSpec, Committed, Effect};
 use super::events::{Event, EventKind, MessageView, ReactionView, TypingData, replayed};
+use super::fanout::{self, Deliver, Follow, RoomGone, RoomKey, Unfollow, WorkerFanout};
 use super::hub::{Hub, RoomStopped};
 use super::indexer::IndexerHandle;
 use super::presence::ConnRegistry;
@@ -177,6 +178,8 @@ pub struct MemberRole {
 struct Subscriber {
     user_id: i64,
     recipient: Recipient<Push>,
+    /// The worker fanning out to it (`None`: the room delivers itself).
+    worker: Option<u64>,
 }
 
 struct Pending {
@@ -211,6 +214,12 @@ pub struct ChatRoom {
     /// user id → chat role.
     members: HashMap<i64, String>,
     subscribers: HashMap<ConnId, Subscriber>,
+    /// This room instance, as the workers know it.
+    key: RoomKey,
+    /// Worker index → its fan-out and how many of the subscribers it hosts.
+    workers: HashMap<u64, (Addr<WorkerFanout>, usize)>,
+    /// Subscribers without a worker (delivered by the room itself).
+    direct: usize,
     /// Last committed seq of the chat.
     last_seq: i64,
     pending: Vec<Pending>,
@@ -258,6 +267,9 @@ impl ChatRoom {
             loaded: false,
             members: HashMap::new(),
             subscribers: HashMap::new(),
+            key: fanout::next_room_key(),
+            workers: HashMap::new(),
+            direct: 0,
             last_seq: 0,
             pending: Vec::new(),
             flushing: false,
@@ -436,12 +448,27 @@ impl ChatRoom {
         );
     }
 
-    /// Hands `event` to every subscriber (except `skip_user`'s connections).
+    /// Hands `event` to every subscriber (except `skip_user`'s connections): one message per
+    /// worker thread hosting some, which pushes it to its own (see `fanout`).
     fn fanout(&mut self, event: &Arc<Event>, skip_user: Option<i64>) {
+        for (worker, _) in self.workers.values() {
+            worker.do_send(Deliver {
+                room_key: self.key,
+                event: event.clone(),
+                skip_user,
+            });
+        }
+        if self.direct > 0 {
+            self.fanout_direct(event, skip_user);
+        }
+    }
+
+    /// Delivers to the subscribers no worker hosts.
+    fn fanout_direct(&mut self, event: &Arc<Event>, skip_user: Option<i64>) {
         let mut delivered = 0usize;
         let mut gone = Vec::new();
         for (conn, sub) in &self.subscribers {
-            if Some(sub.user_id) == skip_user {
+            if sub.worker.is_some() || Some(sub.user_id) == skip_user {
                 continue;
             }
             match sub.recipient.try_send(Push::Event(event.clone())) {
@@ -457,9 +484,63 @@ impl ChatRoom {
             }
         }
         for conn in gone {
-            self.subscribers.remove(&conn);
+            self.remove_subscriber(conn);
         }
         crate::metrics::fanout_deliveries(delivered);
+    }
+
+    /// Adds (or replaces) a subscriber, registering it with its worker's fan-out.
+    fn add_subscriber(
+        &mut self,
+        conn: ConnId,
+        user_id: i64,
+        recipient: Recipient<Push>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.remove_subscriber(conn);
+        let worker = fanout::worker_of(conn).map(|(index, addr)| {
+            addr.do_send(Follow {
+                room_key: self.key,
+                room: ctx.address(),
+                conn,
+                user_id,
+                recipient: recipient.clone(),
+            });
+            self.workers.entry(index).or_insert((addr, 0)).1 += 1;
+            index
+        });
+        if worker.is_none() {
+            self.direct += 1;
+        }
+        self.subscribers.insert(
+            conn,
+            Subscriber {
+                user_id,
+                recipient,
+                worker,
+            },
+        );
+    }
+
+    /// Removes a subscriber (and its worker's copy).
+    fn remove_subscriber(&mut self, conn: ConnId) -> Option<Subscriber> {
+        let sub = self.subscribers.remove(&conn)?;
+        match sub.worker {
+            None => self.direct -= 1,
+            Some(index) => {
+                if let Some((addr, count)) = self.workers.get_mut(&index) {
+                    addr.do_send(Unfollow {
+                        room_key: self.key,
+                        conn,
+                    });
+                    *count -= 1;
+                    if *count == 0 {
+                        self.workers.remove(&index);
+                    }
+                }
+            }
+        }
+        Some(sub)
     }
 
     /// Subscribes every open connection of `user_id`, telling each it follows from `seq`.
@@ -478,21 +559,24 @@ impl ChatRoom {
                 upto,
                 room: ctx.address(),
             });
-            self.subscribers
-                .insert(conn, Subscriber { user_id, recipient });
+            self.add_subscriber(conn, user_id, recipient, ctx);
         }
     }
 
     fn unsubscribe_user(&mut self, user_id: i64) {
-        let chat_id = self.chat_id;
-        self.subscribers.retain(|_, s| {
-            if s.user_id == user_id {
-                s.recipient.do_send(Push::Unsubscribed { chat_id });
-                false
-            } else {
-                true
+        let conns: Vec<ConnId> = self
+            .subscribers
+            .iter()
+            .filter(|(_, s)| s.user_id == user_id)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            if let Some(sub) = self.remove_subscriber(conn) {
+                sub.recipient.do_send(Push::Unsubscribed {
+                    chat_id: self.chat_id,
+                });
             }
-        });
+        }
     }
 
     fn is_member(&self, user_id: i64) -> bool {
@@ -662,6 +746,9 @@ impl Actor for ChatRoom {
             )));
         }
         // Followers find the next room and fill what they miss from PostgreSQL.
+        for (worker, _) in self.workers.values() {
+            worker.do_send(RoomGone { room_key: self.key });
+        }
         for sub in self.subscribers.values() {
             sub.recipient.do_send(Push::RoomClosed {
                 chat_id: self.chat_id,
@@ -728,7 +815,7 @@ impl Handler<Apply> for ChatRoom {
 impl Handler<Subscribe> for ChatRoom {
     type Result = Result<i64, RoomError>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         self.last_activity = Instant::now();
         if !self.loaded {
             return Err(RoomError::NotFound("chat"));
@@ -736,13 +823,7 @@ impl Handler<Subscribe> for ChatRoom {
         if !self.is_member(msg.user_id) {
             return Err(RoomError::Forbidden("not a member".into()));
         }
-        self.subscribers.insert(
-            msg.conn,
-            Subscriber {
-                user_id: msg.user_id,
-                recipient: msg.recipient,
-            },
-        );
+        self.add_subscriber(msg.conn, msg.user_id, msg.recipient, ctx);
         Ok(self.position())
     }
 }
@@ -751,7 +832,7 @@ impl Handler<Unsubscribe> for ChatRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        self.subscribers.remove(&msg.conn);
+        self.remove_subscriber(msg.conn);
     }
 }
 

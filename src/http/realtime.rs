@@ -17,7 +17,6 @@
 //! unavailable gets an error frame `SERVICE_UNAVAILABLE` and close 1013 (try again later).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
@@ -46,12 +45,6 @@ pub mod close_code {
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The client kept sending frames beyond its budget.
     pub const FRAME_FLOOD: u16 = 4009;
-}
-
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-
-fn next_conn_id() -> u64 {
-    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -106,7 +99,7 @@ async fn start_session(
     let (close_tx, close_rx) = oneshot::channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let addr = Session::new(SessionArgs {
-        conn: next_conn_id(),
+        conn: crate::actors::fanout::next_conn_id(),
         user_id: user.id,
         username,
         token_version: user.token_version,
