@@ -123,6 +123,7 @@ impl Application {
                 usize::MAX,
             ));
         let trusted = web::Data::new(trusted);
+        let socket_options = http::socket_opts::SocketOptions::from_config(&config);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -149,7 +150,10 @@ impl Application {
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
-        .on_connect(move |io, ext| conn_limits.on_connect(io, ext))
+        .on_connect(move |io, ext| {
+            socket_options.apply(io);
+            conn_limits.on_connect(io, ext)
+        })
         // A peer's FIN ends its connection at once: an SSE stream's slot is freed when the
         // client leaves, not at the next heartbeat write.
         .h1_allow_half_closed(false)

@@ -422,6 +422,22 @@ pub struct Config {
     /// `SERVICE_UNAVAILABLE` with `Retry-After`.
     #[arg(long, env = "FECHATTER_SEARCH_TIMEOUT_MS", default_value_t = 5000)]
     pub search_timeout_ms: u64,
+
+    // --- Client sockets (issue 17): a peer that stops reading holds bounded kernel memory. ---
+    /// SO_SNDBUF of every accepted connection, bytes (the kernel doubles it; 0 = the kernel's
+    /// autotuned default, up to `net.ipv4.tcp_wmem`'s maximum, several MB per socket).
+    #[arg(long, env = "FECHATTER_SOCKET_SEND_BUFFER", default_value_t = 262144)]
+    pub socket_send_buffer: usize,
+
+    /// TCP_USER_TIMEOUT of every accepted connection, milliseconds: a peer that acknowledges
+    /// nothing sent for this long (gone, or a full receive window it never drains) is dropped
+    /// by the kernel, with its buffers (0 = the kernel's retransmission default, ~15 minutes).
+    #[arg(
+        long,
+        env = "FECHATTER_SOCKET_USER_TIMEOUT_MS",
+        default_value_t = 30000
+    )]
+    pub socket_user_timeout_ms: u64,
 }
 
 /// A configuration problem, reported as one line at start-up.

@@ -24,6 +24,7 @@ pub mod ratelimit;
 pub mod realtime;
 pub mod request_id;
 pub mod search;
+pub mod socket_opts;
 pub mod stats;
 pub mod users;
 pub mod web_client;

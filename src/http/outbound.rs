@@ -67,7 +67,7 @@ impl Writer {
 
     /// Sends a close frame with `code` and `reason` (none for `None`); the body ends after it.
     pub fn close(&self, reason: Option<(u16, &str)>) {
-        let close = Control::Close(reason.map(|(c, r)| (c, r.to_string())));
+        let close = Control::Close(reason.map(|(c, r)| (c, close_reason(r).to_string())));
         let _ = self.0.push_over(close);
     }
 
@@ -75,6 +75,19 @@ impl Writer {
     pub async fn closed(&self) {
         self.0.closed().await
     }
+}
+
+/// The longest close reason a close frame can carry: a control frame's payload is at most 125
+/// bytes (RFC 6455 §5.5), two of them the code.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON`] bytes at a character boundary.
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// The body of a WebSocket (frames) or SSE (text/event-stream) response.
@@ -353,5 +366,25 @@ mod tests {
         assert!(body.next().await.is_none());
         drop(body);
         assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = format!("protocol error: {}", "é".repeat(100));
+        let cut = close_reason(&long);
+        assert!(cut.len() <= MAX_CLOSE_REASON && long.starts_with(cut));
+        assert_eq!(close_reason("slow consumer"), "slow consumer");
+        let mut buf = BytesMut::new();
+        let done = OutboundBody::encode_control(
+            &mut Codec::new(),
+            &mut buf,
+            Control::Close(Some((1002, cut.to_string()))),
+        );
+        assert!(done);
+        let frames = decode_all(buf);
+        assert!(matches!(
+            frames.last(),
+            Some(actix_http::ws::Frame::Close(Some(_)))
+        ));
     }
 }

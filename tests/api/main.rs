@@ -29,5 +29,6 @@ mod resume_ids;
 mod schemathesis;
 mod search;
 mod search_latency;
+mod stalled_peers;
 mod users;
 mod workspaces;
