@@ -218,7 +218,9 @@ impl Stream for OutboundBody {
             }
         }
         if !this.buf.is_empty() {
-            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+            // The whole buffer goes: an idle connection keeps no allocation, and one large
+            // frame (a busy presence window) does not leave its capacity behind for good.
+            return Poll::Ready(Some(Ok(std::mem::take(&mut this.buf).freeze())));
         }
         if this.done {
             return Poll::Ready(None);
@@ -386,5 +388,18 @@ mod tests {
             frames.last(),
             Some(actix_http::ws::Frame::Close(Some(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_written_buffer_leaves_no_capacity_behind() {
+        use futures_util::StreamExt;
+        let (tx, rx) = crate::actors::outbox::outbox(16);
+        let (mut body, _writer) = OutboundBody::websocket(rx);
+        let big = format!("\"{}\"", "p".repeat(30_000));
+        tx.try_push(frame(Some("1.1"), &big)).expect("room");
+        let chunk = body.next().await.expect("chunk").expect("ok");
+        assert!(chunk.len() > 30_000);
+        // Nothing of the large frame's allocation stays with the idle connection.
+        assert_eq!(body.buf.capacity(), 0);
     }
 }
