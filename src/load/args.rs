@@ -221,6 +221,16 @@ pub struct FanoutArgs {
     /// The baseline server's process id, likewise.
     #[arg(long)]
     pub baseline_pid: Option<u32>,
+
+    /// Also run the same fan-out through a NATS server's WebSocket listener
+    /// (`ws://127.0.0.1:PORT`, no TLS; `scripts/broker-baseline.sh` starts one): the receivers
+    /// subscribe to one subject, one publisher sends the same frames; reports the ratio.
+    #[arg(long)]
+    pub nats_ws_url: Option<String>,
+
+    /// The NATS server's process id: its CPU time per delivery, as for --server-pid.
+    #[arg(long)]
+    pub nats_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -21,7 +21,7 @@ use super::latency::SharedLatency;
 use super::rss;
 use super::setup::{self, SetupOptions, Shape};
 use super::target::Target;
-use super::wsclient::{self, ConnPlan, Dial, ReaderShared};
+use super::wsclient::{self, ConnPlan, Dial, Protocol, ReaderShared};
 use super::{progress, report};
 
 /// Wait after the last connection opened before reading the server's memory.
@@ -70,6 +70,7 @@ pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
         targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
+        protocol: Protocol::Fechatter,
     };
     let shared = ReaderShared {
         run: rand::random(),
