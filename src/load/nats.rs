@@ -235,6 +235,123 @@ mod tests {
         assert!(Parser::default().feed(b"MSG a 1 x\r\n").is_err());
     }
 
+    /// A real nats-server (when installed; `scripts/test` installs Debian's package): three
+    /// subscribers through the same reader the fan-out uses, five acknowledged publishes, every
+    /// one delivered once and in order to each.
+    #[tokio::test]
+    async fn real_server_fans_out_to_every_subscriber() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        use std::time::Duration;
+
+        use super::super::checker::{self, Acked, Stamp, StreamKey};
+        use super::super::latency::SharedLatency;
+        use super::super::wsclient::{self, Protocol, ReaderShared};
+
+        if std::process::Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!(
+                "SKIPPED real_server_fans_out_to_every_subscriber: nats-server not installed"
+            );
+            return;
+        }
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let (port, ws_port) = (free_port(), free_port());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\nwebsocket {{\n listen: \"127.0.0.1:{ws_port}\"\n no_tls: true\n}}\n"
+            ),
+        )
+        .expect("config");
+        let _server = tokio::process::Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server starts");
+        let subject = "fechatter.test".to_string();
+        let dial = Dial {
+            targets: vec![parse_target(&format!("ws://127.0.0.1:{ws_port}")).expect("url")],
+            source_ips: 1,
+            read_buffer: 4096,
+            protocol: Protocol::Nats {
+                subject: subject.clone(),
+            },
+        };
+        // The listener is up when a connection succeeds (poll with a deadline).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut publisher = loop {
+            match Publisher::open(&dial, 3).await {
+                Ok(p) => break p,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("nats-server did not come up: {e:#}"),
+            }
+        };
+        let shared = ReaderShared {
+            run: 7,
+            delivered: Arc::new(AtomicU64::new(0)),
+            latency: SharedLatency::default(),
+            keep_arrivals: false,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut readers = Vec::new();
+        for i in 0..3 {
+            let ws = wsclient::open(&dial, i, "unused")
+                .await
+                .expect("subscriber");
+            readers.push(tokio::spawn(wsclient::read_until(
+                ws,
+                vec![1],
+                shared.clone(),
+                dial.protocol.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let mut acked = Acked::default();
+        for n in 0..5 {
+            let stamp = Stamp {
+                run: 7,
+                sender: 1,
+                n,
+                sent_nanos: 0,
+            };
+            let (_, frame) = super::super::baseline::created(n as i64, 1, &stamp.content(200));
+            publisher
+                .publish(&subject, &frame)
+                .await
+                .expect("acknowledged");
+            acked.insert(StreamKey { room: 1, sender: 1 }, n);
+        }
+        wsclient::drain(&shared.delivered, 15, Duration::from_secs(10)).await;
+        let _ = stop_tx.send(true);
+        publisher.close().await;
+        let mut logs = Vec::new();
+        for r in readers {
+            let outcome = r.await.expect("reader");
+            assert_eq!(outcome.ended_early, None);
+            logs.push(outcome.log);
+        }
+        let tally = checker::tally(&acked, logs.iter());
+        assert_eq!((tally.expected, tally.delivered), (15, 15));
+        assert!(tally.is_clean(), "{tally:?}");
+    }
+
     #[test]
     fn only_loopback_websocket_urls() {
         let t = parse_target("ws://127.0.0.1:14223").expect("loopback");
