@@ -123,9 +123,15 @@ pub struct ConnectArgs {
     #[arg(long, default_value_t = 30)]
     pub hold_secs: u64,
 
-    /// The server's process id: its VmRSS (/proc/PID/status) is read before and after.
+    /// The server's process id: its VmRSS (/proc/PID/status) is read before and after, and
+    /// its CPU time over the connect phase is reported per connection.
     #[arg(long)]
     pub server_pid: Option<u32>,
+
+    /// PostgreSQL's postmaster pid (embedded: `FECHATTER_DATA/pg/postmaster.pid`): the CPU
+    /// time of it and its backends over the connect phase, per connection.
+    #[arg(long)]
+    pub db_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
