@@ -49,6 +49,20 @@ pub struct Connect {
     pub announce: Option<bool>,
 }
 
+/// A connection of a user who may be online on this node already: when they are, it is
+/// registered at once under the workspaces presence holds for them (kept current by
+/// [`WorkspaceJoined`]), so the session need not read them (`Ok(true)`); when they are not,
+/// nothing is registered (`Ok(false)`: read the workspaces and send [`Connect`]). Never the
+/// user's first connection, so never announced. Not for cluster mode (a connection is counted
+/// across nodes before presence sees it).
+#[derive(Message)]
+#[rtype(result = "Result<bool, TooManyConnections>")]
+pub struct ConnectIfOnline {
+    pub user_id: i64,
+    pub conn: ConnId,
+    pub recipient: Recipient<Push>,
+}
+
 /// Refusal of a connection beyond the per-user limit.
 #[derive(Debug)]
 pub struct TooManyConnections(pub u32);
@@ -269,6 +283,26 @@ impl Handler<Connect> for Presence {
             }
         }
         Ok(())
+    }
+}
+
+impl Handler<ConnectIfOnline> for Presence {
+    type Result = Result<bool, TooManyConnections>;
+
+    fn handle(&mut self, msg: ConnectIfOnline, _: &mut Self::Context) -> Self::Result {
+        let Some(entry) = self.online.get_mut(&msg.user_id) else {
+            return Ok(false);
+        };
+        let count = self.registry.get(&msg.user_id).map_or(0, |c| c.len());
+        if count >= self.max_per_user as usize {
+            return Err(TooManyConnections(self.max_per_user));
+        }
+        self.registry
+            .entry(msg.user_id)
+            .or_default()
+            .push((msg.conn, msg.recipient));
+        entry.conns += 1;
+        Ok(true)
     }
 }
 
