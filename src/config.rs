@@ -422,6 +422,26 @@ pub struct Config {
     /// `SERVICE_UNAVAILABLE` with `Retry-After`.
     #[arg(long, env = "FECHATTER_SEARCH_TIMEOUT_MS", default_value_t = 5000)]
     pub search_timeout_ms: u64,
+
+    // --- Presence under connection storms (issue 13, third session) ---
+    /// `presence.update` frames per second presence aims to stay under: after a window whose
+    /// frames went to F connections, the next window lasts F ÷ this (at least
+    /// FECHATTER_PRESENCE_COALESCE_MS, at most FECHATTER_PRESENCE_COALESCE_MAX_MS); 0: never
+    /// stretched.
+    #[arg(
+        long,
+        env = "FECHATTER_PRESENCE_FRAMES_PER_SEC",
+        default_value_t = 10_000
+    )]
+    pub presence_frames_per_sec: u64,
+
+    /// Longest a stretched presence window lasts, milliseconds (at most 10000).
+    #[arg(
+        long,
+        env = "FECHATTER_PRESENCE_COALESCE_MAX_MS",
+        default_value_t = 2000
+    )]
+    pub presence_coalesce_max_ms: u64,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -562,6 +582,9 @@ impl Config {
         }
         if self.presence_coalesce_ms > 10_000 {
             return fail("FECHATTER_PRESENCE_COALESCE_MS must be at most 10000");
+        }
+        if self.presence_coalesce_max_ms > 10_000 {
+            return fail("FECHATTER_PRESENCE_COALESCE_MAX_MS must be at most 10000");
         }
         self.validate_cluster()
     }
