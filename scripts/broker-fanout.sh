@@ -12,7 +12,8 @@ BIN=${FECHATTER_BIN:-$ROOT/target/release/fechatter}
 L=${FECHATTER_LOAD:-$ROOT/target/release/fechatter-load}
 mkdir -p "$OUT"; cd "$OUT"
 ulimit -n 20000
-PORT=18081; BPORT=19091
+# Ports of this script's own servers (another baseline-server may hold 19091).
+PORT=${FECHATTER_PORT:-18181}; BPORT=${BASELINE_PORT:-19191}
 export NATS_WS_PORT=${NATS_WS_PORT:-14223}
 serve() { # -> starts Fechatter on 127.0.0.1:$PORT, prints its pid
   local data="$OUT/data"
@@ -22,6 +23,7 @@ serve() { # -> starts Fechatter on 127.0.0.1:$PORT, prints its pid
   FECHATTER_AUTH_RATE_PER_MIN=10000000 FECHATTER_MAX_WS_PER_USER=1000 "$BIN" serve > srv.log 2>&1 &
   local pid=$!
   for _ in $(seq 150); do curl -sf 127.0.0.1:$PORT/api/health >/dev/null && break; sleep 0.2; done
+  kill -0 $pid 2>/dev/null || { echo "fechatter did not start (srv.log)" >&2; exit 1; }
   echo $pid
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -31,6 +33,7 @@ for r in $(seq "$RUNS"); do
   bpid=$!
   npid=$("$ROOT/scripts/broker-baseline.sh" start "$OUT/nats")
   for _ in $(seq 50); do curl -sf 127.0.0.1:$BPORT/api/health >/dev/null && break; sleep 0.1; done
+  kill -0 $bpid 2>/dev/null || { cat baseline.log >&2; exit 1; }
   echo "round $r: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   "$L" fanout --server http://127.0.0.1:$PORT --members "$MEMBERS" --conns-per-user "$PER_USER" \
     --messages 20 --baseline-url http://127.0.0.1:$BPORT --nats-ws-url ws://127.0.0.1:$NATS_WS_PORT \
