@@ -11,26 +11,27 @@
 set -eu
 A=${1:?binary A}; B=${2:?binary B}; RUNS=${3:-2}; OUT=${4:-/tmp/connect-ab}
 CONNS=${5:-10000}; PER_USER=${6:-10}
+PORT=${FECHATTER_PORT:-18181}  # its own port (others may serve on 18081)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 L=${FECHATTER_LOAD:-$ROOT/target/release/fechatter-load}
 mkdir -p "$OUT"; cd "$OUT"
 ulimit -n 20000
-serve() { # SIDE BIN EXTRA_ENV -> starts the server on 127.0.0.1:18081, prints its pid
+serve() { # SIDE BIN EXTRA_ENV -> starts the server on 127.0.0.1:$PORT, prints its pid
   local data="$OUT/data-$1"
   while [ -f "$data/pg/postmaster.pid" ]; do sleep 0.5; done
-  env FECHATTER_DATA="$data" FECHATTER_ADDR=127.0.0.1:18081 FECHATTER_RATE_LIMIT_PER_HOUR=100000000 \
+  env FECHATTER_DATA="$data" FECHATTER_ADDR=127.0.0.1:$PORT FECHATTER_RATE_LIMIT_PER_HOUR=100000000 \
     FECHATTER_IP_RATE_LIMIT_PER_HOUR=100000000 FECHATTER_SEARCH_RATE_PER_MIN=10000000 \
     FECHATTER_AUTH_RATE_PER_MIN=10000000 FECHATTER_MAX_WS_PER_USER=1000 ${SERVER_ENV:-} $3 \
     "$2" serve > "srv-$1.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 150); do curl -sf 127.0.0.1:18081/api/health >/dev/null && break; sleep 0.2; done
+  for _ in $(seq 150); do curl -sf 127.0.0.1:$PORT/api/health >/dev/null && break; sleep 0.2; done
   echo $pid
 }
 # Set-up pass (users registered, reused by every round), so the rounds measure connects only.
 for side in A B; do
   bin=$A; [ $side = B ] && bin=$B
   pid=$(serve $side "$bin" "")
-  "$L" connect --server http://127.0.0.1:18081 --conns "$CONNS" --conns-per-user "$PER_USER" \
+  "$L" connect --server http://127.0.0.1:$PORT --conns "$CONNS" --conns-per-user "$PER_USER" \
     --hold-secs 0 --reuse "connect-setup-$side.json" --quiet > "setup-$side.txt" 2>&1 || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
@@ -46,7 +47,7 @@ for r in $(seq "$RUNS"); do
         > /dev/null 2>&1 &
       perf_pid=$!
     fi
-    "$L" connect --server http://127.0.0.1:18081 --conns "$CONNS" --conns-per-user "$PER_USER" \
+    "$L" connect --server http://127.0.0.1:$PORT --conns "$CONNS" --conns-per-user "$PER_USER" \
       --hold-secs 5 --server-pid "$pid" ${dbpid:+--db-pid "$dbpid"} \
       --reuse "connect-setup-$side.json" --json "connect-$side-$r.json" --quiet \
       > "connect-$side-$r.txt" 2>&1 || true
