@@ -426,13 +426,10 @@ pub struct Config {
     // --- Presence under connection storms (issue 13, third session) ---
     /// `presence.update` frames per second presence aims to stay under: after a window whose
     /// frames went to F connections, the next window lasts F ÷ this (at least
-    /// FECHATTER_PRESENCE_COALESCE_MS, at most FECHATTER_PRESENCE_COALESCE_MAX_MS); 0: never
-    /// stretched.
-    #[arg(
-        long,
-        env = "FECHATTER_PRESENCE_FRAMES_PER_SEC",
-        default_value_t = 10_000
-    )]
+    /// FECHATTER_PRESENCE_COALESCE_MS, at most FECHATTER_PRESENCE_COALESCE_MAX_MS); 0 (the
+    /// default): never stretched. Opt-in: longer windows mean larger frames, and every
+    /// connection's write buffer keeps the capacity of the largest (BENCHMARKS.md).
+    #[arg(long, env = "FECHATTER_PRESENCE_FRAMES_PER_SEC", default_value_t = 0)]
     pub presence_frames_per_sec: u64,
 
     /// Longest a stretched presence window lasts, milliseconds (at most 10000).

@@ -7,9 +7,10 @@
 //! a storm of n users connecting costs O(n) frames per window instead of n² (no cap on the
 //! workspace size). A window with one change sends the contract's `{user_id, status,
 //! last_seen}`; with several, the last change's fields plus `changes`, all of them in order.
-//! A window whose frames went to many connections stretches the next one (see [`stretched`]):
-//! presence stays under `FECHATTER_PRESENCE_FRAMES_PER_SEC` frames per second, however many
-//! users are online, at the price of later (never lost) updates during a storm.
+//! With `FECHATTER_PRESENCE_FRAMES_PER_SEC` set (off by default), a window whose frames went to
+//! many connections stretches the next one (see [`stretched`]): presence stays under that many
+//! frames per second, however many users are online, at the price of later (never lost)
+//! updates during a storm and larger frames (whose capacity every connection's buffers keep).
 //!
 //! Cluster mode: whether a connection is the user's first (or a close their last) is decided
 //! cluster-wide by the session (`cluster::presence`, one Lua script) and passed in `announce`;
