@@ -4,6 +4,8 @@
 # in BENCHMARKS.md), then prints the medians. The connect table of BENCHMARKS.md restarts the
 # server before each connect run (fresh memory); this script does not.
 # Usage: scripts/load-bench.sh SERVER_PID [OUT_DIR]   (needs the release build and jq)
+# NATS_WS_URL=ws://127.0.0.1:14223 adds the broker baseline to the fan-out runs
+# (scripts/broker-baseline.sh start runs one).
 set -eu
 SPID=${1:?server pid (for RSS per connection)}
 OUT=${2:-/tmp/load-bench}
@@ -13,7 +15,8 @@ mkdir -p "$OUT"
 cd "$OUT"
 for i in 1 2 3; do
   "$L" fanout --members 10000 --conns-per-user 100 --messages 20 \
-    --baseline-url http://127.0.0.1:9090 --reuse fanout-setup.json --json "fanout-$i.json" --quiet
+    --baseline-url http://127.0.0.1:9090 ${NATS_WS_URL:+--nats-ws-url "$NATS_WS_URL"} \
+    --reuse fanout-setup.json --json "fanout-$i.json" --quiet
 done
 for i in 1 2 3; do
   "$L" connect --conns 19000 --conns-per-user 100 --hold-secs 10 --server-pid "$SPID" \

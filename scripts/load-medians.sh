@@ -9,6 +9,8 @@ median() { # median FILE-GLOB JQ-PATH
 echo "fanout deliveries/s       $(median 'fanout-[0-9].json' .fechatter.deliveries_per_sec)"
 echo "baseline deliveries/s     $(median 'fanout-[0-9].json' .baseline.deliveries_per_sec)"
 echo "ratio                     $(median 'fanout-[0-9].json' .ratio)"
+echo "NATS deliveries/s         $(median 'fanout-[0-9].json' .broker.deliveries_per_sec)"
+echo "ratio to NATS             $(median 'fanout-[0-9].json' .broker_ratio)"
 echo "fanout to-last median ms  $(median 'fanout-[0-9].json' .fechatter.time_to_last_member_median_ms)"
 echo "baseline to-last med ms   $(median 'fanout-[0-9].json' .baseline.time_to_last_member_median_ms)"
 echo "fanout lost/dup/ooo       $(jq -s '[.[] | .fechatter.lost + .fechatter.duplicated + .fechatter.out_of_order] | add' fanout-[0-9].json)"

@@ -438,6 +438,23 @@ pub struct Config {
         default_value_t = 30000
     )]
     pub socket_user_timeout_ms: u64,
+
+    // --- Presence under connection storms (issue 13, third session) ---
+    /// `presence.update` frames per second presence aims to stay under: after a window whose
+    /// frames went to F connections, the next window lasts F ÷ this (at least
+    /// FECHATTER_PRESENCE_COALESCE_MS, at most FECHATTER_PRESENCE_COALESCE_MAX_MS); 0 (the
+    /// default): never stretched. Opt-in: longer windows mean larger frames, and every
+    /// connection's write buffer keeps the capacity of the largest (BENCHMARKS.md).
+    #[arg(long, env = "FECHATTER_PRESENCE_FRAMES_PER_SEC", default_value_t = 0)]
+    pub presence_frames_per_sec: u64,
+
+    /// Longest a stretched presence window lasts, milliseconds (at most 10000).
+    #[arg(
+        long,
+        env = "FECHATTER_PRESENCE_COALESCE_MAX_MS",
+        default_value_t = 2000
+    )]
+    pub presence_coalesce_max_ms: u64,
 }
 
 /// A configuration problem, reported as one line at start-up.
@@ -578,6 +595,9 @@ impl Config {
         }
         if self.presence_coalesce_ms > 10_000 {
             return fail("FECHATTER_PRESENCE_COALESCE_MS must be at most 10000");
+        }
+        if self.presence_coalesce_max_ms > 10_000 {
+            return fail("FECHATTER_PRESENCE_COALESCE_MAX_MS must be at most 10000");
         }
         self.validate_cluster()
     }

@@ -7,6 +7,10 @@
 //! a storm of n users connecting costs O(n) frames per window instead of n² (no cap on the
 //! workspace size). A window with one change sends the contract's `{user_id, status,
 //! last_seen}`; with several, the last change's fields plus `changes`, all of them in order.
+//! With `FECHATTER_PRESENCE_FRAMES_PER_SEC` set (off by default), a window whose frames went to
+//! many connections stretches the next one (see [`stretched`]): presence stays under that many
+//! frames per second, however many users are online, at the price of later (never lost)
+//! updates during a storm and larger frames (whose capacity every connection's buffers keep).
 //!
 //! Cluster mode: whether a connection is the user's first (or a close their last) is decided
 //! cluster-wide by the session (`cluster::presence`, one Lua script) and passed in `announce`;
@@ -47,6 +51,20 @@ pub struct Connect {
     /// Cluster mode: whether this is the user's first connection on any node (`None`: decide
     /// from this node's connections).
     pub announce: Option<bool>,
+}
+
+/// A connection of a user who may be online on this node already: when they are, it is
+/// registered at once under the workspaces presence holds for them (kept current by
+/// [`WorkspaceJoined`]), so the session need not read them (`Ok(true)`); when they are not,
+/// nothing is registered (`Ok(false)`: read the workspaces and send [`Connect`]). Never the
+/// user's first connection, so never announced. Not for cluster mode (a connection is counted
+/// across nodes before presence sees it).
+#[derive(Message)]
+#[rtype(result = "Result<bool, TooManyConnections>")]
+pub struct ConnectIfOnline {
+    pub user_id: i64,
+    pub conn: ConnId,
+    pub recipient: Recipient<Push>,
 }
 
 /// Refusal of a connection beyond the per-user limit.
@@ -108,6 +126,10 @@ pub struct Presence {
     /// How long changes are collected before one frame per workspace goes out (zero: each
     /// change goes out at once).
     window: Duration,
+    /// The next window: `window`, stretched after a flush that reached many connections.
+    next_window: Duration,
+    max_window: Duration,
+    frames_per_sec: u64,
     online: HashMap<i64, Online>,
     /// workspace id → its online users.
     by_workspace: HashMap<i64, HashSet<i64>>,
@@ -129,6 +151,9 @@ impl Presence {
             registry: Arc::new(DashMap::new()),
             max_per_user: config.max_ws_per_user,
             window: Duration::from_millis(config.presence_coalesce_ms),
+            next_window: Duration::from_millis(config.presence_coalesce_ms),
+            max_window: Duration::from_millis(config.presence_coalesce_max_ms),
+            frames_per_sec: config.presence_frames_per_sec,
             online: HashMap::new(),
             by_workspace: HashMap::new(),
             pending: HashMap::new(),
@@ -159,12 +184,13 @@ impl Presence {
             });
         }
         if self.window.is_zero() {
-            self.flush();
+            let _ = self.flush();
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;
-            ctx.run_later(self.window, |act, _| {
+            ctx.run_later(self.next_window, |act, _| {
                 act.flush_scheduled = false;
-                act.flush();
+                let frames = act.flush();
+                act.next_window = stretched(act.window, act.max_window, frames, act.frames_per_sec);
             });
         }
     }
@@ -173,7 +199,9 @@ impl Presence {
     /// shared by all its online users' connections. A single change keeps the contract's shape
     /// and skips its own user; several add `changes` and go to every online member (their
     /// own change included), so the cost is O(online members) per workspace per window.
-    fn flush(&mut self) {
+    /// Returns the frames sent (one per connection reached).
+    fn flush(&mut self) -> u64 {
+        let mut frames = 0;
         for (ws, changes) in std::mem::take(&mut self.pending) {
             let Some(users) = self.by_workspace.get(&ws) else {
                 continue;
@@ -205,11 +233,25 @@ impl Presence {
                     for (_, recipient) in conns.iter() {
                         // Droppable: a full mailbox just misses this update.
                         let _ = recipient.try_send(Push::Event(event.clone()));
+                        frames += 1;
                     }
                 }
             }
         }
+        frames
     }
+}
+
+/// The window after one whose frames reached `frames` connections: long enough that those
+/// frames stay within `per_sec` per second, never shorter than `base` nor longer than `max`
+/// (`per_sec` 0: always `base`). A storm of users coming online then costs frames in proportion
+/// to its duration, not to its duration × the online connections.
+pub fn stretched(base: Duration, max: Duration, frames: u64, per_sec: u64) -> Duration {
+    if per_sec == 0 {
+        return base;
+    }
+    let wanted = Duration::from_secs_f64(frames as f64 / per_sec as f64);
+    wanted.min(max).max(base)
 }
 
 impl Actor for Presence {
@@ -269,6 +311,26 @@ impl Handler<Connect> for Presence {
             }
         }
         Ok(())
+    }
+}
+
+impl Handler<ConnectIfOnline> for Presence {
+    type Result = Result<bool, TooManyConnections>;
+
+    fn handle(&mut self, msg: ConnectIfOnline, _: &mut Self::Context) -> Self::Result {
+        let Some(entry) = self.online.get_mut(&msg.user_id) else {
+            return Ok(false);
+        };
+        let count = self.registry.get(&msg.user_id).map_or(0, |c| c.len());
+        if count >= self.max_per_user as usize {
+            return Err(TooManyConnections(self.max_per_user));
+        }
+        self.registry
+            .entry(msg.user_id)
+            .or_default()
+            .push((msg.conn, msg.recipient));
+        entry.conns += 1;
+        Ok(true)
     }
 }
 
@@ -371,4 +433,25 @@ pub async fn online_statuses(presence: &Addr<Presence>, user_ids: &[i64]) -> Has
         })
         .await
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stretched;
+    use std::time::Duration;
+
+    #[test]
+    fn window_stretches_with_the_frames_sent() {
+        let (base, max) = (Duration::from_millis(200), Duration::from_millis(2000));
+        // Few recipients: the base window.
+        assert_eq!(stretched(base, max, 100, 10_000), base);
+        // 5,000 connections reached at 10,000 frames/s: half a second.
+        assert_eq!(
+            stretched(base, max, 5_000, 10_000),
+            Duration::from_millis(500)
+        );
+        // Never beyond the cap; 0 frames/s means never stretched.
+        assert_eq!(stretched(base, max, 1_000_000, 10_000), max);
+        assert_eq!(stretched(base, max, 1_000_000, 0), base);
+    }
 }

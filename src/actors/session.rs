@@ -997,40 +997,58 @@ async fn startup(a: StartArgs, me: Recipient<Push>) -> Started {
         counted,
         result: Err(result),
     };
-    let workspaces = match a.store.user_workspaces(a.user_id).await {
-        Ok(w) => w,
-        Err(e) => return refused(None, unavailable(e.to_string())),
-    };
-    // Cluster mode: the connection limit and "first connection" are counted across nodes (one
-    // Lua script: the 11th connection on any node is refused). Redis failing: count locally.
-    let mut counted = None;
-    let mut announce = None;
-    if let Some(cluster) = &a.cluster {
-        match cluster.connect(a.user_id, a.max_per_user).await {
-            Ok(Admit::Admitted { first, .. }) => {
-                counted = Some(workspaces.clone());
-                announce = Some(first);
-                if first {
-                    cluster.publish_change(a.user_id, true, &workspaces);
-                }
-            }
-            Ok(Admit::Refused { .. }) => {
-                return refused(None, Refusal::TooManyConnections(a.max_per_user));
-            }
-            Err(e) => tracing::warn!(error = %e, "cluster connection count unavailable"),
+    // A user already online on this node (another tab) is registered at once under the
+    // workspaces presence holds for them: one query less for every connection after the
+    // user's first. (Cluster mode counts every connection across nodes first, below.)
+    let mut online_here = false;
+    if a.cluster.is_none() {
+        let again = super::presence::ConnectIfOnline {
+            user_id: a.user_id,
+            conn: a.conn,
+            recipient: me.clone(),
+        };
+        match a.presence.send(again).await {
+            Ok(Ok(registered)) => online_here = registered,
+            Ok(Err(t)) => return refused(None, Refusal::TooManyConnections(t.0)),
+            Err(e) => return refused(None, unavailable(e.to_string())),
         }
     }
-    let connect = Connect {
-        user_id: a.user_id,
-        conn: a.conn,
-        recipient: me.clone(),
-        workspaces,
-        announce,
-    };
-    match a.presence.send(connect).await {
-        Ok(Ok(())) => {}
-        Ok(Err(t)) => return refused(counted, Refusal::TooManyConnections(t.0)),
-        Err(e) => return refused(counted, unavailable(e.to_string())),
+    let mut counted = None;
+    if !online_here {
+        let workspaces = match a.store.user_workspaces(a.user_id).await {
+            Ok(w) => w,
+            Err(e) => return refused(None, unavailable(e.to_string())),
+        };
+        // Cluster mode: the connection limit and "first connection" are counted across nodes (one
+        // Lua script: the 11th connection on any node is refused). Redis failing: count locally.
+        let mut announce = None;
+        if let Some(cluster) = &a.cluster {
+            match cluster.connect(a.user_id, a.max_per_user).await {
+                Ok(Admit::Admitted { first, .. }) => {
+                    counted = Some(workspaces.clone());
+                    announce = Some(first);
+                    if first {
+                        cluster.publish_change(a.user_id, true, &workspaces);
+                    }
+                }
+                Ok(Admit::Refused { .. }) => {
+                    return refused(None, Refusal::TooManyConnections(a.max_per_user));
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster connection count unavailable"),
+            }
+        }
+        let connect = Connect {
+            user_id: a.user_id,
+            conn: a.conn,
+            recipient: me.clone(),
+            workspaces,
+            announce,
+        };
+        match a.presence.send(connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(t)) => return refused(counted, Refusal::TooManyConnections(t.0)),
+            Err(e) => return refused(counted, unavailable(e.to_string())),
+        }
     }
     let result = async {
         let delay = a.faults.session_start_delay();

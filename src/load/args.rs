@@ -123,9 +123,15 @@ pub struct ConnectArgs {
     #[arg(long, default_value_t = 30)]
     pub hold_secs: u64,
 
-    /// The server's process id: its VmRSS (/proc/PID/status) is read before and after.
+    /// The server's process id: its VmRSS (/proc/PID/status) is read before and after, and
+    /// its CPU time over the connect phase is reported per connection.
     #[arg(long)]
     pub server_pid: Option<u32>,
+
+    /// PostgreSQL's postmaster pid (embedded: `FECHATTER_DATA/pg/postmaster.pid`): the CPU
+    /// time of it and its backends over the connect phase, per connection.
+    #[arg(long)]
+    pub db_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -221,6 +227,16 @@ pub struct FanoutArgs {
     /// The baseline server's process id, likewise.
     #[arg(long)]
     pub baseline_pid: Option<u32>,
+
+    /// Also run the same fan-out through a NATS server's WebSocket listener
+    /// (`ws://127.0.0.1:PORT`, no TLS; `scripts/broker-baseline.sh` starts one): the receivers
+    /// subscribe to one subject, one publisher sends the same frames; reports the ratio.
+    #[arg(long)]
+    pub nats_ws_url: Option<String>,
+
+    /// The NATS server's process id: its CPU time per delivery, as for --server-pid.
+    #[arg(long)]
+    pub nats_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -66,19 +66,25 @@ pub async fn serve(a: &BaselineArgs) -> anyhow::Result<()> {
 
 async fn send(hub: web::Data<Hub>, body: web::Json<SendBody>) -> HttpResponse {
     let seq = hub.next_seq.fetch_add(1, Ordering::Relaxed);
-    let now = chrono::Utc::now();
-    let message = json!({
-        "id": seq, "chat_id": body.chat_id, "sender_id": 1,
-        "sender": {"id": 1, "username": "load_owner", "avatar_url": null},
-        "content": body.content, "created_at": now, "updated_at": now, "reactions": [],
-    });
-    let frame = format!(
-        r#"{{"type":"message.created","id":"{}.{seq}","data":{{"message":{message}}}}}"#,
-        body.chat_id
-    );
+    let (message, frame) = created(seq, body.chat_id, &body.content);
     // No receivers is fine: nobody is connected.
     let _ = hub.frames.send(frame.into());
     HttpResponse::Created().json(message)
+}
+
+/// A message as REST returns it and its `message.created` frame, shaped like the real server's
+/// (same fields, same size). The broker baseline ([`super::nats`]) publishes the same frame.
+pub fn created(seq: i64, chat_id: i64, content: &str) -> (serde_json::Value, String) {
+    let now = chrono::Utc::now();
+    let message = json!({
+        "id": seq, "chat_id": chat_id, "sender_id": 1,
+        "sender": {"id": 1, "username": "load_owner", "avatar_url": null},
+        "content": content, "created_at": now, "updated_at": now, "reactions": [],
+    });
+    let frame = format!(
+        r#"{{"type":"message.created","id":"{chat_id}.{seq}","data":{{"message":{message}}}}}"#
+    );
+    (message, frame)
 }
 
 async fn websocket(

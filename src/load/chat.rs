@@ -20,7 +20,7 @@ use super::latency::{Percentiles, SharedLatency, now_nanos};
 use super::setup::{self, SetupOptions, Shape};
 use super::shard::ShardDigest;
 use super::target::Target;
-use super::wsclient::{self, ConnPlan, Dial, ReaderShared};
+use super::wsclient::{self, ConnPlan, Dial, Protocol, ReaderShared};
 use super::{progress, report};
 
 #[derive(Debug, Serialize)]
@@ -100,6 +100,7 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
         targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
+        protocol: Protocol::Fechatter,
     };
     let shared = ReaderShared {
         run: a.run_id.unwrap_or_else(rand::random),

@@ -21,7 +21,7 @@ use super::latency::SharedLatency;
 use super::rss;
 use super::setup::{self, SetupOptions, Shape};
 use super::target::Target;
-use super::wsclient::{self, ConnPlan, Dial, ReaderShared};
+use super::wsclient::{self, ConnPlan, Dial, Protocol, ReaderShared};
 use super::{progress, report};
 
 /// Wait after the last connection opened before reading the server's memory.
@@ -44,6 +44,11 @@ pub struct ConnectSummary {
     pub server_rss_after_kib: Option<u64>,
     pub server_rss_per_conn_kib: Option<f64>,
     pub client_rss_per_conn_kib: Option<f64>,
+    /// CPU time over the connect phase, per connection opened: the server (`--server-pid`),
+    /// PostgreSQL (`--db-pid`, its process tree) and this tool.
+    pub server_cpu_us_per_conn: Option<f64>,
+    pub db_cpu_us_per_conn: Option<f64>,
+    pub client_cpu_us_per_conn: Option<f64>,
 }
 
 pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
@@ -70,6 +75,7 @@ pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
         targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
+        protocol: Protocol::Fechatter,
     };
     let shared = ReaderShared {
         run: rand::random(),
@@ -87,14 +93,38 @@ pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
     let client_before = rss::own_rss_kib();
     let (stop_tx, stop_rx) = watch::channel(false);
     let bar = progress::bar(c.quiet, plans.len() as u64, "connect");
+    let cpu = |pid: Option<u32>, tree: bool| {
+        pid.and_then(|p| {
+            if tree {
+                rss::tree_cpu_micros(p)
+            } else {
+                rss::cpu_micros(p)
+            }
+        })
+    };
+    let me = Some(std::process::id());
+    let cpu_before = [
+        cpu(a.server_pid, false),
+        cpu(a.db_pid, true),
+        cpu(me, false),
+    ];
     let opened =
         wsclient::open_all(&dial, plans, c.connect_concurrency, &shared, &stop_rx, &bar).await;
+    let cpu_after = [
+        cpu(a.server_pid, false),
+        cpu(a.db_pid, true),
+        cpu(me, false),
+    ];
     bar.finish_and_clear();
     tokio::time::sleep(SETTLE).await;
     let server_after = a.server_pid.and_then(rss::rss_kib);
     let client_after = rss::own_rss_kib();
     let n = opened.readers.len() as u64;
     let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) if n > 0 => Some(a.saturating_sub(b) as f64 / n as f64),
+        _ => None,
+    };
+    let cpu_per_conn = |i: usize| match (cpu_before[i], cpu_after[i]) {
         (Some(b), Some(a)) if n > 0 => Some(a.saturating_sub(b) as f64 / n as f64),
         _ => None,
     };
@@ -127,11 +157,15 @@ pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
         server_rss_after_kib: server_after,
         server_rss_per_conn_kib: per_conn(server_before, server_after),
         client_rss_per_conn_kib: per_conn(client_before, client_after),
+        server_cpu_us_per_conn: cpu_per_conn(0),
+        db_cpu_us_per_conn: cpu_per_conn(1),
+        client_cpu_us_per_conn: cpu_per_conn(2),
     })
 }
 
 pub fn print(s: &ConnectSummary) {
     let kib = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} KiB"));
+    let us = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.0} µs"));
     let mut rows = vec![
         (
             "opened",
@@ -151,6 +185,15 @@ pub fn print(s: &ConnectSummary) {
         ),
         ("server RSS/conn", kib(s.server_rss_per_conn_kib)),
         ("client RSS/conn", kib(s.client_rss_per_conn_kib)),
+        (
+            "CPU per connect",
+            format!(
+                "server {}, PostgreSQL {}, this tool {}",
+                us(s.server_cpu_us_per_conn),
+                us(s.db_cpu_us_per_conn),
+                us(s.client_cpu_us_per_conn)
+            ),
+        ),
     ];
     for (why, count) in &s.failures {
         rows.push(("failure", format!("{count} × {why}")));

@@ -2,7 +2,9 @@
 //! Measures deliveries per second (from the first send to the last arrival) and, per message,
 //! the time until the last member had it. With `--baseline-url` the same measurement runs
 //! against the plain broadcast server (`baseline-server`) right after, and the ratio is
-//! reported: the cost of everything the real server does on top of a bare broadcast.
+//! reported: the cost of everything the real server does on top of a bare broadcast. With
+//! `--nats-ws-url` it runs once more through a NATS server's WebSocket listener (a widely used
+//! broker: one subject, one publisher; [`super::nats`]), with the same receivers and checker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use super::checker::{self, Acked, Stamp, StreamKey, Tally};
 use super::latency::{Percentiles, SharedLatency, now_nanos};
 use super::setup::{self, SetupOptions, Shape};
 use super::target::Target;
-use super::wsclient::{self, ConnPlan, Dial, ReaderShared};
-use super::{progress, report, rss};
+use super::wsclient::{self, ConnPlan, Dial, Protocol, ReaderShared};
+use super::{baseline, nats, progress, report, rss};
 
 /// Pause after the connections are up, so the presence frames of the connect burst are out of
 /// the way before the first send.
@@ -31,6 +33,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 #[derive(Debug, Serialize)]
 pub struct FanoutResult {
     pub server: String,
+    /// `fechatter`, `baseline` (the actix-ws broadcast) or `nats`.
+    pub kind: &'static str,
     pub baseline: bool,
     pub members: usize,
     pub connections: u64,
@@ -60,26 +64,108 @@ pub struct FanoutSummary {
     pub baseline: Option<FanoutResult>,
     /// fechatter deliveries/s ÷ baseline deliveries/s.
     pub ratio: Option<f64>,
+    /// The NATS server's run (`--nats-ws-url`).
+    pub broker: Option<FanoutResult>,
+    /// fechatter deliveries/s ÷ the broker's.
+    pub broker_ratio: Option<f64>,
     pub clean: bool,
 }
 
+/// What a measurement runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Fechatter,
+    Baseline,
+    Nats,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Fechatter => "fechatter",
+            Kind::Baseline => "baseline",
+            Kind::Nats => "nats",
+        }
+    }
+}
+
 pub async fn run(a: &FanoutArgs) -> anyhow::Result<FanoutSummary> {
-    let main = measure(a, &a.common.server, a.baseline, a.server_pid).await?;
+    let kind = if a.baseline {
+        Kind::Baseline
+    } else {
+        Kind::Fechatter
+    };
+    let main = measure(a, &a.common.server, kind, a.server_pid).await?;
     let baseline = match &a.baseline_url {
-        Some(url) => Some(measure(a, url, true, a.baseline_pid).await?),
+        Some(url) => Some(measure(a, url, Kind::Baseline, a.baseline_pid).await?),
         None => None,
     };
-    let ratio = baseline
-        .as_ref()
-        .filter(|b| b.deliveries_per_sec > 0.0)
-        .map(|b| main.deliveries_per_sec / b.deliveries_per_sec);
+    let broker = match &a.nats_ws_url {
+        Some(url) => Some(measure(a, url, Kind::Nats, a.nats_pid).await?),
+        None => None,
+    };
+    let ratio_to = |other: &Option<FanoutResult>| {
+        other
+            .as_ref()
+            .filter(|b| b.deliveries_per_sec > 0.0)
+            .map(|b| main.deliveries_per_sec / b.deliveries_per_sec)
+    };
+    let ratio = ratio_to(&baseline);
+    let broker_ratio = ratio_to(&broker);
     Ok(FanoutSummary {
         scenario: "fanout",
-        clean: main.clean && baseline.as_ref().is_none_or(|b| b.clean),
+        clean: main.clean
+            && baseline.as_ref().is_none_or(|b| b.clean)
+            && broker.as_ref().is_none_or(|b| b.clean),
         fechatter: main,
         baseline,
         ratio,
+        broker,
+        broker_ratio,
     })
+}
+
+/// Posts the sender's messages: to the server's REST API, or as the broker's publisher.
+enum Sender {
+    Http {
+        api: Api,
+        token: String,
+    },
+    Nats {
+        publisher: Box<nats::Publisher>,
+        subject: String,
+        seq: i64,
+    },
+}
+
+impl Sender {
+    /// Sends `content` to `room`; true once acknowledged (201, or the broker's `PONG`).
+    async fn send(&mut self, room: i64, content: String) -> bool {
+        match self {
+            Sender::Http { api, token } => {
+                let body = json!({"chat_id": room, "content": content});
+                let reply = api
+                    .call(Method::POST, "/api/messages", Some(token), Some(&body))
+                    .await;
+                reply.is_ok_and(|r| r.status == 201)
+            }
+            Sender::Nats {
+                publisher,
+                subject,
+                seq,
+            } => {
+                *seq += 1;
+                let (_, frame) = baseline::created(*seq, room, &content);
+                publisher.publish(subject, &frame).await.is_ok()
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Sender::Nats { publisher, .. } = self {
+            publisher.close().await;
+        }
+    }
 }
 
 /// The sender, the room and a token per connection.
@@ -90,9 +176,9 @@ struct Cast {
     tokens: Vec<String>,
 }
 
-async fn cast(a: &FanoutArgs, api: &Api, target: &Target, baseline: bool) -> anyhow::Result<Cast> {
+async fn cast(a: &FanoutArgs, api: &Api, target: &Target, kind: Kind) -> anyhow::Result<Cast> {
     let per_user = a.conns_per_user.max(1);
-    if baseline {
+    if kind != Kind::Fechatter {
         return Ok(Cast {
             sender_id: 1,
             sender_token: "baseline".into(),
@@ -128,21 +214,42 @@ async fn cast(a: &FanoutArgs, api: &Api, target: &Target, baseline: bool) -> any
 async fn measure(
     a: &FanoutArgs,
     server: &str,
-    baseline: bool,
+    kind: Kind,
     pid: Option<u32>,
 ) -> anyhow::Result<FanoutResult> {
     let c = &a.common;
-    let targets = Target::parse_all(server)?;
+    let run: u32 = rand::random();
+    let (targets, protocol) = match kind {
+        Kind::Nats => (
+            vec![nats::parse_target(server)?],
+            Protocol::Nats {
+                subject: format!("fechatter.fanout.{run}"),
+            },
+        ),
+        Kind::Fechatter | Kind::Baseline => (Target::parse_all(server)?, Protocol::Fechatter),
+    };
     let target = targets[0].clone();
     let api = Api::new(&target)?;
-    let cast = cast(a, &api, &target, baseline).await?;
+    let cast = cast(a, &api, &target, kind).await?;
     let dial = Dial {
         targets,
         source_ips: c.source_ips,
         read_buffer: c.read_buffer,
+        protocol: protocol.clone(),
+    };
+    let mut sender = match &protocol {
+        Protocol::Nats { subject } => Sender::Nats {
+            publisher: Box::new(nats::Publisher::open(&dial, cast.tokens.len()).await?),
+            subject: subject.clone(),
+            seq: 0,
+        },
+        Protocol::Fechatter => Sender::Http {
+            api,
+            token: cast.sender_token.clone(),
+        },
     };
     let shared = ReaderShared {
-        run: rand::random(),
+        run,
         delivered: Arc::new(AtomicU64::new(0)),
         latency: SharedLatency::default(),
         keep_arrivals: true,
@@ -174,16 +281,7 @@ async fn measure(
             n,
             sent_nanos: now_nanos(),
         };
-        let body = json!({"chat_id": cast.room, "content": stamp.content(a.message_bytes)});
-        let reply = api
-            .call(
-                Method::POST,
-                "/api/messages",
-                Some(&cast.sender_token),
-                Some(&body),
-            )
-            .await;
-        if reply.is_ok_and(|r| r.status == 201) {
+        if sender.send(cast.room, stamp.content(a.message_bytes)).await {
             acked.insert(
                 StreamKey {
                     room: cast.room,
@@ -211,6 +309,7 @@ async fn measure(
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
     let _ = stop_tx.send(true);
+    sender.close().await;
     let outcomes = wsclient::join_readers(opened.readers).await;
     let tally = checker::tally(&acked, outcomes.iter().map(|o| &o.log));
 
@@ -235,7 +334,8 @@ async fn measure(
     }
     Ok(FanoutResult {
         server: target.base.clone(),
-        baseline,
+        kind: kind.name(),
+        baseline: kind == Kind::Baseline,
         members: a.members,
         connections,
         connection_failures: opened.failures,
@@ -313,8 +413,14 @@ pub fn print(s: &FanoutSummary) {
     if let Some(b) = &s.baseline {
         report::print_table(&format!("baseline ({})", b.server), &rows(b));
     }
+    if let Some(b) = &s.broker {
+        report::print_table(&format!("broker: NATS ({})", b.server), &rows(b));
+    }
     if let Some(ratio) = s.ratio {
         println!("  fechatter / baseline deliveries/s: {ratio:.3}");
+    }
+    if let Some(ratio) = s.broker_ratio {
+        println!("  fechatter / NATS deliveries/s: {ratio:.3}");
     }
     println!("  verdict: {}", if s.clean { "clean" } else { "FAILED" });
 }

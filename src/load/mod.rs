@@ -13,7 +13,8 @@
 //!   [`connect_merge`]: `merge` of several `connect` processes.
 //! - Scenarios: [`connect`], [`chat`], [`ramp`] (chat at rising rates: the knee), [`fanout`],
 //!   [`httpmix`] (`http`); [`baseline`]: the
-//!   plain broadcast server fan-out is compared with.
+//!   plain broadcast server fan-out is compared with; [`nats`]: the NATS server's WebSocket
+//!   listener, the broker baseline (`fanout --nats-ws-url`).
 //! - The fault suite: [`fault`] (harness and scenarios), [`fault_client`] (clients that retry
 //!   and resume, moving to the next server of several), [`fault_meili`] (Meilisearch killed
 //!   and restarted under load), [`fault_cluster`] (`cluster-kill9`: three nodes, one Redis
@@ -35,6 +36,7 @@ pub mod fault_cluster;
 pub mod fault_meili;
 pub mod httpmix;
 pub mod latency;
+pub mod nats;
 pub mod progress;
 pub mod ramp;
 pub mod redis_proc;

@@ -26,7 +26,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::checker::{ClientLog, Observation, Stamp, StreamKey};
-use super::latency::{SharedLatency, now_nanos};
+use super::latency::{Recorder, SharedLatency, now_nanos};
+use super::nats;
 use super::target::{Target, source_ip};
 
 /// Longest a connection may take from TCP connect to `auth.success`.
@@ -46,21 +47,40 @@ pub struct Dial {
     /// tokio-tungstenite's read buffer per connection (its default, 128 KiB, costs ~138 KB
     /// of client RSS per idle connection).
     pub read_buffer: usize,
+    /// What the server speaks.
+    pub protocol: Protocol,
+}
+
+/// The protocol of the clients' server.
+#[derive(Debug, Clone, Default)]
+pub enum Protocol {
+    /// Fechatter's (and `baseline-server`'s): auth frame, JSON text frames.
+    #[default]
+    Fechatter,
+    /// The NATS server's WebSocket listener: subscribe to `subject`; every `MSG` payload is a
+    /// frame of Fechatter's protocol ([`super::nats`]).
+    Nats { subject: String },
 }
 
 /// Opens connection number `i` and authenticates with `token`.
 pub async fn open(dial: &Dial, i: usize, token: &str) -> anyhow::Result<Ws> {
-    tokio::time::timeout(
-        OPEN_DEADLINE,
-        open_inner(
-            dial,
-            &dial.targets[i % dial.targets.len()],
-            source_ip(i, dial.source_ips),
-            token,
-        ),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no auth.success within {OPEN_DEADLINE:?}"))?
+    let opening = async {
+        match &dial.protocol {
+            Protocol::Fechatter => {
+                open_inner(
+                    dial,
+                    &dial.targets[i % dial.targets.len()],
+                    source_ip(i, dial.source_ips),
+                    token,
+                )
+                .await
+            }
+            Protocol::Nats { subject } => nats::open(dial, i, Some(subject)).await,
+        }
+    };
+    tokio::time::timeout(OPEN_DEADLINE, opening)
+        .await
+        .map_err(|_| anyhow::anyhow!("no auth.success within {OPEN_DEADLINE:?}"))?
 }
 
 async fn open_inner(
@@ -168,50 +188,115 @@ pub struct ReaderOutcome {
     pub ended_early: Option<String>,
 }
 
-/// Reads `ws` until `stop` turns true (or the connection ends), then closes it.
+/// What a reader has seen so far.
+struct Seen {
+    log: ClientLog,
+    latency: Recorder,
+    arrivals: Vec<(u64, u64)>,
+}
+
+impl Seen {
+    /// One frame of Fechatter's protocol.
+    fn frame(&mut self, shared: &ReaderShared, text: &str) {
+        let Some((chat_id, stamp)) = parse_delivery(text) else {
+            return;
+        };
+        if stamp.run != shared.run {
+            return;
+        }
+        let now = now_nanos();
+        let key = StreamKey {
+            room: chat_id,
+            sender: stamp.sender,
+        };
+        if self.log.record(key, stamp.n) != Observation::Duplicate {
+            shared.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency
+            .record(now.saturating_sub(stamp.sent_nanos) / 1000);
+        if shared.keep_arrivals {
+            self.arrivals.push((stamp.n, now));
+        }
+    }
+}
+
+/// Reads `ws` until `stop` turns true (or the connection ends), then closes it. `protocol`
+/// says how frames carry Fechatter's (see [`Protocol`]).
 pub async fn read_until(
     mut ws: Ws,
     rooms: Vec<i64>,
     shared: ReaderShared,
+    protocol: Protocol,
     mut stop: watch::Receiver<bool>,
 ) -> ReaderOutcome {
-    let mut log = ClientLog::new(rooms);
-    let mut latency = shared.latency.recorder();
-    let mut arrivals = Vec::new();
+    let mut seen = Seen {
+        log: ClientLog::new(rooms),
+        latency: shared.latency.recorder(),
+        arrivals: Vec::new(),
+    };
+    let mut nats = match protocol {
+        Protocol::Fechatter => None,
+        Protocol::Nats { .. } => Some(nats::Parser::default()),
+    };
     let mut ended_early = None;
     while !*stop.borrow() {
-        tokio::select! {
+        let msg = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let Some((chat_id, stamp)) = parse_delivery(&t) else { continue };
-                    if stamp.run != shared.run {
-                        continue;
+            msg = ws.next() => msg,
+        };
+        match msg {
+            Some(Ok(Message::Close(frame))) => {
+                ended_early = Some(format!(
+                    "closed by the server: {}",
+                    close_text(frame.as_ref())
+                ));
+                break;
+            }
+            Some(Ok(msg)) => {
+                let Some(parser) = nats.as_mut() else {
+                    if let Message::Text(t) = &msg {
+                        seen.frame(&shared, t);
                     }
-                    let now = now_nanos();
-                    let key = StreamKey { room: chat_id, sender: stamp.sender };
-                    if log.record(key, stamp.n) != Observation::Duplicate {
-                        shared.delivered.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let Some(bytes) = nats::frame_bytes(&msg) else {
+                    continue;
+                };
+                let mut pings = 0;
+                match parser.feed(bytes) {
+                    Ok(ops) => {
+                        for op in ops {
+                            match op {
+                                nats::Op::Msg(payload) => {
+                                    if let Ok(text) = std::str::from_utf8(&payload) {
+                                        seen.frame(&shared, text);
+                                    }
+                                }
+                                nats::Op::Ping => pings += 1,
+                                nats::Op::Err(e) => ended_early = Some(format!("server: {e}")),
+                                nats::Op::Pong | nats::Op::Other => {}
+                            }
+                        }
                     }
-                    latency.record(now.saturating_sub(stamp.sent_nanos) / 1000);
-                    if shared.keep_arrivals {
-                        arrivals.push((stamp.n, now));
+                    Err(e) => ended_early = Some(format!("protocol: {e:#}")),
+                }
+                for _ in 0..pings {
+                    if ws.send(nats::pong()).await.is_err() {
+                        ended_early = Some("connection error: PONG".into());
                     }
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    ended_early = Some(format!("closed by the server: {}", close_text(frame.as_ref())));
+                if ended_early.is_some() {
                     break;
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    ended_early = Some(format!("connection error: {e}"));
-                    break;
-                }
-                None => {
-                    ended_early = Some("connection ended".into());
-                    break;
-                }
+            }
+            Some(Err(e)) => {
+                ended_early = Some(format!("connection error: {e}"));
+                break;
+            }
+            None => {
+                ended_early = Some("connection ended".into());
+                break;
             }
         }
     }
@@ -219,8 +304,8 @@ pub async fn read_until(
         let _ = tokio::time::timeout(CLOSE_DEADLINE, ws.close(None)).await;
     }
     ReaderOutcome {
-        log,
-        arrivals,
+        log: seen.log,
+        arrivals: seen.arrivals,
         ended_early,
     }
 }
@@ -271,7 +356,8 @@ pub async fn open_all(
             let result = open(&dial, i, &plan.token).await;
             drop(permit);
             bar.inc(1);
-            result.map(|ws| tokio::spawn(read_until(ws, plan.rooms, shared, stop)))
+            let protocol = dial.protocol.clone();
+            result.map(|ws| tokio::spawn(read_until(ws, plan.rooms, shared, protocol, stop)))
         }));
     }
     let mut readers = Vec::with_capacity(attempts.len());

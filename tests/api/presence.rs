@@ -187,3 +187,42 @@ fn coalesce_window_is_bounded() {
     let config = test_config(&["--presence-coalesce-ms", "60000"]);
     assert!(config.validate().is_err());
 }
+
+/// A window whose frames reached many connections stretches the next one, so presence stays
+/// under `--presence-frames-per-sec` (here 1/s: after one frame the next window lasts ≥ 1 s
+/// instead of 50 ms); the change still arrives.
+#[actix_web::test]
+async fn a_busy_window_stretches_the_next() {
+    let app = spawn_app_with(test_config(&[
+        "--presence-coalesce-ms",
+        "50",
+        "--presence-frames-per-sec",
+        "1",
+        "--presence-coalesce-max-ms",
+        "1500",
+    ]))
+    .await;
+    let (_, users) = workspace_of(&app, 3).await;
+    let mut watcher = WsClient::connect(&app, &users[0].token, None).await;
+    let a = WsClient::connect(&app, &users[1].token, None).await;
+    let first = watcher.next_of("presence.update").await;
+    assert!(changes_of(&first).contains(&(users[1].id, "online".to_string())));
+    let before = std::time::Instant::now();
+    let b = WsClient::connect(&app, &users[2].token, None).await;
+    let second = watcher.next_of("presence.update").await;
+    assert_eq!(changes_of(&second), [(users[2].id, "online".to_string())]);
+    let waited = before.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "the window after a frame should last ≥ 1 s at 1 frame/s, the change came after {waited:?}"
+    );
+    a.close().await;
+    b.close().await;
+}
+
+/// A stretched window longer than the limit is refused at start-up.
+#[test]
+fn stretched_window_is_bounded() {
+    let config = test_config(&["--presence-coalesce-max-ms", "60000"]);
+    assert!(config.validate().is_err());
+}
