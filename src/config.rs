@@ -383,6 +383,11 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_MALLOC_TRIM_SECS", default_value_t = 10)]
     pub malloc_trim_secs: u64,
 
+    /// Nice value of the password-hashing threads (0–19; 0: the process's own): request threads
+    /// preempt a running hash, so a login flood's hashes use only the CPU left over.
+    #[arg(long, env = "FECHATTER_HASH_NICE", default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub hash_nice: i32,
+
     // --- Database fault bounds (issue 16): a database that is down or hung answers 503 fast. ---
     /// Milliseconds to open a database connection (socket and handshake) before giving up.
     #[arg(long, env = "FECHATTER_DB_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
