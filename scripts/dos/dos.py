@@ -104,7 +104,9 @@ class Honest:
     def run(self, secs):
         api = self.api_factory()
         lat, fail, statuses = [], 0, {}
-        end = time.time() + secs
+        self.slowest = []  # (ms, seconds into the row)
+        start = time.time()
+        end = start + secs
         i = 0
         while time.time() < end:
             u = self.users[i % len(self.users)]
@@ -115,6 +117,8 @@ class Honest:
             statuses[s] = statuses.get(s, 0) + 1
             if s == 201 or s == 200:
                 lat.append(dt)
+                self.slowest = sorted(self.slowest + [(round(dt, 1), round(time.time() - start, 1))],
+                                      reverse=True)[:3]
             else:
                 fail += 1
             time.sleep(max(0.0, 0.2 - dt / 1000))
@@ -504,6 +508,7 @@ def main():
             "rss_mb": [round(before[0] / 2**20), round(during[0] / 2**20), round(after[0] / 2**20)],
             "fds": [before[1], during[1], after[1]], "health_after": s, "attack_stats": stats,
             "statuses": statuses, "rss_settle_mb_every_5s": settle,
+            "slowest_ms_at_s": honest.slowest,
         }
         print(json.dumps(row), flush=True)
         return row
