@@ -125,6 +125,34 @@ class Honest:
         return lat, fail, statuses
 
 
+HONEST_ROUTE = 'route="/api/messages"'
+
+
+def server_buckets(ctx):
+    """The server's own latency histogram of the honest route (POST /api/messages), cumulative
+    counts per bucket bound (seconds), from /metrics."""
+    s, body = Api(ctx.host, ctx.port).call("GET", "/metrics")
+    out = {}
+    if s != 200 or not isinstance(body, (bytes, bytearray)):
+        return out
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("fechatter_http_request_duration_seconds_bucket{") and HONEST_ROUTE in line \
+                and 'method="POST"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_slow(before, after):
+    """How many honest sends took the server over 25/50/100 ms (its own measure, from request
+    parsed to response ready: no socket, scheduling or client time)."""
+    def over(bound):
+        total = after.get("+Inf", 0) - before.get("+Inf", 0)
+        within = after.get(bound, 0) - before.get(bound, 0)
+        return int(total - within)
+    return {"over_25ms": over("0.025"), "over_50ms": over("0.05"), "over_100ms": over("0.1")}
+
+
 def cpu_secs(pid):
     """User + system CPU seconds the process has used."""
     try:
@@ -460,6 +488,7 @@ def main():
         queue.put(stats)
 
     def measure(name, attack):
+        buckets_before = server_buckets(ctx)
         before = proc_figures(a.pid)
         cpu_before = cpu_secs(a.pid)
         log_before = ctx.log_size()
@@ -490,6 +519,8 @@ def main():
             if proc.is_alive():
                 proc.kill()
         sampling.set()
+        time.sleep(1.1)  # past the 1 s reuse of a rendered scrape
+        stats["server_side_honest"] = server_slow(buckets_before, server_buckets(ctx))
         stats["server_log_bytes"] = ctx.log_size() - log_before
         stats["server_cpu_s"] = round(cpu_secs(a.pid) - cpu_before, 1)
         stats["load1"] = round(os.getloadavg()[0], 1)

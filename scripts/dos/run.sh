@@ -21,7 +21,13 @@ if [ "${1:-}" = "--proxied" ]; then
 fi
 FECHATTER_DATA="$DATA" FECHATTER_ADDR="127.0.0.1:$PORT" RUST_LOG=info "$BIN" serve >"$LOG" 2>&1 &
 PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
+# DOS_LOG_OUT=<file>: keep the server's log there.
+cleanup() {
+  kill "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  [ -z "${DOS_LOG_OUT:-}" ] || cp "$LOG" "$DOS_LOG_OUT"
+  rm -rf "$DATA"
+}
 trap cleanup EXIT
 for _ in $(seq 1 120); do
   curl -fsS "http://127.0.0.1:$PORT/api/health" >/dev/null 2>&1 && break
