@@ -503,6 +503,17 @@ def main():
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        fresh = {"ok": 0, "failed": 0}
+
+        def new_connections():
+            # Once a second a new connection (the honest client's address) asks for health.
+            while not sampling.is_set():
+                st, _ = Api(ctx.host, ctx.port, forwarded=honest_fwd).call("GET", "/api/health", timeout=5)
+                fresh["ok" if st == 200 else "failed"] += 1
+                sampling.wait(1.0)
+
+        prober = threading.Thread(target=new_connections, daemon=True)
+        prober.start()
         queue = mp.Queue()
         proc = None
         if attack:
@@ -519,6 +530,8 @@ def main():
             if proc.is_alive():
                 proc.kill()
         sampling.set()
+        prober.join(timeout=6)
+        stats["new_connections_during"] = dict(fresh)
         time.sleep(1.1)  # past the 1 s reuse of a rendered scrape
         stats["server_side_honest"] = server_slow(buckets_before, server_buckets(ctx))
         stats["server_log_bytes"] = ctx.log_size() - log_before
