@@ -345,7 +345,7 @@ pub struct Config {
 
     /// Failed logins per second server-wide that are hashed; beyond, failures from addresses
     /// without a recent success are refused with 429 before hashing.
-    #[arg(long, env = "FECHATTER_LOGIN_FAILURES_PER_SEC", default_value_t = 20)]
+    #[arg(long, env = "FECHATTER_LOGIN_FAILURES_PER_SEC", default_value_t = 5)]
     pub login_failures_per_sec: u32,
 
     /// Keys each login-guard map holds at most (oldest dropped first).
