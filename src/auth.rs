@@ -82,6 +82,15 @@ fn lower_priority(nice: i32) {
     }
 }
 
+/// Hashing threads for a configured concurrency (0: half the cores, at least one).
+fn threads_for(concurrency: usize) -> usize {
+    if concurrency > 0 {
+        return concurrency;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
+}
+
 /// The calling thread's nice value (Linux), for tests and diagnostics.
 pub fn current_thread_nice() -> Option<i32> {
     #[cfg(target_os = "linux")]
@@ -192,9 +201,10 @@ impl Passwords {
     /// `concurrency` hashing threads at nice value `nice` (`FECHATTER_HASH_NICE`): a hash then
     /// uses only the CPU that request threads leave, so a flood of logins (the failed-login
     /// budget's hashes) does not queue honest requests behind it on the cores.
+    /// `concurrency` 0 means half the cores (at least one), so hashes never hold every core.
     pub fn with_nice(concurrency: usize, nice: i32) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared::default());
-        for i in 0..concurrency.max(1) {
+        for i in 0..threads_for(concurrency) {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
@@ -488,6 +498,15 @@ mod tests {
                 .expect("job"),
             ours
         );
+    }
+
+    /// Concurrency 0 leaves half the cores free of hashing (at least one thread).
+    #[test]
+    fn automatic_concurrency_is_half_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads_for(0), (cores / 2).max(1));
+        assert!(threads_for(0) < cores || cores == 1);
+        assert_eq!(threads_for(3), 3);
     }
 
     /// Hashes of the pool and of the crate's own API verify each other (stored hashes from

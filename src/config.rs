@@ -250,8 +250,9 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
-    /// Password hashes computed at once (each takes ~19 MiB for a few ms).
-    #[arg(long, env = "FECHATTER_HASH_CONCURRENCY", default_value_t = 4)]
+    /// Password hashes computed at once (each takes ~19 MiB and ~30 ms of a core); 0: half the
+    /// cores (at least 1), so hashing never occupies every core.
+    #[arg(long, env = "FECHATTER_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
 
     /// Log format: `text` or `json`. Filter with RUST_LOG.
@@ -490,7 +491,6 @@ impl Config {
             (self.ws_timeout_secs, "FECHATTER_WS_TIMEOUT_SECS"),
             (self.outbound_queue as u64, "FECHATTER_OUTBOUND_QUEUE"),
             (self.db_pool_size as u64, "FECHATTER_DB_POOL_SIZE"),
-            (self.hash_concurrency as u64, "FECHATTER_HASH_CONCURRENCY"),
             (self.batch_max_ops as u64, "FECHATTER_BATCH_MAX_OPS"),
             (self.replay_max as u64, "FECHATTER_REPLAY_MAX"),
             (self.typing_ttl_secs, "FECHATTER_TYPING_TTL_SECS"),
