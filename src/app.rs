@@ -87,7 +87,7 @@ impl Application {
                 config.access_token_ttl_secs,
                 config.refresh_window_secs,
             ),
-            passwords: Passwords::new(config.hash_concurrency)?,
+            passwords: Passwords::with_nice(config.hash_concurrency, config.hash_nice)?,
             config: config.clone(),
             store,
             hub,

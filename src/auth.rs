@@ -63,7 +63,55 @@ impl Drop for PoolHandle {
     }
 }
 
-fn worker(shared: Arc<Shared>) {
+/// Lowers the calling thread's scheduling priority to `nice` (Linux: the nice value is per
+/// thread), so request threads preempt a running hash; a failure is logged and hashing goes on.
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread, no pointers.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice.min(19))
+        };
+        if rc != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), nice, "could not lower the hashing thread's priority");
+        }
+    }
+}
+
+/// Hashing threads for a configured concurrency (0: half the cores, at least one).
+fn threads_for(concurrency: usize) -> usize {
+    if concurrency > 0 {
+        return concurrency;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
+}
+
+/// The calling thread's nice value (Linux), for tests and diagnostics.
+pub fn current_thread_nice() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread; errno is reset first because -1 is a
+        // valid nice value.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+            (nice != -1 || *libc::__errno_location() == 0).then_some(nice)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+fn worker(shared: Arc<Shared>, nice: i32) {
+    lower_priority(nice);
     // Allocated on the first job, then reused for every hash this thread computes.
     let mut memory: Vec<Block> = Vec::new();
     loop {
@@ -145,13 +193,22 @@ fn verify_with(password: &[u8], hash: &str, memory: &mut Vec<Block>) -> anyhow::
 }
 
 impl Passwords {
+    /// `concurrency` hashing threads at the default priority.
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
+        Self::with_nice(concurrency, 0)
+    }
+
+    /// `concurrency` hashing threads at nice value `nice` (`FECHATTER_HASH_NICE`): a hash then
+    /// uses only the CPU that request threads leave, so a flood of logins (the failed-login
+    /// budget's hashes) does not queue honest requests behind it on the cores.
+    /// `concurrency` 0 means half the cores (at least one), so hashes never hold every core.
+    pub fn with_nice(concurrency: usize, nice: i32) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared::default());
-        for i in 0..concurrency.max(1) {
+        for i in 0..threads_for(concurrency) {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || worker(shared))
+                .spawn(move || worker(shared, nice))
                 .context("starting a hashing thread")?;
         }
         let pool = Arc::new(PoolHandle { shared });
@@ -213,6 +270,14 @@ impl Passwords {
             })
             .await?;
         Ok(ok && real)
+    }
+
+    /// Runs `f` on a hashing thread (tests: what the thread sees).
+    pub async fn on_hash_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        self.run(Priority::Normal, move |_| Ok(f())).await
     }
 
     /// Jobs waiting for a hashing thread.
@@ -413,6 +478,35 @@ mod tests {
         );
         assert!(!p.verify("wrong".into(), Some(hash)).await.expect("verify"));
         assert!(!p.verify("anything".into(), None).await.expect("verify"));
+    }
+
+    /// The hashing threads run at the configured nice value, so request threads preempt them;
+    /// with 0 they keep the process's priority.
+    #[tokio::test]
+    async fn hashing_threads_run_at_their_nice_value() {
+        let low = Passwords::with_nice(2, 19).expect("passwords");
+        for _ in 0..4 {
+            let nice = low.on_hash_thread(current_thread_nice).await.expect("job");
+            assert_eq!(nice, Some(19));
+        }
+        let ours = current_thread_nice();
+        let plain = Passwords::new(1).expect("passwords");
+        assert_eq!(
+            plain
+                .on_hash_thread(current_thread_nice)
+                .await
+                .expect("job"),
+            ours
+        );
+    }
+
+    /// Concurrency 0 leaves half the cores free of hashing (at least one thread).
+    #[test]
+    fn automatic_concurrency_is_half_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads_for(0), (cores / 2).max(1));
+        assert!(threads_for(0) < cores || cores == 1);
+        assert_eq!(threads_for(3), 3);
     }
 
     /// Hashes of the pool and of the crate's own API verify each other (stored hashes from

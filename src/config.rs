@@ -250,8 +250,9 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
-    /// Password hashes computed at once (each takes ~19 MiB for a few ms).
-    #[arg(long, env = "FECHATTER_HASH_CONCURRENCY", default_value_t = 4)]
+    /// Password hashes computed at once (each takes ~19 MiB and ~30 ms of a core); 0: half the
+    /// cores (at least 1), so hashing never occupies every core.
+    #[arg(long, env = "FECHATTER_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
 
     /// Log format: `text` or `json`. Filter with RUST_LOG.
@@ -345,7 +346,7 @@ pub struct Config {
 
     /// Failed logins per second server-wide that are hashed; beyond, failures from addresses
     /// without a recent success are refused with 429 before hashing.
-    #[arg(long, env = "FECHATTER_LOGIN_FAILURES_PER_SEC", default_value_t = 20)]
+    #[arg(long, env = "FECHATTER_LOGIN_FAILURES_PER_SEC", default_value_t = 5)]
     pub login_failures_per_sec: u32,
 
     /// Keys each login-guard map holds at most (oldest dropped first).
@@ -382,6 +383,11 @@ pub struct Config {
     /// Seconds between returns of freed heap memory to the OS (`malloc_trim`; 0: never).
     #[arg(long, env = "FECHATTER_MALLOC_TRIM_SECS", default_value_t = 10)]
     pub malloc_trim_secs: u64,
+
+    /// Nice value of the password-hashing threads (0–19; 0: the process's own): request threads
+    /// preempt a running hash, so a login flood's hashes use only the CPU left over.
+    #[arg(long, env = "FECHATTER_HASH_NICE", default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub hash_nice: i32,
 
     // --- Database fault bounds (issue 16): a database that is down or hung answers 503 fast. ---
     /// Milliseconds to open a database connection (socket and handshake) before giving up.
@@ -518,7 +524,6 @@ impl Config {
             (self.ws_timeout_secs, "FECHATTER_WS_TIMEOUT_SECS"),
             (self.outbound_queue as u64, "FECHATTER_OUTBOUND_QUEUE"),
             (self.db_pool_size as u64, "FECHATTER_DB_POOL_SIZE"),
-            (self.hash_concurrency as u64, "FECHATTER_HASH_CONCURRENCY"),
             (self.batch_max_ops as u64, "FECHATTER_BATCH_MAX_OPS"),
             (self.replay_max as u64, "FECHATTER_REPLAY_MAX"),
             (self.typing_ttl_secs, "FECHATTER_TYPING_TTL_SECS"),

@@ -8,7 +8,16 @@ server's RSS and open descriptors before, during (max) and after. Usage:
     scripts/dos/dos.py --server http://127.0.0.1:18080 --pid <server pid> [attack ...]
 
 Attacks: ws-bigframe metrics-methods slow-body failed-logins spread-logins sse-churn bad-lines
-(default: all). Prefer scripts/dos/run.sh, which starts the release server with default limits.
+conn-cap slow-body-20 (default: all of these), and proxied-slow-body proxied-failed-logins (only
+with --proxied: the server trusts 127.0.0.0/8 as its proxy and every client, honest or not, is
+told apart by X-Forwarded-For). Prefer scripts/dos/run.sh, which starts the release server with
+default limits.
+
+Each attack is preceded by its own baseline row (the honest client alone, same run). The attack
+runs in its own process at nice DOS_ATTACKER_NICE (19 by default): the attacker shares this
+machine's cores with the server and the honest client, and would not on a real network, so it
+gets only the CPU they leave; its own CPU seconds are reported (DOS_ATTACKER_NICE=0: the old,
+unfair run).
 """
 
 import argparse
@@ -28,6 +37,9 @@ import urllib.parse
 
 ATTACK_SECS = int(os.environ.get("DOS_ATTACK_SECS", "15"))
 SETTLE_SECS = int(os.environ.get("DOS_SETTLE_SECS", "15"))
+ATTACKER_NICE = int(os.environ.get("DOS_ATTACKER_NICE", "19"))
+# Behind the proxy (--proxied): every request names its client in X-Forwarded-For.
+PROXIED = {"on": False}
 
 
 def rnd(n=8):
@@ -35,14 +47,17 @@ def rnd(n=8):
 
 
 class Api:
-    def __init__(self, host, port, source="127.0.0.1"):
+    def __init__(self, host, port, source="127.0.0.1", forwarded=None):
         self.host, self.port, self.source = host, port, source
+        self.forwarded = forwarded
         self.conn = None
 
     def call(self, method, path, body=None, token=None, headers=None, timeout=10):
         h = {"Content-Type": "application/json"}
         if token:
             h["Authorization"] = f"Bearer {token}"
+        if self.forwarded:
+            h["X-Forwarded-For"] = self.forwarded
         h.update(headers or {})
         data = json.dumps(body).encode() if body is not None else None
         for attempt in range(2):
@@ -89,7 +104,9 @@ class Honest:
     def run(self, secs):
         api = self.api_factory()
         lat, fail, statuses = [], 0, {}
-        end = time.time() + secs
+        self.slowest = []  # (ms, seconds into the row)
+        start = time.time()
+        end = start + secs
         i = 0
         while time.time() < end:
             u = self.users[i % len(self.users)]
@@ -100,10 +117,40 @@ class Honest:
             statuses[s] = statuses.get(s, 0) + 1
             if s == 201 or s == 200:
                 lat.append(dt)
+                self.slowest = sorted(self.slowest + [(round(dt, 1), round(time.time() - start, 1))],
+                                      reverse=True)[:3]
             else:
                 fail += 1
             time.sleep(max(0.0, 0.2 - dt / 1000))
         return lat, fail, statuses
+
+
+HONEST_ROUTE = 'route="/api/messages"'
+
+
+def server_buckets(ctx):
+    """The server's own latency histogram of the honest route (POST /api/messages), cumulative
+    counts per bucket bound (seconds), from /metrics."""
+    s, body = Api(ctx.host, ctx.port).call("GET", "/metrics")
+    out = {}
+    if s != 200 or not isinstance(body, (bytes, bytearray)):
+        return out
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("fechatter_http_request_duration_seconds_bucket{") and HONEST_ROUTE in line \
+                and 'method="POST"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_slow(before, after):
+    """How many honest sends took the server over 25/50/100 ms (its own measure, from request
+    parsed to response ready: no socket, scheduling or client time)."""
+    def over(bound):
+        total = after.get("+Inf", 0) - before.get("+Inf", 0)
+        within = after.get(bound, 0) - before.get(bound, 0)
+        return int(total - within)
+    return {"over_25ms": over("0.025"), "over_50ms": over("0.05"), "over_100ms": over("0.1")}
 
 
 def cpu_secs(pid):
@@ -185,20 +232,29 @@ def metrics_methods(ctx, stop):
             + [threading.Thread(target=scraper, args=(i,), daemon=True) for i in range(4)]), stats
 
 
-def slow_body(ctx, stop):
-    """Up to 4,000 connections (over 8 addresses) whose login bodies never finish; reopened."""
+def stall(ctx, stop, addresses, per_address, forwarded=None, request=None):
+    """Connections whose requests never finish: `per_address` (a number, or one per entry) from
+    each entry of `addresses` (one thread per entry; behind the proxy each entry's requests name
+    `forwarded(i)`), reopened as the server closes them; counts what the server answered."""
     stats = {"opened": 0, "closed_by_server": 0, "refused": 0, "max_open": 0,
              "answered_408": 0, "answered_429": 0, "answered_503": 0}
     lock = threading.Lock()
+    open_now = [0] * len(addresses)
+    head = request or (
+        "POST /api/auth/login HTTP/1.1\r\nHost: {host}\r\n{xff}"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"email\":")
 
     def one(i):
         socks = []
+        xff = f"X-Forwarded-For: {forwarded(i)}\r\n" if forwarded else ""
+        raw = head.format(host=ctx.host, xff=xff).encode()
+        cap = per_address[i] if isinstance(per_address, list) else per_address
         while not stop.is_set():
-            while len(socks) < 500 and not stop.is_set():
+            while len(socks) < cap and not stop.is_set():
                 try:
-                    s = socket.create_connection((ctx.host, ctx.port), timeout=5, source_address=(source(i), 0))
-                    s.sendall((f"POST /api/auth/login HTTP/1.1\r\nHost: {ctx.host}\r\n"
-                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\":").encode())
+                    s = socket.create_connection((ctx.host, ctx.port), timeout=5,
+                                                 source_address=(addresses[i], 0))
+                    s.sendall(raw)
                     s.setblocking(False)
                     socks.append(s)
                     with lock:
@@ -227,21 +283,60 @@ def slow_body(ctx, stop):
                 alive.append(s)
             socks = alive
             with lock:
-                stats["max_open"] = max(stats["max_open"], len(socks) * 8)
+                open_now[i] = len(socks)
+                stats["max_open"] = max(stats["max_open"], sum(open_now))
             time.sleep(0.1)
         for s in socks:
             s.close()
 
-    return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(8)], stats
+    return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(addresses))], stats
 
 
-def failed_logins(ctx, stop, spread_account=None):
-    """64 concurrent wrong-password logins from 40 addresses (unknown emails, or one account)."""
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def slow_body(ctx, stop):
+    """Up to 4,000 connections (over 8 addresses) whose login bodies never finish; reopened."""
+    return stall(ctx, stop, [source(i) for i in range(8)], 500)
+
+
+def slow_body_20(ctx, stop):
+    """20 addresses (127.0.0.x) × 500 stalled login bodies: 10,000, past the server-wide cap
+    of pending bodies (4,096), each reopened as it is closed."""
+    raise_fd_limit()
+    return stall(ctx, stop, [f"127.0.0.{10 + i}" for i in range(20)], 500)
+
+
+def conn_cap(ctx, stop):
+    """One address holding 6,000 connections (past the 4,096 per-address cap) with request
+    headers that never finish (slowloris), each reopened at once when the server closes it."""
+    raise_fd_limit()
+    return stall(ctx, stop, ["127.0.0.9"] * 12, 500,
+                 request="GET /api/health HTTP/1.1\r\nHost: {host}\r\n{xff}X-Slow: 1\r\n")
+
+
+def proxied_slow_body(ctx, stop):
+    """Behind the proxy: one forwarded client with 5,000 stalled login bodies (past its 1,024
+    pending bodies and the 4,096 in all) and 4 more with 250 each, all on the proxy's address,
+    which is exempt from the per-address connection cap: only the forwarded caps hold them."""
+    raise_fd_limit()
+    fwd = ["198.51.100.1"] * 10 + [f"198.51.100.{2 + i}" for i in range(4)]
+    return stall(ctx, stop, ["127.0.0.1"] * 14, [500] * 10 + [250] * 4, forwarded=lambda i: fwd[i])
+
+
+def failed_logins(ctx, stop, spread_account=None, proxied=False):
+    """64 concurrent wrong-password logins from 40 addresses (unknown emails, or one account);
+    proxied: all through the proxy's address, the 40 told apart by X-Forwarded-For."""
     stats = {"attempts": 0, "401": 0, "429": 0, "other": 0}
     lock = threading.Lock()
 
     def one(i):
-        api = Api(ctx.host, ctx.port, source(i % 40))
+        if proxied:
+            api = Api(ctx.host, ctx.port, "127.0.0.1", forwarded=f"203.0.113.{10 + i % 40}")
+        else:
+            api = Api(ctx.host, ctx.port, source(i % 40))
         while not stop.is_set():
             email = spread_account or f"{rnd()}@attack.example"
             s, _ = api.call("POST", "/api/auth/login", {"email": email, "password": "wrong-" + rnd()})
@@ -312,6 +407,13 @@ ATTACKS = {
     "spread-logins": lambda ctx, stop: failed_logins(ctx, stop, spread_account=ctx.owner_email),
     "sse-churn": sse_churn,
     "bad-lines": bad_lines,
+    "conn-cap": conn_cap,
+    "slow-body-20": slow_body_20,
+}
+# Only with --proxied (the server started with FECHATTER_TRUSTED_PROXIES=127.0.0.0/8).
+PROXIED_ATTACKS = {
+    "proxied-slow-body": proxied_slow_body,
+    "proxied-failed-logins": lambda ctx, stop: failed_logins(ctx, stop, proxied=True),
 }
 
 
@@ -324,15 +426,20 @@ def main():
     ap.add_argument("--server", default="http://127.0.0.1:18080")
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--log", default="")
+    ap.add_argument("--proxied", action="store_true",
+                    help="the server trusts 127.0.0.0/8 as a proxy: clients send X-Forwarded-For")
     ap.add_argument("attacks", nargs="*")
     a = ap.parse_args()
+    PROXIED["on"] = a.proxied
     u = urllib.parse.urlparse(a.server)
     if not u.hostname.startswith("127."):
         sys.exit("loopback only")
     ctx = Ctx()
     ctx.host, ctx.port = u.hostname, u.port
     ctx.log_size = lambda: os.path.getsize(a.log) if a.log and os.path.exists(a.log) else 0
-    api = Api(ctx.host, ctx.port)
+    # The honest client's own address (behind the proxy: the one the proxy forwards).
+    honest_fwd = "192.0.2.10" if a.proxied else None
+    api = Api(ctx.host, ctx.port, forwarded=honest_fwd)
     tokens, emails = [], []
     for i in range(9):
         email = f"honest{i}-{rnd()}@example.com"
@@ -358,12 +465,15 @@ def main():
         assert s == 200, s
         s, _ = api.call("POST", f"/api/chats/{chat_id}/join", {}, t)
         assert s == 200, s
-    honest = Honest(lambda: Api(ctx.host, ctx.port), tokens, chat_id)
+    honest = Honest(lambda: Api(ctx.host, ctx.port, forwarded=honest_fwd), tokens, chat_id)
 
     mp = multiprocessing.get_context("fork")
 
     def run_attack(attack, secs, queue):
-        # In its own process, so the attack's threads do not share the honest client's GIL.
+        # In its own process, so the attack's threads do not share the honest client's GIL; at
+        # a low priority, so it takes only the CPU the server and the honest client leave.
+        if ATTACKER_NICE:
+            os.nice(ATTACKER_NICE)
         stop = threading.Event()
         threads, stats = attack(ctx, stop)
         for t in threads:
@@ -378,6 +488,7 @@ def main():
         queue.put(stats)
 
     def measure(name, attack):
+        buckets_before = server_buckets(ctx)
         before = proc_figures(a.pid)
         cpu_before = cpu_secs(a.pid)
         log_before = ctx.log_size()
@@ -392,6 +503,17 @@ def main():
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        fresh = {"ok": 0, "failed": 0}
+
+        def new_connections():
+            # Once a second a new connection (the honest client's address) asks for health.
+            while not sampling.is_set():
+                st, _ = Api(ctx.host, ctx.port, forwarded=honest_fwd).call("GET", "/api/health", timeout=5)
+                fresh["ok" if st == 200 else "failed"] += 1
+                sampling.wait(1.0)
+
+        prober = threading.Thread(target=new_connections, daemon=True)
+        prober.start()
         queue = mp.Queue()
         proc = None
         if attack:
@@ -408,6 +530,10 @@ def main():
             if proc.is_alive():
                 proc.kill()
         sampling.set()
+        prober.join(timeout=6)
+        stats["new_connections_during"] = dict(fresh)
+        time.sleep(1.1)  # past the 1 s reuse of a rendered scrape
+        stats["server_side_honest"] = server_slow(buckets_before, server_buckets(ctx))
         stats["server_log_bytes"] = ctx.log_size() - log_before
         stats["server_cpu_s"] = round(cpu_secs(a.pid) - cpu_before, 1)
         stats["load1"] = round(os.getloadavg()[0], 1)
@@ -426,13 +552,22 @@ def main():
             "rss_mb": [round(before[0] / 2**20), round(during[0] / 2**20), round(after[0] / 2**20)],
             "fds": [before[1], during[1], after[1]], "health_after": s, "attack_stats": stats,
             "statuses": statuses, "rss_settle_mb_every_5s": settle,
+            "slowest_ms_at_s": honest.slowest,
         }
         print(json.dumps(row), flush=True)
         return row
 
-    measure("baseline", None)
-    for name in a.attacks or list(ATTACKS):
-        measure(name, ATTACKS[name])
+    known = dict(ATTACKS, **PROXIED_ATTACKS)
+    names = a.attacks or list(PROXIED_ATTACKS if a.proxied else ATTACKS)
+    for name in names:
+        if name not in known:
+            sys.exit(f"unknown attack {name}; known: {' '.join(known)}")
+        if name.startswith("proxied-") != a.proxied:
+            sys.exit(f"{name}: proxied attacks need --proxied and the others need it off")
+    for name in names:
+        # A same-run baseline right before each attack.
+        measure("baseline", None)
+        measure(name, known[name])
     measure("baseline-after", None)
 
 

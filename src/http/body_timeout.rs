@@ -6,6 +6,10 @@
 //! refuse. A response to a request whose body was not read to its end also closes the
 //! connection, so an unread, never-finishing body cannot hold it either.
 //!
+//! The deadline of each body is drawn from the last eighth of the bound (`spread`): bodies an
+//! attacker opened in one burst are then cut off over a spread of time rather than all in the
+//! same instant, which queued honest requests behind thousands of cut-offs on a worker.
+//!
 //! Bodies still arriving are counted per client address (`FECHATTER_PENDING_BODIES_PER_IP`) and
 //! server-wide (`FECHATTER_MAX_PENDING_BODIES`): a body over either cap gets no slot and only
 //! `FECHATTER_BODY_OVER_CAP_MS` to arrive, then 429 (the address) / 503 (the server) + close. So
@@ -85,6 +89,16 @@ impl Stream for Deadline {
     }
 }
 
+/// The deadline of one body: uniformly within the last eighth of `bound` (never later than it).
+fn spread(bound: Duration) -> Duration {
+    let eighth = bound / 8;
+    if eighth.is_zero() {
+        return bound;
+    }
+    let nanos = u64::try_from(eighth.as_nanos()).unwrap_or(u64::MAX);
+    bound - eighth + Duration::from_nanos(rand::random::<u64>() % nanos.max(1))
+}
+
 /// Whether the request announces a body (and is not a WebSocket upgrade, whose "body" is the
 /// socket).
 fn has_body(req: &ServiceRequest) -> bool {
@@ -154,7 +168,7 @@ pub async fn middleware(
         sleep: Box::pin(tokio::time::sleep(if over.is_some() {
             over_cap_timeout
         } else {
-            timeout
+            spread(timeout)
         })),
         state: state.clone(),
         slot,
@@ -264,4 +278,23 @@ fn timeout_response() -> HttpResponse {
         "request_id": current_request_id(),
     });
     HttpResponse::build(StatusCode::REQUEST_TIMEOUT).json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deadlines of bodies started together are spread over the last eighth of the bound and
+    /// never exceed it (before: every one was exactly the bound, so a burst of stalled bodies
+    /// was cut off in one instant).
+    #[test]
+    fn deadlines_are_spread_within_the_bound() {
+        let bound = Duration::from_secs(10);
+        let draws: Vec<Duration> = (0..1000).map(|_| spread(bound)).collect();
+        assert!(draws.iter().all(|d| *d <= bound && *d >= bound - bound / 8));
+        let min = draws.iter().min().copied().unwrap_or_default();
+        let max = draws.iter().max().copied().unwrap_or_default();
+        assert!(max - min > bound / 10, "spread only {:?}", max - min);
+        assert_eq!(spread(Duration::from_nanos(5)), Duration::from_nanos(5));
+    }
 }

@@ -4,6 +4,13 @@
 //! extensions that uncounts on close; a connection over a cap is still accepted and answered —
 //! 503 `SERVICE_UNAVAILABLE` with `Retry-After` and `Connection: close` — never left to fail
 //! with "too many open files".
+//!
+//! The refusal happens at accept, before anything is parsed: whatever the client has sent is
+//! discarded, the canned 503 written and both directions shut, so the connection ends at once
+//! (a client that never finishes its request line no longer holds its descriptor until the
+//! header timeout) and costs no request state, middleware, log line or metric series. Only a
+//! connection from the server's own address (its batch sub-requests call it on loopback) is
+//! left to the middleware, which lets sub-requests through.
 
 use std::any::Any;
 use std::net::IpAddr;
@@ -73,12 +80,10 @@ impl ConnLimits {
         self.total.load(Ordering::Acquire)
     }
 
-    /// Counts a new connection (the `HttpServer::on_connect` hook).
+    /// Counts a new connection (the `HttpServer::on_connect` hook); refuses one over a cap.
     pub fn on_connect(self: &Arc<Self>, io: &dyn Any, ext: &mut Extensions) {
-        let peer = io
-            .downcast_ref::<actix_web::rt::net::TcpStream>()
-            .and_then(|s| s.peer_addr().ok())
-            .map(|a| a.ip());
+        let tcp = io.downcast_ref::<actix_web::rt::net::TcpStream>();
+        let peer = tcp.and_then(|s| s.peer_addr().ok()).map(|a| a.ip());
         let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
         let mut over = (total > self.total_max).then_some(Over::Server);
         let ip = peer.filter(|ip| !self.trusted.contains(*ip));
@@ -89,6 +94,12 @@ impl ConnLimits {
                 over = over.or(Some(Over::Address));
             }
         }
+        if let (Some(over), Some(tcp), Some(peer)) = (over, tcp, peer) {
+            let own = tcp.local_addr().ok().map(|a| a.ip());
+            if own != Some(peer) {
+                refuse_at_accept(tcp, over);
+            }
+        }
         ext.insert(Slot {
             limits: self.clone(),
             ip,
@@ -97,8 +108,74 @@ impl ConnLimits {
     }
 }
 
-/// Answers requests on a connection over a cap with 503 and closes it. Batch sub-requests
-/// (the server calling itself) are let through.
+impl Over {
+    fn limiter(self) -> &'static str {
+        match self {
+            Over::Address => "connections_per_ip",
+            Over::Server => "connections_total",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Over::Address => "Too many open connections from this address; retry shortly",
+            Over::Server => "The server is at its connection limit; retry shortly",
+        }
+    }
+}
+
+/// The whole 503 response to a refused connection, in the contract's envelope.
+fn canned_refusal(over: Over) -> Vec<u8> {
+    let id = super::error::new_request_id();
+    let body = ApiError::Unavailable(over.message().into()).envelope(&id);
+    let body = body.to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nx-request-id: {id}\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Refuses a fresh connection before actix reads from it: drops what the client has sent so far
+/// (at most 64 KiB; more, or anything later, makes the kernel reset the connection after the
+/// answer), writes the 503 without waiting and shuts both directions, so actix's first read
+/// sees the end and closes it.
+fn refuse_at_accept(tcp: &actix_web::rt::net::TcpStream, over: Over) {
+    crate::metrics::rate_limited(over.limiter());
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = tcp.as_raw_fd();
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            // SAFETY: `fd` is the connection's open socket (borrowed for this call) and `sink` a
+            // writable buffer of the length given; MSG_DONTWAIT never blocks.
+            let n =
+                unsafe { libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break;
+            }
+        }
+        let response = canned_refusal(over);
+        // SAFETY: as above; the buffer is readable for its length. A short or failed write
+        // (a full send buffer on a fresh socket does not happen) only loses the answer.
+        unsafe {
+            libc::send(
+                fd,
+                response.as_ptr().cast(),
+                response.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Answers requests on a connection over a cap that was not refused at accept (from the
+/// server's own address) with 503 and closes it. Batch sub-requests (the server calling itself)
+/// are let through.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -108,15 +185,8 @@ pub async fn middleware(
     let Some(over) = over.filter(|_| !internal) else {
         return next.call(req).await.map(|r| r.map_into_left_body());
     };
-    crate::metrics::rate_limited(match over {
-        Over::Address => "connections_per_ip",
-        Over::Server => "connections_total",
-    });
-    let message = match over {
-        Over::Address => "Too many open connections from this address; retry shortly",
-        Over::Server => "The server is at its connection limit; retry shortly",
-    };
-    let mut resp = ApiError::Unavailable(message.into()).error_response();
+    crate::metrics::rate_limited(over.limiter());
+    let mut resp = ApiError::Unavailable(over.message().into()).error_response();
     resp.head_mut().set_connection_type(ConnectionType::Close);
     Ok(req.into_response(resp).map_into_right_body())
 }

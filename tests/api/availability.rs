@@ -267,6 +267,108 @@ async fn connections_per_address_are_capped_with_503() {
     app.stop().await;
 }
 
+/// A connection to the app from the loopback address `source` (not the server's own).
+async fn connect_from(app: &TestApp, source: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("source address"))
+        .expect("bind source");
+    socket.connect(app.addr).await.expect("connect")
+}
+
+/// Reads until the server closes the connection or `within` passes: (what came, closed).
+async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> (String, bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// Holds `n` served connections from `source` (each surely counted).
+async fn hold_from(app: &TestApp, source: &str, n: usize) -> Vec<TcpStream> {
+    let head = format!("GET /api/health HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut tcp = connect_from(app, source).await;
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let mut buf = [0u8; 1024];
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(tcp);
+    }
+    held
+}
+
+/// A connection past the per-address cap is refused at accept: one that never sends its request
+/// (slowloris) is answered 503 and closed at once (before: held until the 5 s header timeout,
+/// so the cap did not bound such connections at all), in the envelope, with `Retry-After`.
+#[actix_web::test]
+async fn over_cap_connections_are_refused_at_accept_without_a_request() {
+    let app = spawn_app_with(test_config(&["--max-connections-per-ip", "3"])).await;
+    let held = hold_from(&app, "127.0.0.2", 3).await;
+    for partial in ["", "GET /api/health HTTP/1.1\r\nHost: x\r\n"] {
+        let mut tcp = connect_from(&app, "127.0.0.2").await;
+        tcp.write_all(partial.as_bytes()).await.expect("write");
+        let (text, closed) = read_until_closed(&mut tcp, Duration::from_secs(2)).await;
+        assert!(text.starts_with("HTTP/1.1 503"), "{partial:?}: {text:?}");
+        assert!(closed, "{partial:?}: the over-cap connection stays open");
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.contains("retry-after: 1"), "{text}");
+        assert!(lower.contains("connection: close"), "{text}");
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or("")).expect("json");
+        assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE", "{body}");
+        assert!(
+            body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{body}"
+        );
+    }
+    // Another address is not affected.
+    let mut other = connect_from(&app, "127.0.0.3").await;
+    let head = format!("GET /api/health HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    other.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 1024];
+    let n = other.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop((held, other));
+    app.stop().await;
+}
+
+/// A refused connection costs no request: complete requests sent on over-cap connections are
+/// never parsed, routed or counted (before: each went through every middleware and was
+/// counted as a request); the client still reads its 503.
+#[actix_web::test]
+async fn over_cap_refusals_never_reach_the_request_pipeline() {
+    let app = spawn_app_with(test_config(&["--max-connections-per-ip", "2"])).await;
+    let held = hold_from(&app, "127.0.0.4", 2).await;
+    let before = app.state.stats.total();
+    let head = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+        app.addr
+    );
+    for _ in 0..20 {
+        let mut tcp = connect_from(&app, "127.0.0.4").await;
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let (text, closed) = read_until_closed(&mut tcp, Duration::from_secs(2)).await;
+        assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
+        assert!(closed);
+    }
+    assert_eq!(
+        app.state.stats.total(),
+        before,
+        "refused connections were served as requests"
+    );
+    drop(held);
+    app.stop().await;
+}
+
 /// A login from `addr` (through a trusted proxy on loopback): its status.
 async fn login_from(app: &TestApp, addr: &str, email: &str, password: &str) -> u16 {
     app.http
