@@ -5,6 +5,8 @@
 //! Actors know nothing of HTTP; they talk to `store`.
 
 pub mod commit;
+mod commit_tx;
+pub mod committer;
 pub mod events;
 pub mod hub;
 pub mod indexer;
