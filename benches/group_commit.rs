@@ -12,6 +12,9 @@
 //!   flush: one transaction, idempotency lookup, one multi-row INSERT … RETURNING, fenced seq
 //!   advance, search outbox rows, events serialised. Every send carries an idempotency key, as
 //!   clients send them.
+//! - `shared_commit/<R>rooms/<B>`: the same R batches of B sends committed in *one* shared
+//!   transaction (`fechatter::actors::committer::commit_together`, the committer's code path:
+//!   group commit across rooms).
 //! - `single_insert/<R>rooms`: the baseline: one autocommit `INSERT INTO messages (chat_id, seq,
 //!   sender_id, content, idempotency_key) VALUES (…)` per message, R connections at once.
 //! - `room_actor/<R>rooms/<S>`: the real `ChatRoom` actors (started by the real `Hub` on its
@@ -30,7 +33,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fechatter::actors::commit::commit_batch;
+use fechatter::actors::commit::{self, CommitSpec, commit_batch};
+use fechatter::actors::committer::commit_together;
 use fechatter::actors::hub::{GetRoom, Hub};
 use fechatter::actors::indexer::IndexerHandle;
 use fechatter::actors::room::{Apply, ChatRoom, Op, OpOutcome};
@@ -39,6 +43,7 @@ use fechatter::store::Store;
 use futures_util::future::join_all;
 
 const BATCHES: [usize; 4] = [1, 10, 50, 100];
+const SHARED_BATCHES: [usize; 2] = [1, 10];
 const ROOMS: [usize; 2] = [1, 8];
 const SENDERS: [usize; 3] = [10, 50, 100];
 const SENDS_PER_SENDER: usize = 4;
@@ -71,6 +76,30 @@ async fn room_commit(store: &Store, user: i64, chat: &Chat, batch: usize) {
     .expect("commit");
     assert_eq!(persisted, batch);
     chat.seq.store(last, Ordering::Release);
+}
+
+async fn shared_commit(store: &Store, user: i64, chats: &[Arc<Chat>], batch: usize) {
+    let batches = chats
+        .iter()
+        .map(|chat| {
+            let base = chat.seq.load(Ordering::Acquire);
+            let spec = CommitSpec {
+                store: store.clone(),
+                chat_id: chat.id,
+                db_orders_writers: false,
+                resolve_for: Duration::from_secs(5),
+                faults: Default::default(),
+                committer: None,
+                max_ops: commit::DEFAULT_MAX_OPS,
+            };
+            (spec, base, sends(user, chat.id, base, batch))
+        })
+        .collect();
+    for (chat, result) in chats.iter().zip(commit_together(batches).await) {
+        let done = result.expect("shared commit");
+        assert_eq!(done.persisted, batch);
+        chat.seq.store(done.last_seq, Ordering::Release);
+    }
 }
 
 async fn single_insert(store: &Store, user: i64, chat: &Chat) {
@@ -123,7 +152,8 @@ fn group_commit(c: &mut Criterion) {
     let durability = common::durability();
     let (db, user, chats) = rt.block_on(async {
         let db = common::database("group_commit", durability, 16).await;
-        let total = ROOMS.iter().sum::<usize>() * (BATCHES.len() + 1 + SENDERS.len());
+        let total = ROOMS.iter().sum::<usize>()
+            * (BATCHES.len() + SHARED_BATCHES.len() + 1 + SENDERS.len());
         let (user, _, ids) = common::seed(&db.store, "gc", total).await;
         let client = common::connect(&db.conn).await;
         let fsync: String = client
@@ -165,6 +195,18 @@ fn group_commit(c: &mut Criterion) {
                                 .map(|chat| room_commit(&store, user, chat, batch)),
                         )
                     })
+                },
+            );
+        }
+        for batch in SHARED_BATCHES {
+            let set: Vec<Arc<Chat>> = fresh.by_ref().take(rooms).collect();
+            g.throughput(Throughput::Elements((rooms * batch) as u64));
+            g.bench_with_input(
+                BenchmarkId::new(format!("shared_commit/{rooms}rooms"), batch),
+                &batch,
+                |b, &batch| {
+                    b.to_async(&rt)
+                        .iter(|| shared_commit(&store, user, &set, batch))
                 },
             );
         }

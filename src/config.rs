@@ -151,6 +151,21 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_COMMIT_RESOLVE_SECS", default_value_t = 5)]
     pub commit_resolve_secs: u64,
 
+    // --- Group commit across rooms (issue 13, write path). ---
+    /// Shared commit transactions in flight at once; the rooms' batches queued meanwhile are
+    /// committed together in the next one (0: each room commits its own transactions).
+    #[arg(long, env = "FECHATTER_COMMIT_IN_FLIGHT", default_value_t = 2)]
+    pub commit_in_flight: usize,
+
+    /// Most chat rooms whose batches share one commit transaction.
+    #[arg(long, env = "FECHATTER_COMMIT_MAX_ROOMS", default_value_t = 100)]
+    pub commit_max_rooms: usize,
+
+    /// Most ops (sends, edits, ...) in one commit transaction; a room's longer queue is
+    /// committed in chunks of at most this many.
+    #[arg(long, env = "FECHATTER_COMMIT_MAX_OPS", default_value_t = 500)]
+    pub commit_max_ops: usize,
+
     /// Fault hook (tests only): the next N room commits succeed but their reply is lost.
     #[arg(
         long,

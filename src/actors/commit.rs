@@ -1,5 +1,7 @@
 //! The chat room's unit of work: one batch of ops committed in one transaction (group commit),
-//! each event at the next gap-free seq of the chat.
+//! each event at the next gap-free seq of the chat — shared with other rooms' batches when the
+//! room has a [`Committer`] (`committer.rs`), alone otherwise; the transaction itself is
+//! `commit_tx.rs`. A batch over `max_ops` is committed in chunks of at most that many ops.
 //!
 //! Isolation: an op whose data the database refuses fails alone. When a batch fails for any
 //! reason other than the database being unreachable, its ops are retried one transaction each,
@@ -9,23 +11,20 @@
 //! the seq advance returns the transaction id and the room asks PostgreSQL (`txid_status`)
 //! whether it committed before answering anyone.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::events::{
-    EditLogged, Event, EventKind, MemberData, MessageData, MessageDeletedData, MessageView,
-    ReactionData, ReactionLogged, ReactionView,
-};
+use super::commit_tx::{RoomBatch, RoomResult, attempt};
+pub use super::committer::Committer;
+use super::events::Event;
 use super::room::{Op, OpOutcome};
 use super::rooms::RoomError;
 use crate::faults::Faults;
-use crate::store::events::{self as ev_store, LoggedEvent};
-use crate::store::messages::{self as msg_store, NewMessage};
-use crate::store::search::outbox::{self, OutboxOp};
+use crate::store::events as ev_store;
 use crate::store::{Store, StoreError};
 
 /// What an event does to the room besides being fanned out.
+#[derive(Debug)]
 pub enum Effect {
     None,
     Sent { sender_id: i64 },
@@ -34,6 +33,7 @@ pub enum Effect {
 }
 
 /// A committed batch.
+#[derive(Debug)]
 pub struct Committed {
     pub last_seq: i64,
     /// Answers, in the order of the batch's ops.
@@ -68,14 +68,18 @@ pub struct CommitSpec {
     /// How long to spend learning a lost COMMIT's outcome.
     pub resolve_for: Duration,
     pub faults: Arc<Faults>,
+    /// Commits this room's batches together with other rooms' (`None`: in its own transactions).
+    pub committer: Option<Committer>,
+    /// Most ops committed in one transaction (a longer batch is committed in chunks).
+    pub max_ops: usize,
 }
 
-/// How many times a batch is retried when a concurrent send took one of its idempotency keys.
-const KEY_RACE_ATTEMPTS: usize = 3;
+/// Most ops in one transaction when nothing else is configured.
+pub const DEFAULT_MAX_OPS: usize = 500;
 
 /// One attempt's failure.
-enum Attempt {
-    /// The batch failed; `unreachable` when the database could not be reached at all.
+pub(super) enum Attempt {
+    /// The transaction failed; `unreachable` when the database could not be reached at all.
     Failed {
         error: StoreError,
         unreachable: bool,
@@ -132,13 +136,73 @@ fn alone_failed(e: &StoreError) -> RoomError {
     }
 }
 
-/// Commits `ops` after `base_seq`, isolating ops whose data the database refuses.
+/// Commits `ops` after `base_seq` (through the room's committer when it has one), isolating
+/// ops whose data the database refuses; at most `spec.max_ops` ops per transaction.
 pub async fn commit(
     spec: &CommitSpec,
     base_seq: i64,
     ops: Vec<Op>,
 ) -> Result<Committed, CommitFailure> {
-    match attempt(spec, base_seq, &ops).await {
+    let max = spec.max_ops.max(1);
+    if ops.len() <= max {
+        return chunk(spec, base_seq, ops).await;
+    }
+    let mut rest = ops;
+    let mut all: Option<Committed> = None;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(max));
+        let ops = std::mem::replace(&mut rest, tail);
+        let n = ops.len();
+        let base = all.as_ref().map_or(base_seq, |a| a.last_seq);
+        match (chunk(spec, base, ops).await, all.as_mut()) {
+            (Ok(done), None) => all = Some(done),
+            (Ok(done), Some(a)) => {
+                a.last_seq = done.last_seq;
+                a.outcomes.extend(done.outcomes);
+                a.events.extend(done.events);
+                a.persisted += done.persisted;
+                a.outbox |= done.outbox;
+                a.reload |= done.reload;
+            }
+            (Err(failure), None) => return Err(failure),
+            (Err(failure), Some(a)) => {
+                // The earlier chunks are committed: answer them, fail this one and the rest.
+                a.reload |= !matches!(failure, CommitFailure::Unavailable(_));
+                let skipped = n + rest.len();
+                a.outcomes.extend((0..skipped).map(|_| {
+                    Err(RoomError::Unavailable(
+                        "could not store the change, retry".into(),
+                    ))
+                }));
+                break;
+            }
+        }
+        if let Some(a) = all.as_mut().filter(|a| a.reload) {
+            a.outcomes.extend(
+                rest.drain(..)
+                    .map(|_| Err(RoomError::Unavailable("chat room restarting, retry".into()))),
+            );
+        }
+    }
+    all.ok_or(CommitFailure::Unavailable("empty batch".into()))
+}
+
+/// One chunk: through the committer, or in its own transaction.
+async fn chunk(spec: &CommitSpec, base_seq: i64, ops: Vec<Op>) -> Result<Committed, CommitFailure> {
+    match &spec.committer {
+        Some(committer) => committer.commit(spec, base_seq, ops).await,
+        None => alone(spec, base_seq, ops).await,
+    }
+}
+
+/// Commits one room's `ops` in a transaction of its own; when that fails for a reason other
+/// than the database being unreachable, each op is retried alone.
+pub(super) async fn alone(
+    spec: &CommitSpec,
+    base_seq: i64,
+    ops: Vec<Op>,
+) -> Result<Committed, CommitFailure> {
+    match attempt_one(spec, base_seq, &ops).await {
         Ok(done) => Ok(done),
         Err(Attempt::Fenced) => Err(CommitFailure::Fenced),
         Err(Attempt::Unknown) => Err(CommitFailure::Unknown),
@@ -165,6 +229,19 @@ pub async fn commit(
     }
 }
 
+/// One transaction for one room.
+async fn attempt_one(spec: &CommitSpec, base_seq: i64, ops: &[Op]) -> Result<Committed, Attempt> {
+    let rooms = [RoomBatch {
+        chat_id: spec.chat_id,
+        base_seq,
+        ops,
+    }];
+    match attempt(spec, &rooms).await?.pop() {
+        Some(RoomResult::Done(done)) => Ok(done),
+        _ => Err(Attempt::Fenced),
+    }
+}
+
 /// Commits each op in its own transaction, in order; a failing op fails alone.
 async fn isolated(spec: &CommitSpec, base_seq: i64, ops: Vec<Op>) -> Committed {
     let mut all = Committed {
@@ -182,7 +259,7 @@ async fn isolated(spec: &CommitSpec, base_seq: i64, ops: Vec<Op>) -> Committed {
             )));
             continue;
         }
-        match attempt(spec, all.last_seq, std::slice::from_ref(&op)).await {
+        match attempt_one(spec, all.last_seq, std::slice::from_ref(&op)).await {
             Ok(done) => {
                 all.last_seq = done.last_seq;
                 all.outcomes.extend(done.outcomes);
@@ -209,48 +286,8 @@ async fn isolated(spec: &CommitSpec, base_seq: i64, ops: Vec<Op>) -> Committed {
     all
 }
 
-/// One transaction for `ops`; retried when a concurrent send took one of its keys.
-async fn attempt(spec: &CommitSpec, base_seq: i64, ops: &[Op]) -> Result<Committed, Attempt> {
-    let mut client = spec.store.client().await?;
-    for _ in 0..KEY_RACE_ATTEMPTS {
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        let base = if spec.db_orders_writers {
-            ev_store::lock_seq(&tx, spec.chat_id)
-                .await?
-                .ok_or(StoreError::Conflict(ev_store::FENCED.into()))?
-        } else {
-            base_seq
-        };
-        let Some((done, xid)) = commit_in(&tx, spec.chat_id, base, ops).await? else {
-            tx.rollback().await.map_err(StoreError::from)?;
-            continue;
-        };
-        let result = tx.commit().await;
-        let lost = result.is_ok() && spec.faults.lose_commit_reply();
-        return match (result, xid) {
-            (Ok(()), _) if !lost => Ok(done),
-            // Nothing was written (no seq taken): the outcome does not matter.
-            (_, None) => Ok(done),
-            (_, Some(xid)) => match resolve(spec, xid).await {
-                Some(true) => Ok(done),
-                Some(false) => Err(Attempt::Failed {
-                    error: StoreError::Unavailable("the commit was rolled back".into()),
-                    unreachable: true,
-                }),
-                None => Err(Attempt::Unknown),
-            },
-        };
-    }
-    Err(Attempt::Failed {
-        error: StoreError::Other(anyhow::anyhow!(
-            "idempotency keys kept colliding with concurrent sends"
-        )),
-        unreachable: true,
-    })
-}
-
 /// Asks PostgreSQL whether transaction `xid` committed, for at most `spec.resolve_for`.
-async fn resolve(spec: &CommitSpec, xid: i64) -> Option<bool> {
+pub(super) async fn resolve(spec: &CommitSpec, xid: i64) -> Option<bool> {
     let deadline = tokio::time::Instant::now() + spec.resolve_for;
     let mut pause = Duration::from_millis(20);
     loop {
@@ -293,329 +330,11 @@ pub async fn commit_batch(
         db_orders_writers: false,
         resolve_for: Duration::from_secs(5),
         faults: Arc::new(Faults::default()),
+        committer: None,
+        max_ops: DEFAULT_MAX_OPS,
     };
     match commit(&spec, base_seq, ops).await {
         Ok(done) => Ok((done.last_seq, done.persisted)),
         Err(e) => Err(StoreError::Other(anyhow::anyhow!("commit failed: {e:?}"))),
     }
-}
-
-/// The events a batch produces, each at the next seq of the chat.
-struct Log {
-    chat_id: i64,
-    /// The last seq taken so far.
-    seq: i64,
-    /// Events other than message creations, for `chat_events`: (seq, kind, message, payload).
-    logged: Vec<(i64, &'static str, Option<i64>, serde_json::Value)>,
-    /// Everything to fan out after the commit.
-    events: Vec<(Arc<Event>, Effect)>,
-}
-
-impl Log {
-    /// Takes the next seq for an event of `kind`: fanned out with `data`, logged as `stored`
-    /// (which never holds message text).
-    fn record(
-        &mut self,
-        kind: EventKind,
-        data: &impl serde::Serialize,
-        message_id: Option<i64>,
-        stored: &impl serde::Serialize,
-        effect: Effect,
-    ) {
-        self.seq += 1;
-        let event = Event::new(kind, Some(self.chat_id), Some(self.seq), data);
-        self.events.push((event, effect));
-        let stored = serde_json::to_value(stored).unwrap_or_default();
-        self.logged
-            .push((self.seq, kind.as_str(), message_id, stored));
-    }
-}
-
-/// The body of a commit: `None` asks for a retry (a concurrent send took a key). Returns the
-/// batch and the transaction id (when it took a seq).
-async fn commit_in(
-    tx: &deadpool_postgres::Transaction<'_>,
-    chat_id: i64,
-    base_seq: i64,
-    ops: &[Op],
-) -> Result<Option<(Committed, Option<i64>)>, StoreError> {
-    let mut log = Log {
-        chat_id,
-        seq: base_seq,
-        logged: Vec::new(),
-        events: Vec::new(),
-    };
-    let mut outcomes: Vec<Option<Result<OpOutcome, RoomError>>> =
-        (0..ops.len()).map(|_| None).collect();
-    let mut outbox_ops: Vec<(i64, OutboxOp)> = Vec::new();
-
-    // 1. Sends: idempotency first (keys are scoped to sender and chat), then one INSERT.
-    let keyed: Vec<(i64, &str)> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Send {
-                sender_id,
-                idempotency_key: Some(k),
-                ..
-            } => Some((*sender_id, k.as_str())),
-            _ => None,
-        })
-        .collect();
-    let existing = if keyed.is_empty() {
-        Vec::new()
-    } else {
-        let senders: Vec<i64> = keyed.iter().map(|k| k.0).collect();
-        let keys: Vec<&str> = keyed.iter().map(|k| k.1).collect();
-        msg_store::find_by_keys(tx, chat_id, &senders, &keys).await?
-    };
-    let mut by_key: HashMap<(i64, &str), usize> = HashMap::new(); // → index into `new`
-    let mut new: Vec<NewMessage<'_>> = Vec::new();
-    let mut send_slot: Vec<(usize, usize)> = Vec::new(); // (op index, index into `new`)
-    for (i, op) in ops.iter().enumerate() {
-        let Op::Send {
-            sender_id,
-            content,
-            idempotency_key,
-        } = op
-        else {
-            continue;
-        };
-        let key = idempotency_key.as_deref();
-        if let Some(k) = key {
-            if let Some(m) = existing
-                .iter()
-                .find(|m| m.sender_id == *sender_id && m.idempotency_key.as_deref() == Some(k))
-            {
-                let reactions = msg_store::reactions_in_tx(tx, m.id).await?;
-                outcomes[i] = Some(Ok(OpOutcome::Sent {
-                    message: MessageView::new(m, &reactions),
-                    created: false,
-                }));
-                continue;
-            }
-            if let Some(&slot) = by_key.get(&(*sender_id, k)) {
-                send_slot.push((i, slot));
-                continue;
-            }
-        }
-        log.seq += 1;
-        new.push(NewMessage {
-            seq: log.seq,
-            sender_id: *sender_id,
-            content,
-            idempotency_key: key,
-        });
-        if let Some(k) = key {
-            by_key.insert((*sender_id, k), new.len() - 1);
-        }
-        send_slot.push((i, new.len() - 1));
-    }
-    let mut persisted = 0;
-    if !new.is_empty() {
-        let rows = msg_store::insert_batch(tx, chat_id, &new).await?;
-        if rows.len() != new.len() {
-            return Ok(None);
-        }
-        persisted = rows.len();
-        let views: Vec<MessageView> = rows.iter().map(|r| MessageView::new(r, &[])).collect();
-        let mut first_use = vec![true; views.len()];
-        for (i, slot) in send_slot {
-            let created = std::mem::replace(&mut first_use[slot], false);
-            outcomes[i] = Some(Ok(OpOutcome::Sent {
-                message: views[slot].clone(),
-                created,
-            }));
-        }
-        for (row, view) in rows.iter().zip(&views) {
-            outbox_ops.push((row.id, OutboxOp::Upsert));
-            let event = Event::new(
-                EventKind::MessageCreated,
-                Some(chat_id),
-                Some(row.seq),
-                &MessageData { message: view },
-            );
-            log.events.push((
-                event,
-                Effect::Sent {
-                    sender_id: row.sender_id,
-                },
-            ));
-        }
-    }
-
-    // 2. Everything else, one by one, each taking the next seq when it changes something.
-    for (i, op) in ops.iter().enumerate() {
-        let outcome = match op {
-            Op::Send { .. } => continue,
-            Op::Edit {
-                user_id,
-                message_id,
-                content,
-            } => match msg_store::lock_message(tx, chat_id, *message_id).await? {
-                None => Err(RoomError::NotFound("message")),
-                Some(m) if m.sender_id != *user_id => Err(RoomError::Forbidden(
-                    "Only the sender can edit a message".into(),
-                )),
-                Some(mut m) => {
-                    m.updated_at = msg_store::update_content(tx, m.id, content).await?;
-                    m.content = content.clone();
-                    let reactions = msg_store::reactions_in_tx(tx, m.id).await?;
-                    let view = MessageView::new(&m, &reactions);
-                    let data = MessageData { message: &view };
-                    let stored = EditLogged { message_id: m.id };
-                    log.record(
-                        EventKind::MessageUpdated,
-                        &data,
-                        Some(m.id),
-                        &stored,
-                        Effect::None,
-                    );
-                    outbox_ops.push((m.id, OutboxOp::Upsert));
-                    Ok(OpOutcome::Edited(view))
-                }
-            },
-            Op::Delete {
-                user_id,
-                message_id,
-                moderator,
-            } => match msg_store::lock_message(tx, chat_id, *message_id).await? {
-                None => Err(RoomError::NotFound("message")),
-                Some(m) if m.sender_id != *user_id && !moderator => Err(RoomError::Forbidden(
-                    "Only the sender or a chat owner/admin can delete a message".into(),
-                )),
-                Some(m) => {
-                    msg_store::soft_delete(tx, m.id).await?;
-                    let data = MessageDeletedData {
-                        message_id: m.id,
-                        chat_id,
-                        deleted_by: *user_id,
-                    };
-                    log.record(
-                        EventKind::MessageDeleted,
-                        &data,
-                        Some(m.id),
-                        &data,
-                        Effect::None,
-                    );
-                    outbox_ops.push((m.id, OutboxOp::Delete));
-                    Ok(OpOutcome::Deleted)
-                }
-            },
-            Op::React {
-                user_id,
-                message_id,
-                emoji,
-                add,
-            } => match msg_store::lock_message(tx, chat_id, *message_id).await? {
-                None => Err(RoomError::NotFound("message")),
-                Some(m) => {
-                    let changed = if *add {
-                        msg_store::add_reaction(tx, m.id, *user_id, emoji).await?
-                    } else {
-                        msg_store::remove_reaction(tx, m.id, *user_id, emoji).await?
-                    };
-                    let reactions: Vec<ReactionView> = msg_store::reactions_in_tx(tx, m.id)
-                        .await?
-                        .iter()
-                        .map(ReactionView::from)
-                        .collect();
-                    if changed {
-                        let kind = if *add {
-                            EventKind::ReactionAdded
-                        } else {
-                            EventKind::ReactionRemoved
-                        };
-                        let data = ReactionData {
-                            message_id: m.id,
-                            chat_id,
-                            user_id: *user_id,
-                            emoji: emoji.clone(),
-                            reactions: reactions.clone(),
-                        };
-                        let stored = ReactionLogged {
-                            message_id: m.id,
-                            chat_id,
-                            user_id: *user_id,
-                            emoji: emoji.clone(),
-                        };
-                        log.record(kind, &data, Some(m.id), &stored, Effect::None);
-                    }
-                    Ok(OpOutcome::Reacted { reactions, changed })
-                }
-            },
-            Op::Join { user_id, role } => {
-                let joined = ev_store::add_member(tx, chat_id, *user_id, role, log.seq).await?;
-                if joined {
-                    let data = MemberData {
-                        chat_id,
-                        user_id: *user_id,
-                        role: Some(role.clone()),
-                    };
-                    let effect = Effect::Joined {
-                        user_id: *user_id,
-                        role: role.clone(),
-                    };
-                    log.record(EventKind::MemberJoined, &data, None, &data, effect);
-                }
-                Ok(OpOutcome::Joined(joined))
-            }
-            Op::Leave { user_id } => {
-                let left = ev_store::remove_member(tx, chat_id, *user_id).await?;
-                if left {
-                    let data = MemberData {
-                        chat_id,
-                        user_id: *user_id,
-                        role: None,
-                    };
-                    let effect = Effect::Left { user_id: *user_id };
-                    log.record(EventKind::MemberLeft, &data, None, &data, effect);
-                }
-                Ok(OpOutcome::Left(left))
-            }
-        };
-        outcomes[i] = Some(outcome);
-    }
-
-    // 3. The log of non-creation events, the search outbox, and the chat's position.
-    let Log {
-        seq,
-        logged,
-        mut events,
-        ..
-    } = log;
-    let rows: Vec<LoggedEvent<'_>> = logged
-        .iter()
-        .map(|(seq, kind, message_id, payload)| LoggedEvent {
-            seq: *seq,
-            kind,
-            message_id: *message_id,
-            payload,
-        })
-        .collect();
-    ev_store::insert_events(tx, chat_id, &rows).await?;
-    // Every message write records its outbox row: both search engines are fed from it.
-    let outbox = !outbox_ops.is_empty();
-    if outbox {
-        outbox::record(tx, &outbox_ops).await?;
-    }
-    let xid = if seq != base_seq {
-        Some(ev_store::advance_seq(tx, chat_id, base_seq, seq).await?)
-    } else {
-        None
-    };
-    events.sort_by_key(|(e, _)| e.seq);
-    Ok(Some((
-        Committed {
-            last_seq: seq,
-            outcomes: outcomes
-                .into_iter()
-                .map(|o| o.unwrap_or_else(|| Err(RoomError::Unavailable("not processed".into()))))
-                .collect(),
-            events,
-            persisted,
-            outbox,
-            reload: false,
-        },
-        xid,
-    )))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::committer::{Committer, CommitterConfig};
 use super::indexer::IndexerHandle;
 use super::presence::ConnRegistry;
 use super::relay;
@@ -85,6 +86,15 @@ impl Hub {
                 resolve_for: Duration::from_secs(config.commit_resolve_secs.max(1)),
                 faults,
                 cluster,
+                // Rooms' batches share transactions (0 in flight: each room commits alone).
+                committer: (config.commit_in_flight > 0).then(|| {
+                    Committer::start(CommitterConfig {
+                        max_rooms: config.commit_max_rooms,
+                        max_ops: config.commit_max_ops,
+                        in_flight: config.commit_in_flight,
+                    })
+                }),
+                commit_max_ops: config.commit_max_ops,
             },
             rooms: HashMap::new(),
             arbiters,

@@ -6,6 +6,8 @@
 //! Actors know nothing of HTTP; they talk to `store`.
 
 pub mod commit;
+mod commit_tx;
+pub mod committer;
 pub mod events;
 pub mod fanout;
 pub mod hub;

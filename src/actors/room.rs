@@ -199,6 +199,10 @@ pub struct RoomConfig {
     pub faults: Arc<Faults>,
     /// Cluster mode: the broker other nodes' events come from and ours go to.
     pub cluster: Option<Cluster>,
+    /// Commits the room's batches in transactions shared with other rooms (`None`: alone).
+    pub committer: Option<commit::Committer>,
+    /// Most ops committed in one transaction.
+    pub commit_max_ops: usize,
 }
 
 pub struct ChatRoom {
@@ -255,6 +259,8 @@ impl ChatRoom {
             db_orders_writers: config.db_orders_writers,
             resolve_for: config.resolve_for,
             faults: config.faults.clone(),
+            committer: config.committer.clone(),
+            max_ops: config.commit_max_ops,
         };
         ChatRoom {
             chat_id,

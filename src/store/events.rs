@@ -55,21 +55,19 @@ pub struct ReplayPage {
 
 /// A logged event (anything but a message's creation) to append at its seq.
 pub struct LoggedEvent<'a> {
+    pub chat_id: i64,
     pub seq: i64,
     pub kind: &'a str,
     pub message_id: Option<i64>,
     pub payload: &'a serde_json::Value,
 }
 
-/// Appends logged events (edits, deletes, reactions, membership) at their seqs.
-pub async fn insert_events(
-    tx: &Transaction<'_>,
-    chat_id: i64,
-    events: &[LoggedEvent<'_>],
-) -> StoreResult<()> {
+/// Appends logged events (edits, deletes, reactions, membership) of any chats at their seqs.
+pub async fn insert_events(tx: &Transaction<'_>, events: &[LoggedEvent<'_>]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
+    let chats: Vec<i64> = events.iter().map(|e| e.chat_id).collect();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
     let ids: Vec<Option<i64>> = events.iter().map(|e| e.message_id).collect();
@@ -77,13 +75,54 @@ pub async fn insert_events(
     let stmt = tx
         .prepare_cached(
             "INSERT INTO chat_events (chat_id, seq, kind, message_id, payload) \
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::jsonb[])",
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], \
+                                  $5::jsonb[])",
         )
         .await?;
-    tx.execute(&stmt, &[&chat_id, &seqs, &kinds, &ids, &payloads])
+    tx.execute(&stmt, &[&chats, &seqs, &kinds, &ids, &payloads])
         .await
         .map_err(StoreError::from_db)?;
     Ok(())
+}
+
+/// Locks the rows of `chat_ids` until the transaction ends, in chat-id order (so two
+/// transactions locking overlapping sets never deadlock), and returns each one's `last_seq`;
+/// a chat that does not exist is missing from the map.
+pub async fn lock_chats(tx: &Transaction<'_>, chat_ids: &[i64]) -> StoreResult<HashMap<i64, i64>> {
+    let stmt = tx
+        .prepare_cached("SELECT id, last_seq FROM chats WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .await?;
+    Ok(tx
+        .query(&stmt, &[&chat_ids])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Moves several chats' `last_seq` (chat, from, to) in one statement, each fenced on `from`;
+/// returns the chats moved and the transaction's id (to ask PostgreSQL later whether it
+/// committed, when the COMMIT's reply is lost).
+pub async fn advance_seqs(
+    tx: &Transaction<'_>,
+    moves: &[(i64, i64, i64)],
+) -> StoreResult<(Vec<i64>, Option<i64>)> {
+    if moves.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let ids: Vec<i64> = moves.iter().map(|m| m.0).collect();
+    let from: Vec<i64> = moves.iter().map(|m| m.1).collect();
+    let to: Vec<i64> = moves.iter().map(|m| m.2).collect();
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE chats c SET last_seq = v.to_seq \
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, from_seq, to_seq) \
+             WHERE c.id = v.id AND c.last_seq = v.from_seq RETURNING c.id, txid_current()",
+        )
+        .await?;
+    let rows = tx.query(&stmt, &[&ids, &from, &to]).await?;
+    let xid = rows.first().map(|r| r.get(1));
+    Ok((rows.iter().map(|r| r.get(0)).collect(), xid))
 }
 
 /// The conflict a fenced seq advance reports.

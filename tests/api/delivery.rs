@@ -217,6 +217,8 @@ async fn a_refused_op_fails_alone_in_its_batch() {
         db_orders_writers: true,
         resolve_for: std::time::Duration::from_secs(2),
         faults: Arc::new(Default::default()),
+        committer: None,
+        max_ops: 500,
     };
     let ops = vec![
         send(f.owner.id, "first", Some("k1")),

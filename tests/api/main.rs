@@ -16,6 +16,7 @@ mod cluster_kill9;
 mod control_chars;
 mod delivery;
 mod faults;
+mod group_commit;
 mod health;
 mod lists;
 mod load;
