@@ -397,10 +397,14 @@ async fn non_reader_does_not_delay_readers() {
     app.join(&f.outsider, f.chat).await;
     let mut reader = WsClient::connect(&app, &f.member.token, None).await;
     let big = "x".repeat(3000);
-    for i in 0..300 {
-        app.send(&f.owner, f.chat, &format!("{i} {big}")).await;
-    }
-    let got = reader.collect("message.created", 300).await;
+    // The reader reads while the messages are sent (a reader that stops reading for 900 KB
+    // is a slow consumer itself: the socket's send buffer is capped).
+    let sends = async {
+        for i in 0..300 {
+            app.send(&f.owner, f.chat, &format!("{i} {big}")).await;
+        }
+    };
+    let ((), got) = tokio::join!(sends, reader.collect("message.created", 300));
     assert!(
         got[299]["data"]["message"]["content"]
             .as_str()
