@@ -281,18 +281,31 @@ impl Handler<RemoteChange> for Presence {
     }
 }
 
-impl Handler<Connect> for Presence {
-    type Result = Result<(), TooManyConnections>;
-
-    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
-        let count = self.registry.get(&msg.user_id).map_or(0, |c| c.len());
+impl Presence {
+    /// Adds a connection to the registry unless the user is at the per-user limit.
+    fn admit(
+        &mut self,
+        user_id: i64,
+        conn: ConnId,
+        recipient: Recipient<Push>,
+    ) -> Result<(), TooManyConnections> {
+        let count = self.registry.get(&user_id).map_or(0, |c| c.len());
         if count >= self.max_per_user as usize {
             return Err(TooManyConnections(self.max_per_user));
         }
         self.registry
-            .entry(msg.user_id)
+            .entry(user_id)
             .or_default()
-            .push((msg.conn, msg.recipient));
+            .push((conn, recipient));
+        Ok(())
+    }
+}
+
+impl Handler<Connect> for Presence {
+    type Result = Result<(), TooManyConnections>;
+
+    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
+        self.admit(msg.user_id, msg.conn, msg.recipient)?;
         let entry = self.online.entry(msg.user_id).or_insert(Online {
             conns: 0,
             workspaces: msg.workspaces.clone(),
@@ -318,18 +331,13 @@ impl Handler<ConnectIfOnline> for Presence {
     type Result = Result<bool, TooManyConnections>;
 
     fn handle(&mut self, msg: ConnectIfOnline, _: &mut Self::Context) -> Self::Result {
-        let Some(entry) = self.online.get_mut(&msg.user_id) else {
+        if !self.online.contains_key(&msg.user_id) {
             return Ok(false);
-        };
-        let count = self.registry.get(&msg.user_id).map_or(0, |c| c.len());
-        if count >= self.max_per_user as usize {
-            return Err(TooManyConnections(self.max_per_user));
         }
-        self.registry
-            .entry(msg.user_id)
-            .or_default()
-            .push((msg.conn, msg.recipient));
-        entry.conns += 1;
+        self.admit(msg.user_id, msg.conn, msg.recipient)?;
+        if let Some(entry) = self.online.get_mut(&msg.user_id) {
+            entry.conns += 1;
+        }
         Ok(true)
     }
 }

@@ -15,12 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::target::{Target, source_ip};
-use super::wsclient::{Dial, Ws};
+use super::wsclient::{self, Dial, Ws};
 
 /// What a client tells the server in `CONNECT`: no `+OK` per operation, no headers.
 const CONNECT: &str = r#"CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":false,"no_responders":false,"lang":"rust","version":"fechatter-load","name":"fechatter-load"}"#;
@@ -126,18 +124,8 @@ pub fn frame_bytes(msg: &Message) -> Option<&[u8]> {
 /// `SUB subject` when given, and a `PING` whose `PONG` says all of it is in place.
 pub async fn open(dial: &Dial, i: usize, subject: Option<&str>) -> anyhow::Result<Ws> {
     let target = &dial.targets[i % dial.targets.len()];
-    let socket = TcpSocket::new_v4().context("socket")?;
     let source = source_ip(i, dial.source_ips);
-    socket
-        .bind(SocketAddr::new(source.into(), 0))
-        .with_context(|| format!("bind {source}"))?;
-    let stream = socket.connect(target.addr).await.context("connect")?;
-    stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(dial.read_buffer);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(target.base.as_str(), stream, Some(config))
-            .await
-            .context("handshake")?;
+    let mut ws = wsclient::handshake(dial, target.addr, target.base.as_str(), source).await?;
     let mut hello = format!("{CONNECT}\r\n");
     if let Some(s) = subject {
         hello.push_str(&format!("SUB {s} 1\r\n"));

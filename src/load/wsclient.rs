@@ -83,23 +83,33 @@ pub async fn open(dial: &Dial, i: usize, token: &str) -> anyhow::Result<Ws> {
         .map_err(|_| anyhow::anyhow!("no auth.success within {OPEN_DEADLINE:?}"))?
 }
 
+/// A WebSocket handshake with `url` at `addr`, from the source address `source`.
+pub(super) async fn handshake(
+    dial: &Dial,
+    addr: SocketAddr,
+    url: &str,
+    source: Ipv4Addr,
+) -> anyhow::Result<Ws> {
+    let socket = TcpSocket::new_v4().context("socket")?;
+    socket
+        .bind(SocketAddr::new(source.into(), 0))
+        .with_context(|| format!("bind {source}"))?;
+    let stream = socket.connect(addr).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(dial.read_buffer);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .context("handshake")?;
+    Ok(ws)
+}
+
 async fn open_inner(
     dial: &Dial,
     target: &Target,
     source: Ipv4Addr,
     token: &str,
 ) -> anyhow::Result<Ws> {
-    let socket = TcpSocket::new_v4().context("socket")?;
-    socket
-        .bind(SocketAddr::new(source.into(), 0))
-        .with_context(|| format!("bind {source}"))?;
-    let stream = socket.connect(target.addr).await.context("connect")?;
-    stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(dial.read_buffer);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(target.ws_url(), stream, Some(config))
-            .await
-            .context("handshake")?;
+    let mut ws = handshake(dial, target.addr, &target.ws_url(), source).await?;
     let auth = json!({"type": "auth", "token": format!("Bearer {token}")}).to_string();
     ws.send(Message::text(auth)).await.context("auth frame")?;
     loop {
