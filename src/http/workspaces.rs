@@ -252,6 +252,13 @@ pub async fn create(
             logo_url: logo_url.as_deref(),
         })
         .await?;
+    // An online owner shares presence with the new workspace from now on.
+    state
+        .presence
+        .do_send(crate::actors::presence::WorkspaceJoined {
+            user_id: user.id,
+            workspace_id: id,
+        });
     let body = workspace_body(&state, id, "owner".into()).await?;
     Ok(HttpResponse::Created().json(body))
 }

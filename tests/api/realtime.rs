@@ -412,3 +412,18 @@ async fn non_reader_does_not_delay_readers() {
             .starts_with("299 ")
     );
 }
+
+/// An owner who creates a workspace while online sees its members come online.
+#[actix_web::test]
+async fn presence_follows_a_workspace_created_while_online() {
+    let app = spawn_app().await;
+    let owner = app.register("founder").await;
+    let joiner = app.register("joiner").await;
+    let mut watcher = WsClient::connect(&app, &owner.token, None).await;
+    let workspace = app.create_workspace(&owner, "Fresh").await;
+    app.add_to_workspace(&owner, workspace, &joiner).await;
+    let _tab = WsClient::connect(&app, &joiner.token, None).await;
+    let ev = watcher.next_of("presence.update").await;
+    assert_eq!(ev["data"]["user_id"], joiner.id);
+    assert_eq!(ev["data"]["status"], "online");
+}
