@@ -105,6 +105,9 @@ pub struct Follow {
 pub struct Unfollow {
     pub room_key: RoomKey,
     pub conn: ConnId,
+    /// The user left `chat_id`: tell the session, after the events handed to it before (its
+    /// own `chat.member_left` among them), so nothing overtakes them.
+    pub left_chat: Option<i64>,
 }
 
 /// The room stopped: forget its followers here.
@@ -166,7 +169,10 @@ impl Handler<Unfollow> for WorkerFanout {
 
     fn handle(&mut self, msg: Unfollow, _: &mut Self::Context) {
         if let Some(group) = self.groups.get_mut(&msg.room_key) {
-            group.followers.remove(&msg.conn);
+            let follower = group.followers.remove(&msg.conn);
+            if let (Some(f), Some(chat_id)) = (follower, msg.left_chat) {
+                f.recipient.do_send(Push::Unsubscribed { chat_id });
+            }
             if group.followers.is_empty() {
                 self.groups.remove(&msg.room_key);
             }

@@ -490,7 +490,7 @@ impl ChatRoom {
             }
         }
         for conn in gone {
-            self.remove_subscriber(conn);
+            self.remove_subscriber(conn, None);
         }
         crate::metrics::fanout_deliveries(delivered);
     }
@@ -503,7 +503,7 @@ impl ChatRoom {
         recipient: Recipient<Push>,
         ctx: &mut Context<Self>,
     ) {
-        self.remove_subscriber(conn);
+        self.remove_subscriber(conn, None);
         let worker = fanout::worker_of(conn).map(|(index, addr)| {
             addr.do_send(Follow {
                 room_key: self.key,
@@ -528,16 +528,24 @@ impl ChatRoom {
         );
     }
 
-    /// Removes a subscriber (and its worker's copy).
-    fn remove_subscriber(&mut self, conn: ConnId) -> Option<Subscriber> {
+    /// Removes a subscriber (and its worker's copy). `left_chat`: the user left the chat, and
+    /// the session is told so after the events already on their way to it (through its worker,
+    /// which keeps their order).
+    fn remove_subscriber(&mut self, conn: ConnId, left_chat: Option<i64>) -> Option<Subscriber> {
         let sub = self.subscribers.remove(&conn)?;
         match sub.worker {
-            None => self.direct -= 1,
+            None => {
+                self.direct -= 1;
+                if let Some(chat_id) = left_chat {
+                    sub.recipient.do_send(Push::Unsubscribed { chat_id });
+                }
+            }
             Some(index) => {
                 if let Some((addr, count)) = self.workers.get_mut(&index) {
                     addr.do_send(Unfollow {
                         room_key: self.key,
                         conn,
+                        left_chat,
                     });
                     *count -= 1;
                     if *count == 0 {
@@ -577,11 +585,7 @@ impl ChatRoom {
             .map(|(c, _)| *c)
             .collect();
         for conn in conns {
-            if let Some(sub) = self.remove_subscriber(conn) {
-                sub.recipient.do_send(Push::Unsubscribed {
-                    chat_id: self.chat_id,
-                });
-            }
+            self.remove_subscriber(conn, Some(self.chat_id));
         }
     }
 
@@ -838,7 +842,7 @@ impl Handler<Unsubscribe> for ChatRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        self.remove_subscriber(msg.conn);
+        self.remove_subscriber(msg.conn, None);
     }
 }
 

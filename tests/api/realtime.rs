@@ -55,6 +55,9 @@ async fn join_and_leave_change_subscriptions() {
     .ok(200);
     let left = owner.next_of("chat.member_left").await;
     assert_eq!(left["data"]["user_id"], f.outsider.id);
+    // The leaver's own connection sees its leave before it stops following the chat.
+    let mine = ws.next_of("chat.member_left").await;
+    assert_eq!(mine["data"]["user_id"], f.outsider.id);
     app.send(&f.owner, f.chat, "after you left").await;
     let side = app.create_channel(&f.owner, f.workspace, "side").await;
     app.join(&f.outsider, side).await;
