@@ -163,16 +163,34 @@ pub async fn run(a: &ConnectArgs) -> anyhow::Result<ConnectSummary> {
     })
 }
 
+/// A memory figure per connection, or `n/a`.
+pub(super) fn kib(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} KiB"))
+}
+
+/// The "opened" row of a connect summary (one run or several merged).
+pub(super) fn opened_row(
+    opened: impl std::fmt::Display,
+    requested: impl std::fmt::Display,
+    secs: f64,
+    per_sec: f64,
+    failed: impl std::fmt::Display,
+) -> (&'static str, String) {
+    (
+        "opened",
+        format!("{opened} of {requested} in {secs:.1} s ({per_sec:.0}/s), {failed} failed"),
+    )
+}
+
 pub fn print(s: &ConnectSummary) {
-    let kib = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} KiB"));
     let us = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.0} µs"));
     let mut rows = vec![
-        (
-            "opened",
-            format!(
-                "{} of {} in {:.1} s ({:.0}/s), {} failed",
-                s.opened, s.requested, s.connect_secs, s.connects_per_sec, s.failed
-            ),
+        opened_row(
+            s.opened,
+            s.requested,
+            s.connect_secs,
+            s.connects_per_sec,
+            s.failed,
         ),
         (
             "held",

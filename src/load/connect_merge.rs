@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::connect::{kib, opened_row};
 use super::report;
 use super::shard::MergeArgs;
 
@@ -129,14 +130,13 @@ fn combine(files: &[ConnectFile]) -> MergedConnect {
 }
 
 pub fn print(s: &MergedConnect) {
-    let kib = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} KiB"));
     let mut rows = vec![
-        (
-            "opened",
-            format!(
-                "{} of {} in {:.1} s ({:.0}/s), {} failed",
-                s.opened, s.requested, s.connect_secs, s.connects_per_sec, s.failed
-            ),
+        opened_row(
+            s.opened,
+            s.requested,
+            s.connect_secs,
+            s.connects_per_sec,
+            s.failed,
         ),
         (
             "held",
