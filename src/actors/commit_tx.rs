@@ -452,8 +452,13 @@ async fn other_ops(
                     .iter()
                     .position(|op| matches!(op, Op::Join { .. } | Op::Leave { .. }))
                     .map_or(ops.len(), |n| i + n);
-                let results = join_all(ops[i..end].iter().map(|op| change(tx, chat_id, op))).await;
-                let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+                // One after the other: a statement not yet prepared on this connection takes
+                // a round trip first, so pipelined changes could run out of op order (a
+                // reaction before the delete queued ahead of it).
+                let mut results = Vec::with_capacity(end - i);
+                for op in &ops[i..end] {
+                    results.push(change(tx, chat_id, op).await?);
+                }
                 for (k, result) in (i..end).zip(results) {
                     if let Some(result) = result {
                         work.outcomes[k] = Some(apply_change(work, &ops[k], result));
