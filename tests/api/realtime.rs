@@ -353,10 +353,10 @@ async fn sse_stream_and_resume() {
     let mut back = SseClient::connect(&app, &f.member.token, Some(&resume), false)
         .await
         .expect("sse");
-    let e1 = back.next().await;
+    let e1 = back.next_persisted().await;
     assert_eq!(e1.event, "message.updated");
     assert_eq!(e1.data["message"]["content"], "edited");
-    let e2 = back.next().await;
+    let e2 = back.next_persisted().await;
     assert_eq!(e2.event, "message.deleted");
     assert_eq!(e2.data["message_id"], id2);
     let refused = SseClient::connect(&app, "bad-token", None, false)

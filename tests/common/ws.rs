@@ -214,6 +214,20 @@ impl SseClient {
         }
     }
 
+    /// The next persisted event, skipping ephemeral ones (presence, typing), which are live
+    /// and never part of a replay: a presence change may arrive before the replay it races.
+    pub async fn next_persisted(&mut self) -> SseEvent {
+        loop {
+            let e = self.next().await;
+            if !matches!(
+                e.event.as_str(),
+                "presence.update" | "typing.start" | "typing.stop"
+            ) {
+                return e;
+            }
+        }
+    }
+
     pub async fn next_of(&mut self, kind: &str) -> SseEvent {
         loop {
             let e = self.next().await;
