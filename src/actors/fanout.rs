@@ -13,8 +13,9 @@
 //! A connection's id names its worker (the low [`WORKER_BITS`] bits), so a room subscribing a
 //! user's connections from the registry knows where each lives without asking.
 //!
-//! The slow-consumer policy is applied here, per connection, as it was by the room: a full
-//! session mailbox closes the session (it may resume), ephemeral events are dropped for it.
+//! The slow-consumer policy lives here, in [`push_event`], used by the worker fan-out and by a
+//! room delivering to a connection without a worker: a full session mailbox closes the session
+//! (it may resume), ephemeral events are dropped for it.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -86,6 +87,31 @@ pub fn worker_of(conn: ConnId) -> Option<(u64, Addr<WorkerFanout>)> {
         .get(index as usize)
         .filter(|a| a.connected())
         .map(|a| (index, a.clone()))
+}
+
+/// What pushing an event into one session's mailbox came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Delivered,
+    /// The mailbox is full and the event ephemeral: dropped for this session only.
+    Dropped,
+    /// The session is closed, or could not keep up and was told to close (it may resume from
+    /// its position): forget the subscription.
+    Gone,
+}
+
+/// The slow-consumer policy, for every delivery path.
+pub fn push_event(recipient: &Recipient<Push>, event: &Arc<Event>) -> Pushed {
+    match recipient.try_send(Push::Event(event.clone())) {
+        Ok(()) => Pushed::Delivered,
+        Err(SendError::Full(_)) if event.kind.is_droppable() => Pushed::Dropped,
+        Err(SendError::Full(_)) => {
+            recipient.do_send(Push::SlowConsumer);
+            crate::metrics::slow_consumer_dropped();
+            Pushed::Gone
+        }
+        Err(SendError::Closed(_)) => Pushed::Gone,
+    }
 }
 
 /// A connection on this worker now follows the room.
@@ -195,23 +221,16 @@ impl Handler<Deliver> for WorkerFanout {
         let Some(group) = self.groups.get_mut(&msg.room_key) else {
             return;
         };
-        let droppable = msg.event.kind.is_droppable();
         let mut delivered = 0usize;
         let mut gone = Vec::new();
         for (conn, f) in &group.followers {
             if Some(f.user_id) == msg.skip_user {
                 continue;
             }
-            match f.recipient.try_send(Push::Event(msg.event.clone())) {
-                Ok(()) => delivered += 1,
-                Err(SendError::Full(_)) if droppable => {}
-                Err(SendError::Full(_)) => {
-                    // The session cannot keep up: it closes and may resume from its position.
-                    f.recipient.do_send(Push::SlowConsumer);
-                    crate::metrics::slow_consumer_dropped();
-                    gone.push(*conn);
-                }
-                Err(SendError::Closed(_)) => gone.push(*conn),
+            match push_event(&f.recipient, &msg.event) {
+                Pushed::Delivered => delivered += 1,
+                Pushed::Dropped => {}
+                Pushed::Gone => gone.push(*conn),
             }
         }
         for conn in gone {

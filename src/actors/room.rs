@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::dev::SendError;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
@@ -477,16 +476,10 @@ impl ChatRoom {
             if sub.worker.is_some() || Some(sub.user_id) == skip_user {
                 continue;
             }
-            match sub.recipient.try_send(Push::Event(event.clone())) {
-                Ok(()) => delivered += 1,
-                Err(SendError::Full(_)) if event.kind.is_droppable() => {}
-                Err(SendError::Full(_)) => {
-                    // The session cannot keep up: it closes and may resume from its position.
-                    sub.recipient.do_send(Push::SlowConsumer);
-                    crate::metrics::slow_consumer_dropped();
-                    gone.push(*conn);
-                }
-                Err(SendError::Closed(_)) => gone.push(*conn),
+            match fanout::push_event(&sub.recipient, event) {
+                fanout::Pushed::Delivered => delivered += 1,
+                fanout::Pushed::Dropped => {}
+                fanout::Pushed::Gone => gone.push(*conn),
             }
         }
         for conn in gone {
