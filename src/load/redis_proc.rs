@@ -1,6 +1,6 @@
-//! A throwaway `redis-server` for the cluster fault scenarios (Debian's package, as the tests'
-//! `tests/common/redis.rs` uses): on a Unix socket in a private directory, no persistence,
-//! killed when dropped.
+//! A throwaway `redis-server` (Debian's package) for the cluster fault scenarios and the
+//! cluster tests (`tests/common/redis.rs` wraps it): on a Unix socket in a private directory,
+//! no persistence, killed when dropped.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -36,8 +36,20 @@ impl RedisProc {
         format!("redis+unix://{}", self.socket().display())
     }
 
-    fn socket(&self) -> PathBuf {
+    /// Its Unix socket.
+    pub fn socket(&self) -> PathBuf {
         self.dir.join("redis.sock")
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills it and starts a new, empty one on the same socket.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -77,7 +89,7 @@ impl RedisProc {
         }
     }
 
-    /// `SIGKILL`, keeping the directory.
+    /// `SIGKILL` (every client connection drops at once), keeping the directory.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

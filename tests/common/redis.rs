@@ -1,18 +1,20 @@
 //! A real `redis-server` for cluster tests (Debian's package; `scripts/test` installs it when
 //! missing): one per test, on a Unix socket in a private directory, so tests never share keys and
-//! a test may restart its Redis. Dropping the handle stops it; a reaper stops it too if the test
-//! process dies first.
+//! a test may restart its Redis. The process itself is the load tool's
+//! [`fechatter::load::redis_proc::RedisProc`]; this adds the temporary directory, a reaper that
+//! stops it if the test process dies first, and raw commands for assertions.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// A running Redis and its private directory.
+use fechatter::load::redis_proc::RedisProc;
+
+/// A running Redis and its private directory (the process is stopped before the directory goes).
 pub struct RedisServer {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    proc: RedisProc,
+    _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -22,65 +24,33 @@ impl RedisServer {
             .prefix("fechatter-redis-")
             .tempdir()
             .expect("redis temp dir");
-        let mut server = RedisServer { dir, child: None };
-        server.spawn();
+        let proc = RedisProc::start(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+        let server = RedisServer { proc, _dir: dir };
+        server.reap();
         server
     }
 
     /// The URL the nodes connect with.
     pub fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket().display())
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("redis.sock")
-    }
-
-    fn spawn(&mut self) {
-        let dir = self.dir.path();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(self.socket())
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(dir.join("redis.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install Debian's `redis-server` (scripts/test does)");
-        spawn_reaper(child.id());
-        self.child = Some(child);
-        wait_ready(&self.socket(), dir);
+        self.proc.url()
     }
 
     /// Kills it (`SIGKILL`: every client connection drops at once), keeping the directory.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(self.socket());
+        self.proc.kill();
     }
 
     /// Kills it and starts a new, empty one on the same socket.
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
+        self.proc
+            .restart()
+            .unwrap_or_else(|e| panic!("restarting redis: {e:#}"));
+        self.reap();
     }
 
     /// One command over a raw connection (RESP inline), for assertions: the reply's text.
     pub fn command(&self, line: &str) -> String {
-        let mut s = UnixStream::connect(self.socket()).expect("connect to test redis");
+        let mut s = UnixStream::connect(self.proc.socket()).expect("connect to test redis");
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
         s.write_all(format!("{line}\r\n").as_bytes())
             .expect("write to test redis");
@@ -88,48 +58,25 @@ impl RedisServer {
         let n = s.read(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
-}
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
+    /// Kills the process when this test process is gone (dropping the handle does it in the
+    /// normal case).
+    fn reap(&self) {
+        let Some(pid) = self.proc.pid() else {
+            return;
+        };
+        let me = std::process::id();
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             kill -9 {pid} 2>/dev/null"
+        );
+        // The reaper must outlive this process, so it is deliberately never waited for.
+        #[allow(clippy::zombie_processes)]
+        let _ = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
     }
-}
-
-fn wait_ready(socket: &Path, dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = UnixStream::connect(socket) {
-            s.set_read_timeout(Some(Duration::from_secs(1))).ok();
-            let mut buf = [0u8; 16];
-            if s.write_all(b"PING\r\n").is_ok()
-                && s.read(&mut buf).is_ok()
-                && buf.starts_with(b"+PONG")
-            {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-            panic!("redis-server did not come up within 10 s:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills `pid` when this test process is gone (the handle's drop does it in the normal case).
-fn spawn_reaper(pid: u32) {
-    let me = std::process::id();
-    let script = format!(
-        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         kill -9 {pid} 2>/dev/null"
-    );
-    // The reaper must outlive this process, so it is deliberately never waited for.
-    #[allow(clippy::zombie_processes)]
-    let _ = Command::new("setsid")
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
 }
