@@ -1,6 +1,6 @@
 //! One group-commit transaction for the batches of one or more chat rooms: chat rows locked
 //! in chat-id order, one idempotency look-up, one multi-row INSERT, each edit/delete/reaction
-//! one statement (pipelined), one event-log INSERT, one outbox INSERT and one fenced `last_seq`
+//! one statement (a room's one after the other, rooms' pipelined), one event-log INSERT, one outbox INSERT and one fenced `last_seq`
 //! advance for every room together, whatever the number of rooms.
 
 use std::collections::HashMap;
@@ -400,9 +400,10 @@ async fn change(
 }
 
 /// A room's ops other than sends, in order, each taking the next seq when it changes
-/// something. Runs of edits/deletes/reactions are pipelined (the statements reach PostgreSQL
-/// in op order, so each sees the one before); a membership change waits for the run before it
-/// (its row records the seq it joined at).
+/// something, each statement awaited before the next (so each sees the one before; a
+/// membership change's row records the seq it joined at). Rooms run theirs concurrently on
+/// the shared transaction's connection (`join_all` in the caller), so their statements are
+/// pipelined with each other's.
 async fn other_ops(
     tx: &deadpool_postgres::Transaction<'_>,
     work: &mut Work<'_>,
