@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns scripts/dos/run.sh output (one JSON row per line) into the markdown table of
 RELIABILITY.md's dos section: each attack with the ratio of its honest p99 (and p50) to the
-baseline row right before it.   scripts/dos/table.py < rows.jsonl"""
+baseline row right before it, and how many of its honest sends took over 3× that baseline's p99
+(rows that carry their latencies, `lat_ms`).   scripts/dos/table.py < rows.jsonl"""
 
 import json
 import sys
@@ -16,10 +17,11 @@ def main():
         line = line.strip()
         if line.startswith("{"):
             rows.append(json.loads(line))
-    print("| Attack | Sends / failed | p50 ms | p99 ms | p99 / baseline | Server >25/>50/>100 ms |"
+    print("| Attack | Sends / failed | p50 ms | p95 ms | p99 ms | max ms | p99 / baseline |"
+          " Sends > 3× base p99 | Server >25/>50/>100 ms |"
           " RSS MB before / peak / after | fds | New conns during / after | CPU s server / attacker |"
           " load1 | Attack counters |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = None
     for r in rows:
         st = r["attack_stats"]
@@ -27,6 +29,9 @@ def main():
         ratio = "—"
         if not is_base and base and base["p99_ms"]:
             ratio = f"{r['p99_ms'] / base['p99_ms']:.1f}× (p50 {r['p50_ms'] / base['p50_ms']:.1f}×)"
+        over3 = "—"
+        if not is_base and base and base["p99_ms"] and "lat_ms" in r:
+            over3 = str(sum(1 for x in r["lat_ms"] if x > 3 * base["p99_ms"]))
         sv = st.get("server_side_honest", {})
         srv = f"{sv.get('over_25ms', '?')} / {sv.get('over_50ms', '?')} / {sv.get('over_100ms', '?')}"
         rss = " / ".join(str(x) for x in r["rss_mb"])
@@ -37,7 +42,8 @@ def main():
         conns = f"{nc.get('ok', '?')} of {nc.get('ok', 0) + nc.get('failed', 0)} / {r['health_after']}"
         cpu = f"{st.get('server_cpu_s', '?')} / {st.get('attacker_cpu_s', '—')}"
         counters = ", ".join(f"{k} {v}" for k, v in st.items() if k not in COUNTERS_SKIP and v)
-        print(f"| {r['attack']} | {r['sends']} / {r['failed']} | {r['p50_ms']} | {r['p99_ms']} | {ratio} |"
+        print(f"| {r['attack']} | {r['sends']} / {r['failed']} | {r['p50_ms']} | {r.get('p95_ms', '—')} |"
+              f" {r['p99_ms']} | {r.get('max_ms', '—')} | {ratio} | {over3} |"
               f" {srv} | {rss} | {fds} | {conns} | {cpu} | {st.get('load1', '?')} | {counters or '—'} |")
         if is_base:
             base = r
