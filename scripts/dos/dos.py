@@ -9,7 +9,8 @@ server's RSS and open descriptors before, during (max) and after. Usage:
     scripts/dos/dos.py --server http://127.0.0.1:18080 --pid <server pid> [attack ...]
 
 Attacks: ws-bigframe metrics-methods slow-body failed-logins spread-logins sse-churn bad-lines
-conn-cap slow-body-20 (default: all of these), and proxied-slow-body proxied-failed-logins (only
+conn-cap slow-body-20 (default: all of these), made-up-methods (only by name: metrics-methods
+without its scrapers), and proxied-slow-body proxied-failed-logins (only
 with --proxied: the server trusts 127.0.0.0/8 as its proxy and every client, honest or not, is
 told apart by X-Forwarded-For). Prefer scripts/dos/run.sh, which starts the release server with
 default limits.
@@ -47,6 +48,8 @@ SETTLE_SECS = int(os.environ.get("DOS_SETTLE_SECS", "15"))
 ATTACKER_NICE = int(os.environ.get("DOS_ATTACKER_NICE", "19"))
 HONEST_RATE = float(os.environ.get("DOS_HONEST_RATE", "30"))
 HONEST_USERS = int(os.environ.get("DOS_HONEST_USERS", "32"))
+# An honest-only row before the first baseline (0: none, as before the third pass).
+WARMUP_SECS = int(os.environ.get("DOS_WARMUP_SECS", "20"))
 # Behind the proxy (--proxied): every request names its client in X-Forwarded-For.
 PROXIED = {"on": False}
 
@@ -219,7 +222,7 @@ def ws_bigframe(ctx, stop):
     return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(20)], stats
 
 
-def metrics_methods(ctx, stop):
+def metrics_methods(ctx, stop, scrapers=4):
     """20,000 requests with made-up methods, and four scrapers of /metrics."""
     stats = {"requests": 0, "scrapes": 0, "metrics_bytes": 0}
 
@@ -240,7 +243,7 @@ def metrics_methods(ctx, stop):
                 stats["metrics_bytes"] = len(body)
 
     return ([threading.Thread(target=junk, args=(i,), daemon=True) for i in range(4)]
-            + [threading.Thread(target=scraper, args=(i,), daemon=True) for i in range(4)]), stats
+            + [threading.Thread(target=scraper, args=(i,), daemon=True) for i in range(scrapers)]), stats
 
 
 def stall(ctx, stop, addresses, per_address, forwarded=None, request=None):
@@ -421,6 +424,11 @@ ATTACKS = {
     "conn-cap": conn_cap,
     "slow-body-20": slow_body_20,
 }
+# Only by name (not in the default list): the made-up methods alone, without the scrapers that
+# are most of metrics-methods' requests, so the server CPU they cost can be compared.
+EXTRA_ATTACKS = {
+    "made-up-methods": lambda ctx, stop: metrics_methods(ctx, stop, scrapers=0),
+}
 # Only with --proxied (the server started with FECHATTER_TRUSTED_PROXIES=127.0.0.0/8).
 PROXIED_ATTACKS = {
     "proxied-slow-body": proxied_slow_body,
@@ -498,7 +506,7 @@ def main():
         stats["attacker_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
         queue.put(stats)
 
-    def measure(name, attack):
+    def measure(name, attack, secs=ATTACK_SECS):
         buckets_before = server_buckets(ctx)
         before = proc_figures(a.pid)
         cpu_before = cpu_secs(a.pid)
@@ -530,7 +538,7 @@ def main():
         if attack:
             proc = mp.Process(target=run_attack, args=(attack, ATTACK_SECS, queue), daemon=True)
             proc.start()
-        lat, fail, statuses = honest.run(ATTACK_SECS)
+        lat, fail, statuses = honest.run(secs)
         stats = {}
         if proc:
             try:
@@ -570,13 +578,17 @@ def main():
         print(json.dumps(row), flush=True)
         return row
 
-    known = dict(ATTACKS, **PROXIED_ATTACKS)
+    known = dict(ATTACKS, **PROXIED_ATTACKS, **EXTRA_ATTACKS)
     names = a.attacks or list(PROXIED_ATTACKS if a.proxied else ATTACKS)
     for name in names:
         if name not in known:
             sys.exit(f"unknown attack {name}; known: {' '.join(known)}")
         if name.startswith("proxied-") != a.proxied:
             sys.exit(f"{name}: proxied attacks need --proxied and the others need it off")
+    if WARMUP_SECS:
+        # The server's first seconds (a fresh database's first checkpoint, cold caches) stalled
+        # the first rows of earlier runs; this row is printed but is no baseline.
+        measure("warmup", None, WARMUP_SECS)
     for name in names:
         # A same-run baseline right before each attack.
         measure("baseline", None)
