@@ -145,6 +145,8 @@ impl Application {
                 // Reads the body before the inner layers run: a stalled body holds only the
                 // state of this layer and the two around it.
                 .wrap(from_fn(http::body_timeout::middleware))
+                // Made-up methods are answered before all of the above (no route serves them).
+                .wrap(from_fn(http::unknown_method))
                 .wrap(from_fn(http::stats::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(http::routes)

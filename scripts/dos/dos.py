@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Denial-of-service probes against a running Fechatter server (loopback only, bounded).
 
-For each attack: an honest client sends messages alongside (5 sends/s over 8 users) and its
-latency p50/p99 and failures are reported against a baseline from the same run, with the
+For each attack: an honest client sends messages alongside (DOS_HONEST_RATE sends/s, 30 by
+default, round robin over DOS_HONEST_USERS users, 32 by default) and its latency p50/p95/p99 and
+failures are reported against a baseline from the same run, with the
 server's RSS and open descriptors before, during (max) and after. Usage:
 
     scripts/dos/dos.py --server http://127.0.0.1:18080 --pid <server pid> [attack ...]
 
 Attacks: ws-bigframe metrics-methods slow-body failed-logins spread-logins sse-churn bad-lines
-conn-cap slow-body-20 (default: all of these), and proxied-slow-body proxied-failed-logins (only
+conn-cap slow-body-20 (default: all of these), made-up-methods (only by name: metrics-methods
+without its scrapers), and proxied-slow-body proxied-failed-logins (only
 with --proxied: the server trusts 127.0.0.0/8 as its proxy and every client, honest or not, is
 told apart by X-Forwarded-For). Prefer scripts/dos/run.sh, which starts the release server with
 default limits.
@@ -18,6 +20,12 @@ runs in its own process at nice DOS_ATTACKER_NICE (19 by default): the attacker 
 machine's cores with the server and the honest client, and would not on a real network, so it
 gets only the CPU they leave; its own CPU seconds are reported (DOS_ATTACKER_NICE=0: the old,
 unfair run).
+
+The honest rate sets how many samples a row's p99 rests on: 30/s for 15 s is 450 sends (the p99
+is about the 5th slowest). The first two passes sent 5/s over 8 users (75 sends: the p99 was the
+second-slowest send, and same-hour baselines ranged 6.5-54 ms); DOS_HONEST_RATE=5
+DOS_HONEST_USERS=8 reproduces them. The users share the load because each has its own
+FECHATTER_RATE_LIMIT_PER_HOUR (1000) bucket: a whole run at 30/s is ~270 sends per user.
 """
 
 import argparse
@@ -38,6 +46,10 @@ import urllib.parse
 ATTACK_SECS = int(os.environ.get("DOS_ATTACK_SECS", "15"))
 SETTLE_SECS = int(os.environ.get("DOS_SETTLE_SECS", "15"))
 ATTACKER_NICE = int(os.environ.get("DOS_ATTACKER_NICE", "19"))
+HONEST_RATE = float(os.environ.get("DOS_HONEST_RATE", "30"))
+HONEST_USERS = int(os.environ.get("DOS_HONEST_USERS", "32"))
+# An honest-only row before the first baseline (0: none, as before the third pass).
+WARMUP_SECS = int(os.environ.get("DOS_WARMUP_SECS", "20"))
 # Behind the proxy (--proxied): every request names its client in X-Forwarded-For.
 PROXIED = {"on": False}
 
@@ -96,7 +108,8 @@ def proc_figures(pid):
 
 
 class Honest:
-    """Sends one message every 200 ms (round robin over its users) and records latencies."""
+    """Sends HONEST_RATE messages a second (one at a time, the next due 1/rate after the last
+    started; round robin over its users) and records latencies."""
 
     def __init__(self, api_factory, users, chat):
         self.api_factory, self.users, self.chat = api_factory, users, chat
@@ -105,6 +118,7 @@ class Honest:
         api = self.api_factory()
         lat, fail, statuses = [], 0, {}
         self.slowest = []  # (ms, seconds into the row)
+        period = 1.0 / HONEST_RATE
         start = time.time()
         end = start + secs
         i = 0
@@ -118,10 +132,10 @@ class Honest:
             if s == 201 or s == 200:
                 lat.append(dt)
                 self.slowest = sorted(self.slowest + [(round(dt, 1), round(time.time() - start, 1))],
-                                      reverse=True)[:3]
+                                      reverse=True)[:5]
             else:
                 fail += 1
-            time.sleep(max(0.0, 0.2 - dt / 1000))
+            time.sleep(max(0.0, period - dt / 1000))
         return lat, fail, statuses
 
 
@@ -208,7 +222,7 @@ def ws_bigframe(ctx, stop):
     return [threading.Thread(target=one, args=(i,), daemon=True) for i in range(20)], stats
 
 
-def metrics_methods(ctx, stop):
+def metrics_methods(ctx, stop, scrapers=4):
     """20,000 requests with made-up methods, and four scrapers of /metrics."""
     stats = {"requests": 0, "scrapes": 0, "metrics_bytes": 0}
 
@@ -229,7 +243,7 @@ def metrics_methods(ctx, stop):
                 stats["metrics_bytes"] = len(body)
 
     return ([threading.Thread(target=junk, args=(i,), daemon=True) for i in range(4)]
-            + [threading.Thread(target=scraper, args=(i,), daemon=True) for i in range(4)]), stats
+            + [threading.Thread(target=scraper, args=(i,), daemon=True) for i in range(scrapers)]), stats
 
 
 def stall(ctx, stop, addresses, per_address, forwarded=None, request=None):
@@ -410,6 +424,11 @@ ATTACKS = {
     "conn-cap": conn_cap,
     "slow-body-20": slow_body_20,
 }
+# Only by name (not in the default list): the made-up methods alone, without the scrapers that
+# are most of metrics-methods' requests, so the server CPU they cost can be compared.
+EXTRA_ATTACKS = {
+    "made-up-methods": lambda ctx, stop: metrics_methods(ctx, stop, scrapers=0),
+}
 # Only with --proxied (the server started with FECHATTER_TRUSTED_PROXIES=127.0.0.0/8).
 PROXIED_ATTACKS = {
     "proxied-slow-body": proxied_slow_body,
@@ -441,7 +460,7 @@ def main():
     honest_fwd = "192.0.2.10" if a.proxied else None
     api = Api(ctx.host, ctx.port, forwarded=honest_fwd)
     tokens, emails = [], []
-    for i in range(9):
+    for i in range(HONEST_USERS + 1):
         email = f"honest{i}-{rnd()}@example.com"
         s, body = api.call("POST", "/api/auth/register",
                            {"email": email, "username": f"honest{i}{rnd(4)}", "password": "correct horse battery"})
@@ -457,7 +476,7 @@ def main():
                                              "type": "channel", "is_private": False}, tokens[0])
     assert s == 201, (s, chat)
     chat_id = chat["id"]
-    for t, e in zip(tokens[1:], emails[1:8]):
+    for t, e in zip(tokens[1:], emails[1:HONEST_USERS]):
         s, inv = api.call("POST", f"/api/workspaces/{wid}/invites",
                           {"email": e, "role": "member", "expires_in_days": 7}, tokens[0])
         assert s == 201, (s, inv)
@@ -487,7 +506,7 @@ def main():
         stats["attacker_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
         queue.put(stats)
 
-    def measure(name, attack):
+    def measure(name, attack, secs=ATTACK_SECS):
         buckets_before = server_buckets(ctx)
         before = proc_figures(a.pid)
         cpu_before = cpu_secs(a.pid)
@@ -519,7 +538,7 @@ def main():
         if attack:
             proc = mp.Process(target=run_attack, args=(attack, ATTACK_SECS, queue), daemon=True)
             proc.start()
-        lat, fail, statuses = honest.run(ATTACK_SECS)
+        lat, fail, statuses = honest.run(secs)
         stats = {}
         if proc:
             try:
@@ -548,22 +567,28 @@ def main():
         s, _ = Api(ctx.host, ctx.port).call("GET", "/api/health")
         row = {
             "attack": name, "sends": len(lat) + fail, "failed": fail,
-            "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1),
+            "p50_ms": round(pct(lat, 50), 1), "p95_ms": round(pct(lat, 95), 1),
+            "p99_ms": round(pct(lat, 99), 1), "max_ms": round(max(lat), 1) if lat else None,
+            "honest_rate": HONEST_RATE,
             "rss_mb": [round(before[0] / 2**20), round(during[0] / 2**20), round(after[0] / 2**20)],
             "fds": [before[1], during[1], after[1]], "health_after": s, "attack_stats": stats,
             "statuses": statuses, "rss_settle_mb_every_5s": settle,
-            "slowest_ms_at_s": honest.slowest,
+            "slowest_ms_at_s": honest.slowest, "lat_ms": [round(x, 1) for x in lat],
         }
         print(json.dumps(row), flush=True)
         return row
 
-    known = dict(ATTACKS, **PROXIED_ATTACKS)
+    known = dict(ATTACKS, **PROXIED_ATTACKS, **EXTRA_ATTACKS)
     names = a.attacks or list(PROXIED_ATTACKS if a.proxied else ATTACKS)
     for name in names:
         if name not in known:
             sys.exit(f"unknown attack {name}; known: {' '.join(known)}")
         if name.startswith("proxied-") != a.proxied:
             sys.exit(f"{name}: proxied attacks need --proxied and the others need it off")
+    if WARMUP_SECS:
+        # The server's first seconds (a fresh database's first checkpoint, cold caches) stalled
+        # the first rows of earlier runs; this row is printed but is no baseline.
+        measure("warmup", None, WARMUP_SECS)
     for name in names:
         # A same-run baseline right before each attack.
         measure("baseline", None)

@@ -35,7 +35,7 @@ for _ in $(seq 1 120); do
   kill -0 "$PID" 2>/dev/null || { cat "$DATA/server.log" >&2; exit 1; }
   sleep 0.5
 done
-DOS_SETTLE_SECS="${DOS_SETTLE_SECS:-5}" python3 scripts/dos/dos.py --server "http://127.0.0.1:$PORT" \
+DOS_WARMUP_SECS=0 DOS_SETTLE_SECS="${DOS_SETTLE_SECS:-5}" python3 scripts/dos/dos.py --server "http://127.0.0.1:$PORT" \
   --pid "$PID" --log "$DATA/server.log" "${PROXIED[@]}" "$ATTACK" >"$OUT/rows.jsonl" &
 DOS=$!
 # The attack starts right after the first (baseline) row.

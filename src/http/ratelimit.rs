@@ -15,7 +15,8 @@
 //!
 //! `X-RateLimit-Reset` is the unix second at which the key's quota is fully replenished (all of
 //! `X-RateLimit-Limit` available again) if it makes no further requests. Exempt: `/api/health`,
-//! `/metrics`, `/admin/*` (its own token) and the static API docs.
+//! `/metrics`, `/admin/*` (its own token) and the static API docs; a request with a non-standard
+//! method never gets here (`http::unknown_method` answers it first).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -499,6 +499,38 @@ async fn metrics_labels_are_a_closed_set() {
     app.stop().await;
 }
 
+/// A made-up method is answered before the layers of the request path (rate limit, body, caps,
+/// router): 405 with `Allow` on an API path, else 404, both in the envelope — and it spends none
+/// of the client's rate budget (before, each went through every layer and the router and was
+/// counted against its address like any request).
+#[actix_web::test]
+async fn made_up_methods_are_answered_before_the_request_path() {
+    let app = spawn_app_with(test_config(&["--ip-rate-limit-per-hour", "2"])).await;
+    let method = reqwest::Method::from_bytes(b"XMADEUP").expect("method");
+    for _ in 0..5 {
+        let resp = app.call(method.clone(), "/api/chats", None, None).await;
+        assert_eq!(
+            resp.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some("GET, POST")
+        );
+        assert!(resp.headers.get("x-ratelimit-limit").is_none());
+        resp.err(405, "METHOD_NOT_ALLOWED");
+        let resp = app.call(method.clone(), "/api/nowhere/1", None, None).await;
+        assert!(resp.headers.get("x-request-id").is_some());
+        resp.err(404, "NOT_FOUND");
+    }
+    // The address's two requests are still there.
+    for _ in 0..2 {
+        app.call(reqwest::Method::GET, "/api/users/me", None, None)
+            .await
+            .err(401, "UNAUTHORIZED");
+    }
+    app.call(reqwest::Method::GET, "/api/users/me", None, None)
+        .await
+        .err(429, "RATE_LIMITED");
+    app.stop().await;
+}
+
 /// With `FECHATTER_METRICS_TOKEN`, a scrape needs the token.
 #[actix_web::test]
 async fn metrics_can_require_a_token() {
