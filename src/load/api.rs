@@ -29,10 +29,16 @@ pub struct Api {
 
 impl Api {
     pub fn new(target: &Target) -> anyhow::Result<Api> {
+        Api::with_idle(target, 1024)
+    }
+
+    /// A client that keeps at most `idle` idle connections to the server (it opens more when
+    /// more requests are in flight at once: bound those to bound its connections).
+    pub fn with_idle(target: &Target, idle: usize) -> anyhow::Result<Api> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .no_proxy()
-            .pool_max_idle_per_host(1024)
+            .pool_max_idle_per_host(idle)
             .tcp_nodelay(true)
             .build()
             .context("building the HTTP client")?;

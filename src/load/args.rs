@@ -167,6 +167,13 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 10)]
     pub drain_secs: u64,
 
+    /// HTTP connections the senders share (per process, all servers together): at most this
+    /// many sends are in flight at once, the others wait for one (the wait counts in their
+    /// latency, which runs from each send's scheduled time; the summary reports it). The
+    /// server then holds the users' WebSockets plus at most this many HTTP connections.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub http_connections: u32,
+
     /// Run only shard I of N (`I/N`, 0-based): the connections and senders of users with
     /// index ≡ I (mod N). Start N processes at once with the same --reuse file (made first,
     /// e.g. by a `--duration-secs 0` run) and --run-id, then `merge` their --json summaries.

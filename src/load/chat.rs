@@ -1,6 +1,7 @@
 //! `chat`: U users in R rooms, each user one WebSocket client and one sender. Senders post
 //! stamped messages (REST, `POST /api/messages`) at an even share of the total rate for the
-//! duration; then the run drains (until every expected delivery arrived, or the drain limit);
+//! duration, over at most `--http-connections` HTTP connections shared by all senders (a send
+//! waits for one when all are busy); then the run drains (until every expected delivery arrived, or the drain limit);
 //! then every client's log goes through the delivery checker.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::api::Api;
 use super::args::ChatArgs;
@@ -46,8 +47,13 @@ pub struct ChatSummary {
     pub tally: Tally,
     /// Send (content stamp) → receive, every delivery.
     pub latency: Percentiles,
-    /// `POST /api/messages` round trip.
+    /// `POST /api/messages`: from the send's scheduled time to its reply (waiting for an HTTP
+    /// connection, and a sender running behind its schedule, count).
     pub ack_latency: Percentiles,
+    /// HTTP connections the senders shared (`--http-connections`, per process).
+    pub http_connections: u32,
+    /// How long each send waited for one of them, every send.
+    pub connection_wait: Percentiles,
     pub clean: bool,
     /// With `--shard I/N` (N > 1): what `merge` needs from this shard.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,11 +73,15 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     let targets = Target::parse_all(&c.server)?;
     let target = targets[0].clone();
     let api = Api::new(&target)?;
-    // Sender `i` posts to `apis[i % len]`, as its connection goes to `targets[i % len]`.
+    // Sender `i` posts to `apis[i % len]`, as its connection goes to `targets[i % len]`; all
+    // senders share `http_connections` requests in flight (so at most about that many
+    // connections), whichever server they go to.
+    let http_connections = a.http_connections.max(1) as usize;
     let apis = targets
         .iter()
-        .map(Api::new)
+        .map(|t| Api::with_idle(t, http_connections))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let gate = Arc::new(Semaphore::new(http_connections));
     let shape = Shape {
         users: a.users,
         rooms: a.rooms,
@@ -123,9 +133,11 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     let connected: Vec<usize> = opened.readers.iter().map(|(i, _)| mine[*i]).collect();
 
     let ack_latency = SharedLatency::default();
+    let connection_wait = SharedLatency::default();
     let duration = Duration::from_secs(a.duration_secs);
     let bar = progress::timer(c.quiet, a.duration_secs, "send");
     let started = Instant::now();
+    let started_wall = now_nanos();
     let senders: Vec<_> = mine
         .iter()
         .map(|&i| {
@@ -133,10 +145,14 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
                 apis[i % apis.len()].clone(),
                 pop.users[i].clone(),
                 pop.rooms_of(i),
-                Schedule::new(a, i, started, duration),
+                Schedule::new(a, i, started, started_wall, duration),
                 shared.run,
                 a.message_bytes,
-                ack_latency.clone(),
+                Gate {
+                    permits: gate.clone(),
+                    ack_latency: ack_latency.clone(),
+                    wait: connection_wait.clone(),
+                },
             ))
         })
         .collect();
@@ -182,6 +198,7 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     let acknowledged = sent.acked.total();
     let latency = shared.latency.snapshot();
     let ack_latency = ack_latency.snapshot();
+    let connection_wait = connection_wait.snapshot();
     let digest = (!shard.is_whole()).then(|| ShardDigest {
         index: shard.index,
         count: shard.count,
@@ -190,6 +207,7 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
         clients: outcomes.iter().map(|o| o.log.digest()).collect(),
         latency: latency.buckets(),
         ack_latency: ack_latency.buckets(),
+        connection_wait: connection_wait.buckets(),
     });
     Ok(ChatSummary {
         scenario: "chat",
@@ -211,6 +229,8 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
         tally,
         latency: latency.summary(),
         ack_latency: ack_latency.summary(),
+        http_connections: a.http_connections,
+        connection_wait: connection_wait.summary(),
         shard: digest,
     })
 }
@@ -237,14 +257,25 @@ async fn drain_quiet(delivered: &AtomicU64, max: Duration) -> Duration {
 }
 
 /// When one sender sends: an even share of the total rate, senders staggered over one period.
+/// Send `k` is due at `first + k × period`; a sender running late sends at once (catching up)
+/// and its latencies still run from the due time (no coordinated omission).
 struct Schedule {
     first: tokio::time::Instant,
     period: Duration,
     until: tokio::time::Instant,
+    /// `started` on the clock stamps are written with (ns since the Unix epoch).
+    start: tokio::time::Instant,
+    start_wall: u64,
 }
 
 impl Schedule {
-    fn new(a: &ChatArgs, i: usize, started: Instant, duration: Duration) -> Schedule {
+    fn new(
+        a: &ChatArgs,
+        i: usize,
+        started: Instant,
+        started_wall: u64,
+        duration: Duration,
+    ) -> Schedule {
         let users = a.users.max(1) as f64;
         let period = Duration::from_secs_f64((users / a.rate.max(0.001)).max(0.001));
         let start = tokio::time::Instant::from_std(started);
@@ -252,8 +283,30 @@ impl Schedule {
             first: start + period.mul_f64(i as f64 / users),
             period,
             until: start + duration,
+            start,
+            start_wall: started_wall,
         }
     }
+
+    /// When send `k` is due.
+    fn due(&self, k: u64) -> tokio::time::Instant {
+        self.first + self.period.mul_f64(k as f64)
+    }
+
+    /// `at` as stamp time (ns since the Unix epoch).
+    fn wall_nanos(&self, at: tokio::time::Instant) -> u64 {
+        self.start_wall + at.saturating_duration_since(self.start).as_nanos() as u64
+    }
+}
+
+/// The HTTP connections all senders share, and what the senders record about their sends.
+struct Gate {
+    /// One permit per connection: a send holds one while its request is in flight.
+    permits: Arc<Semaphore>,
+    /// Due time → reply.
+    ack_latency: SharedLatency,
+    /// Time spent waiting for a permit.
+    wait: SharedLatency,
 }
 
 async fn send_for(
@@ -263,42 +316,51 @@ async fn send_for(
     schedule: Schedule,
     run: u32,
     message_bytes: usize,
-    ack_latency: SharedLatency,
+    gate: Gate,
 ) -> SenderOutcome {
     let mut out = SenderOutcome::default();
     let mut next_n: BTreeMap<i64, u64> = BTreeMap::new();
-    let mut latency = ack_latency.recorder();
-    let mut ticks = tokio::time::interval_at(schedule.first, schedule.period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for k in 0.. {
-        ticks.tick().await;
-        if tokio::time::Instant::now() >= schedule.until || rooms.is_empty() {
+    let mut latency = gate.ack_latency.recorder();
+    let mut waits = gate.wait.recorder();
+    for k in 0u64.. {
+        let due = schedule.due(k);
+        if due >= schedule.until || rooms.is_empty() {
             break;
         }
-        let room = rooms[k % rooms.len()];
+        tokio::time::sleep_until(due).await;
+        let room = rooms[k as usize % rooms.len()];
         let counter = next_n.entry(room).or_insert(0);
         let n = *counter;
         *counter += 1;
+        // Send→receive runs from the due time too: the stamp carries it.
         let stamp = Stamp {
             run,
             sender: user.id,
             n,
-            sent_nanos: now_nanos(),
+            sent_nanos: schedule.wall_nanos(due),
         };
         let body = json!({"chat_id": room, "content": stamp.content(message_bytes)});
-        let t0 = Instant::now();
         out.sent += 1;
-        match api
+        let asked = Instant::now();
+        // The semaphore is never closed; without a permit (cannot happen) the send goes anyway.
+        let permit = gate.permits.acquire().await.ok();
+        waits.record(asked.elapsed().as_micros() as u64);
+        let reply = api
             .call(
                 Method::POST,
                 "/api/messages",
                 Some(&user.token),
                 Some(&body),
             )
-            .await
-        {
+            .await;
+        drop(permit);
+        match reply {
             Ok(r) if r.status == 201 => {
-                latency.record(t0.elapsed().as_micros() as u64);
+                latency.record(
+                    tokio::time::Instant::now()
+                        .saturating_duration_since(due)
+                        .as_micros() as u64,
+                );
                 out.acked.insert(
                     StreamKey {
                         room,
@@ -355,6 +417,19 @@ pub fn print(s: &ChatSummary) {
             ),
             ("send→receive", s.latency.cell()),
             ("send ack", s.ack_latency.cell()),
+            (
+                "connection wait",
+                // Waits are recorded at 1 µs at least: under 10 µs is no wait.
+                if s.connection_wait.max_ms >= 0.01 {
+                    format!(
+                        "{} (of {} HTTP connections)",
+                        s.connection_wait.cell(),
+                        s.http_connections
+                    )
+                } else {
+                    format!("none (of {} HTTP connections)", s.http_connections)
+                },
+            ),
             ("verdict", if s.clean { "clean" } else { "FAILED" }.into()),
         ],
     );

@@ -44,8 +44,9 @@ pub struct RampArgs {
 #[derive(Debug, Serialize)]
 pub struct Step {
     pub target_rate: f64,
-    /// Sends acknowledged ÷ the step's sending window (`--duration-secs`): what the server
-    /// persisted per second of offered load (a sender that falls behind sends less).
+    /// Sends acknowledged ÷ the time until the last sender finished: what the server persisted
+    /// per second (senders behind their schedule keep sending past `--duration-secs` until
+    /// every due send went out, so a server that does not keep up shows a lower rate here).
     pub acknowledged_per_sec: f64,
     pub deliveries_per_sec: f64,
     pub p50_ms: f64,
@@ -75,7 +76,7 @@ pub struct RampSummary {
 
 impl Step {
     fn of(s: &ChatSummary, a: &RampArgs) -> Step {
-        let acked_per_sec = s.acknowledged as f64 / a.chat.duration_secs.max(1) as f64;
+        let acked_per_sec = s.acknowledged_per_sec;
         let within =
             s.latency.p99_ms <= a.p99_ms && acked_per_sec >= a.keep_up * s.target_rate && s.clean;
         Step {

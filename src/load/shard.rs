@@ -67,6 +67,9 @@ pub struct ShardDigest {
     /// Send→receive and send-ack latencies, `(µs, count)`.
     pub latency: Vec<(u64, u64)>,
     pub ack_latency: Vec<(u64, u64)>,
+    /// Waits for an HTTP connection, `(µs, count)`.
+    #[serde(default)]
+    pub connection_wait: Vec<(u64, u64)>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -97,6 +100,8 @@ struct ShardFile {
     acknowledged_per_sec: f64,
     deliveries_per_sec: f64,
     drain_secs: f64,
+    #[serde(default)]
+    http_connections: u32,
     shard: Option<ShardDigest>,
 }
 
@@ -141,7 +146,9 @@ pub fn merge(a: &MergeArgs) -> anyhow::Result<ChatSummary> {
     let mut acked = Acked::default();
     let mut latency = Latency::default();
     let mut ack_latency = Latency::default();
+    let mut connection_wait = Latency::default();
     for d in &digests {
+        connection_wait.merge(&Latency::from_buckets(&d.connection_wait));
         acked.absorb(&d.acked);
         latency.merge(&Latency::from_buckets(&d.latency));
         ack_latency.merge(&Latency::from_buckets(&d.ack_latency));
@@ -173,6 +180,9 @@ pub fn merge(a: &MergeArgs) -> anyhow::Result<ChatSummary> {
         tally,
         latency: latency.summary(),
         ack_latency: ack_latency.summary(),
+        // Each shard had its own connections: they add up.
+        http_connections: files.iter().map(|f| f.http_connections).sum(),
+        connection_wait: connection_wait.summary(),
         shard: None,
     };
     for f in &files {

@@ -70,6 +70,9 @@ async fn chat_delivers_everything_once_in_order() {
         "30",
         "--reuse",
         &reuse,
+        // 12 senders over 2 HTTP connections: a send may wait for one; every send is counted.
+        "--http-connections",
+        "2",
     ];
     let (out, s) = load(&args).await;
     assert!(out.status.success(), "{s:#}");
@@ -77,6 +80,8 @@ async fn chat_delivers_everything_once_in_order() {
     assert_eq!(s["connections"], 12, "{s:#}");
     assert_clean(&s);
     assert!(s["latency"]["count"].as_u64().unwrap_or(0) > 0, "{s:#}");
+    assert_eq!(s["http_connections"], 2, "{s:#}");
+    assert_eq!(s["connection_wait"]["count"], s["sent"], "{s:#}");
 
     let (out, s) = load(&args).await;
     assert!(out.status.success(), "{s:#}");
