@@ -163,6 +163,12 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 100)]
     pub message_bytes: usize,
 
+    /// Seconds to wait after every connection is open, before the first send: the work of the
+    /// connect wave (sessions starting, presence to every member) is then behind the measured
+    /// sends instead of in their tail. 0: send at once.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub warmup_secs: u64,
+
     /// Most seconds to wait, after the last send, for deliveries still in flight.
     #[arg(long, default_value_t = 10)]
     pub drain_secs: u64,

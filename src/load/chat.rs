@@ -132,6 +132,11 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     bar.finish_and_clear();
     let connected: Vec<usize> = opened.readers.iter().map(|(i, _)| mine[*i]).collect();
 
+    if a.warmup_secs > 0 {
+        // Not synchronisation: the connect wave's own work (sessions, presence) settles
+        // before the schedule starts, so it is not measured as the sends' latency.
+        tokio::time::sleep(Duration::from_secs(a.warmup_secs)).await;
+    }
     let ack_latency = SharedLatency::default();
     let connection_wait = SharedLatency::default();
     let duration = Duration::from_secs(a.duration_secs);
