@@ -1,7 +1,8 @@
 //! One group-commit transaction for the batches of one or more chat rooms: chat rows locked
 //! in chat-id order, one idempotency look-up, one multi-row INSERT, each edit/delete/reaction
-//! one statement (a room's one after the other, rooms' pipelined), one event-log INSERT, one outbox INSERT and one fenced `last_seq`
-//! advance for every room together, whatever the number of rooms.
+//! one statement (a room's one after the other, rooms' pipelined), one event-log INSERT, one
+//! outbox INSERT and one fenced `last_seq` advance for every room together, whatever the
+//! number of rooms.
 
 use std::collections::HashMap;
 use std::sync::Arc;

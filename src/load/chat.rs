@@ -1,8 +1,8 @@
 //! `chat`: U users in R rooms, each user one WebSocket client and one sender. Senders post
 //! stamped messages (REST, `POST /api/messages`) at an even share of the total rate for the
 //! duration, over at most `--http-connections` HTTP connections shared by all senders (a send
-//! waits for one when all are busy); then the run drains (until every expected delivery arrived, or the drain limit);
-//! then every client's log goes through the delivery checker.
+//! waits for one when all are busy); then the run drains (until every expected delivery
+//! arrived, or the drain limit); then every client's log goes through the delivery checker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ pub async fn run(a: &ChatArgs) -> anyhow::Result<ChatSummary> {
     // Sender `i` posts to `apis[i % len]`, as its connection goes to `targets[i % len]`; all
     // senders share `http_connections` requests in flight (so at most about that many
     // connections), whichever server they go to.
-    let http_connections = a.http_connections.max(1) as usize;
+    let http_connections = a.http_connections as usize; // at least 1 (the argument's range)
     let apis = targets
         .iter()
         .map(|t| Api::with_idle(t, http_connections))
