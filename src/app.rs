@@ -111,6 +111,7 @@ impl Application {
             config.max_connections_per_ip,
             budget.answered,
             trusted.clone(),
+            state.faults.clone(),
         );
         let pending_bodies =
             http::body_timeout::PendingBodies(http::address_caps::AddressCaps::new(
@@ -149,6 +150,8 @@ impl Application {
                 .wrap(from_fn(http::unknown_method))
                 .wrap(from_fn(http::stats::middleware))
                 .wrap(from_fn(http::request_id::middleware))
+                // Requests read from connections already refused at accept end here.
+                .wrap(from_fn(http::conn_limit::drop_refused))
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })

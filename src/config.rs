@@ -212,6 +212,16 @@ pub struct Config {
     )]
     pub fault_session_start_failures: u32,
 
+    /// Fault hook (tests only): the next N connections refused at accept keep what the client
+    /// had already sent (as if it arrived just after the refusal's discard).
+    #[arg(
+        long,
+        env = "FECHATTER_FAULT_LATE_REFUSED_BYTES",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_late_refused_bytes: u32,
+
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,

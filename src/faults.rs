@@ -13,6 +13,7 @@ pub struct Faults {
     session_start_failures: AtomicU32,
     room_load_failures: AtomicU32,
     unpublished_commits: AtomicU32,
+    late_refused_bytes: AtomicU32,
     session_start_delay: Duration,
 }
 
@@ -30,6 +31,7 @@ impl Faults {
             session_start_failures: AtomicU32::new(c.fault_session_start_failures),
             room_load_failures: AtomicU32::new(c.fault_room_load_failures),
             unpublished_commits: AtomicU32::new(c.fault_unpublished_commits),
+            late_refused_bytes: AtomicU32::new(c.fault_late_refused_bytes),
             session_start_delay: Duration::from_millis(c.fault_session_start_delay_ms),
         }
     }
@@ -47,6 +49,11 @@ impl Faults {
     /// True when this committed batch is not to be published (cluster mode).
     pub fn skip_publish(&self) -> bool {
         take(&self.unpublished_commits)
+    }
+
+    /// True when this connection refused at accept is to keep what its client already sent.
+    pub fn keep_refused_bytes(&self) -> bool {
+        take(&self.late_refused_bytes)
     }
 
     /// True when this session start is to fail after registering with presence.

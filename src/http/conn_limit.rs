@@ -8,9 +8,12 @@
 //! The refusal happens at accept, before anything is parsed: whatever the client has sent is
 //! discarded, the canned 503 written and both directions shut, so the connection ends at once
 //! (a client that never finishes its request line no longer holds its descriptor until the
-//! header timeout) and costs no request state, middleware, log line or metric series. Only a
-//! connection from the server's own address (its batch sub-requests call it on loopback) is
-//! left to the middleware, which lets sub-requests through.
+//! header timeout) and costs no request state, middleware, log line or metric series. Bytes
+//! that reach the socket between that discard and actix's first read (the client wrote right
+//! after connecting) are still queued by Linux despite the shutdown, so actix may parse one
+//! request from them: the outermost layer ([`drop_refused`]) answers it before any other layer
+//! runs and the connection closes. Only a connection from the server's own address (its batch
+//! sub-requests call it on loopback) is left to the middleware, which lets sub-requests through.
 
 use std::any::Any;
 use std::net::IpAddr;
@@ -26,6 +29,7 @@ use dashmap::DashMap;
 
 use super::client_ip::TrustedProxies;
 use super::error::ApiError;
+use crate::faults::Faults;
 
 /// Open connections, per address and in total.
 pub struct ConnLimits {
@@ -34,6 +38,7 @@ pub struct ConnLimits {
     per_ip_max: usize,
     total_max: usize,
     trusted: TrustedProxies,
+    faults: Arc<Faults>,
 }
 
 /// Which cap a connection is over.
@@ -48,6 +53,8 @@ struct Slot {
     limits: Arc<ConnLimits>,
     ip: Option<IpAddr>,
     over: Option<Over>,
+    /// Answered and shut at accept: nothing read from it is served.
+    refused: bool,
 }
 
 impl Drop for Slot {
@@ -65,13 +72,19 @@ impl Drop for Slot {
 }
 
 impl ConnLimits {
-    pub fn new(per_ip_max: usize, total_max: usize, trusted: TrustedProxies) -> Arc<Self> {
+    pub fn new(
+        per_ip_max: usize,
+        total_max: usize,
+        trusted: TrustedProxies,
+        faults: Arc<Faults>,
+    ) -> Arc<Self> {
         Arc::new(ConnLimits {
             per_ip: DashMap::new(),
             total: AtomicUsize::new(0),
             per_ip_max,
             total_max,
             trusted,
+            faults,
         })
     }
 
@@ -94,16 +107,19 @@ impl ConnLimits {
                 over = over.or(Some(Over::Address));
             }
         }
+        let mut refused = false;
         if let (Some(over), Some(tcp), Some(peer)) = (over, tcp, peer) {
             let own = tcp.local_addr().ok().map(|a| a.ip());
             if own != Some(peer) {
-                refuse_at_accept(tcp, over);
+                refuse_at_accept(tcp, over, !self.faults.keep_refused_bytes());
+                refused = true;
             }
         }
         ext.insert(Slot {
             limits: self.clone(),
             ip,
             over,
+            refused,
         });
     }
 }
@@ -141,15 +157,16 @@ fn canned_refusal(over: Over) -> Vec<u8> {
 /// Refuses a fresh connection before actix reads from it: drops what the client has sent so far
 /// (at most 64 KiB; more, or anything later, makes the kernel reset the connection after the
 /// answer), writes the 503 without waiting and shuts both directions, so actix's first read
-/// sees the end and closes it.
-fn refuse_at_accept(tcp: &actix_web::rt::net::TcpStream, over: Over) {
+/// sees the end and closes it. `discard` is false only under the fault hook that stands for
+/// bytes arriving just after the discard.
+fn refuse_at_accept(tcp: &actix_web::rt::net::TcpStream, over: Over, discard: bool) {
     crate::metrics::rate_limited(over.limiter());
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
         let fd = tcp.as_raw_fd();
         let mut sink = [0u8; 4096];
-        for _ in 0..16 {
+        for _ in 0..if discard { 16 } else { 0 } {
             // SAFETY: `fd` is the connection's open socket (borrowed for this call) and `sink` a
             // writable buffer of the length given; MSG_DONTWAIT never blocks.
             let n =
@@ -171,6 +188,21 @@ fn refuse_at_accept(tcp: &actix_web::rt::net::TcpStream, over: Over) {
             libc::shutdown(fd, libc::SHUT_RDWR);
         }
     }
+}
+
+/// The outermost layer: a request parsed from a connection refused at accept (its bytes came
+/// in after the refusal's discard) is not served, counted or logged; the client already has
+/// its 503, so the bare answer only closes the connection.
+pub async fn drop_refused(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if !req.conn_data::<Slot>().is_some_and(|s| s.refused) {
+        return next.call(req).await.map(|r| r.map_into_left_body());
+    }
+    let mut resp = actix_web::HttpResponse::ServiceUnavailable().finish();
+    resp.head_mut().set_connection_type(ConnectionType::Close);
+    Ok(req.into_response(resp).map_into_right_body())
 }
 
 /// Answers requests on a connection over a cap that was not refused at accept (from the
