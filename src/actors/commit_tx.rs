@@ -115,6 +115,8 @@ struct Work<'a> {
     outcomes: Vec<Option<Result<OpOutcome, RoomError>>>,
     outbox: Vec<(i64, OutboxOp)>,
     persisted: usize,
+    /// Messages this batch soft-deleted (the chat's live count drops by as many).
+    deleted: usize,
     /// (op index, index into the transaction's new messages).
     sends: Vec<(usize, usize)>,
 }
@@ -183,6 +185,7 @@ async fn commit_in(
                 outcomes: (0..batch.ops.len()).map(|_| None).collect(),
                 outbox: Vec::new(),
                 persisted: 0,
+                deleted: 0,
                 sends: Vec::new(),
             })
         })
@@ -316,11 +319,16 @@ async fn commit_in(
         .flatten()
         .flat_map(|w| w.outbox.iter().copied())
         .collect();
-    let moves: Vec<(i64, i64, i64)> = works
+    let moves: Vec<ev_store::SeqMove> = works
         .iter()
         .flatten()
         .filter(|w| w.log.seq != w.base)
-        .map(|w| (w.batch.chat_id, w.base, w.log.seq))
+        .map(|w| ev_store::SeqMove {
+            chat_id: w.batch.chat_id,
+            from: w.base,
+            to: w.log.seq,
+            live_delta: w.persisted as i64 - w.deleted as i64,
+        })
         .collect();
     let (_, _, (moved, xid)) = futures_util::try_join!(
         ev_store::insert_events(tx, &logged),
@@ -523,6 +531,7 @@ fn apply_change(work: &mut Work<'_>, op: &Op, result: Changed) -> Result<OpOutco
                 Effect::None,
             );
             work.outbox.push((*message_id, OutboxOp::Delete));
+            work.deleted += 1;
             Ok(OpOutcome::Deleted)
         }
         (

@@ -192,15 +192,21 @@ impl ClusterHarness {
         }
     }
 
-    /// Chats whose stored positions are not exactly 1..=`last_seq`.
-    async fn seq_holes(&self) -> anyhow::Result<Vec<crate::store::audit::SeqHole>> {
+    /// Chats whose stored positions are not exactly 1..=`last_seq`, and chats whose kept
+    /// live-message count is not their rows'.
+    async fn audit(
+        &self,
+    ) -> anyhow::Result<(
+        Vec<crate::store::audit::SeqHole>,
+        Vec<crate::store::audit::CountDrift>,
+    )> {
         let config: tokio_postgres::Config = self
             .pg
             .connection_string("postgres")
             .parse()
             .context("audit connection")?;
         let store = Store::new(config, 1, Duration::from_secs(10))?;
-        Ok(store.seq_holes().await?)
+        Ok((store.seq_holes().await?, store.live_count_drifts().await?))
     }
 }
 
@@ -254,7 +260,7 @@ pub async fn kill9(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     // The self-check's losses never arrive: no point waiting long for them.
     let drain = Duration::from_secs(if a.no_resume { 3 } else { 30 });
     let o = load.finish(drain).await;
-    let holes = h.seq_holes().await?;
+    let (holes, drifts) = h.audit().await?;
 
     let mut failures = delivery_failures(&o);
     if o.resumes() < cycles as u64 {
@@ -269,6 +275,12 @@ pub async fn kill9(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
             holes.len()
         ));
     }
+    if !drifts.is_empty() {
+        failures.push(format!(
+            "{} chats' kept message counts differ from their rows: {drifts:?}",
+            drifts.len()
+        ));
+    }
     restarts.sort_by(f64::total_cmp);
     let mut figures = base_figures(&o);
     figures["nodes"] = json!(h.len());
@@ -279,6 +291,7 @@ pub async fn kill9(a: &FaultArgs, bin: &Path) -> anyhow::Result<Report> {
     figures["resumed_with_last_id"] = json!(!a.no_resume);
     figures["send_failovers_to_next_node"] = json!(o.failovers);
     figures["chats_with_seq_holes_in_db"] = json!(holes.len());
+    figures["chats_with_count_drift_in_db"] = json!(drifts.len());
     figures["restart_secs_median"] = json!(restarts.get(restarts.len() / 2));
     figures["restart_secs_max"] = json!(restarts.last());
     Ok(Report {

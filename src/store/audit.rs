@@ -1,5 +1,6 @@
 //! Consistency audits of the event log, for the fault suite: whether every chat's positions
-//! are exactly 1..=`last_seq`, each held by one message or one other event.
+//! are exactly 1..=`last_seq`, each held by one message or one other event, and whether every
+//! chat's kept count of live messages matches its rows.
 
 use super::{Store, StoreResult};
 
@@ -14,7 +15,38 @@ pub struct SeqHole {
     pub highest: i64,
 }
 
+/// A chat whose kept `live_messages` is not the number of its undeleted rows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CountDrift {
+    pub chat_id: i64,
+    pub kept: i64,
+    pub rows: i64,
+}
+
 impl Store {
+    /// Every chat whose kept live-message count differs from its undeleted rows.
+    pub async fn live_count_drifts(&self) -> StoreResult<Vec<CountDrift>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT c.id, c.live_messages, count(m.id) FROM chats c \
+                   LEFT JOIN messages m ON m.chat_id = c.id AND m.deleted_at IS NULL \
+                  GROUP BY c.id, c.live_messages HAVING count(m.id) <> c.live_messages \
+                  ORDER BY c.id",
+            )
+            .await?;
+        Ok(client
+            .query(&stmt, &[])
+            .await?
+            .iter()
+            .map(|r| CountDrift {
+                chat_id: r.get(0),
+                kept: r.get(1),
+                rows: r.get(2),
+            })
+            .collect())
+    }
+
     /// Every chat whose positions have a gap, a repeat, or run past `last_seq`.
     pub async fn seq_holes(&self) -> StoreResult<Vec<SeqHole>> {
         let client = self.client().await?;

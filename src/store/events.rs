@@ -100,27 +100,39 @@ pub async fn lock_chats(tx: &Transaction<'_>, chat_ids: &[i64]) -> StoreResult<H
         .collect())
 }
 
-/// Moves several chats' `last_seq` (chat, from, to) in one statement, each fenced on `from`;
-/// returns the chats moved and the transaction's id (to ask PostgreSQL later whether it
+/// One chat's move in a commit: its `last_seq` from `from` to `to`, and its count of live
+/// (not deleted) messages by `live_delta` (sends persisted less messages deleted).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqMove {
+    pub chat_id: i64,
+    pub from: i64,
+    pub to: i64,
+    pub live_delta: i64,
+}
+
+/// Moves several chats' `last_seq` and live-message counts in one statement, each fenced on
+/// `from`; returns the chats moved and the transaction's id (to ask PostgreSQL later whether it
 /// committed, when the COMMIT's reply is lost).
 pub async fn advance_seqs(
     tx: &Transaction<'_>,
-    moves: &[(i64, i64, i64)],
+    moves: &[SeqMove],
 ) -> StoreResult<(Vec<i64>, Option<i64>)> {
     if moves.is_empty() {
         return Ok((Vec::new(), None));
     }
-    let ids: Vec<i64> = moves.iter().map(|m| m.0).collect();
-    let from: Vec<i64> = moves.iter().map(|m| m.1).collect();
-    let to: Vec<i64> = moves.iter().map(|m| m.2).collect();
+    let ids: Vec<i64> = moves.iter().map(|m| m.chat_id).collect();
+    let from: Vec<i64> = moves.iter().map(|m| m.from).collect();
+    let to: Vec<i64> = moves.iter().map(|m| m.to).collect();
+    let delta: Vec<i64> = moves.iter().map(|m| m.live_delta).collect();
     let stmt = tx
         .prepare_cached(
-            "UPDATE chats c SET last_seq = v.to_seq \
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, from_seq, to_seq) \
+            "UPDATE chats c SET last_seq = v.to_seq, live_messages = c.live_messages + v.delta \
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+                  AS v(id, from_seq, to_seq, delta) \
              WHERE c.id = v.id AND c.last_seq = v.from_seq RETURNING c.id, txid_current()",
         )
         .await?;
-    let rows = tx.query(&stmt, &[&ids, &from, &to]).await?;
+    let rows = tx.query(&stmt, &[&ids, &from, &to, &delta]).await?;
     let xid = rows.first().map(|r| r.get(1));
     Ok((rows.iter().map(|r| r.get(0)).collect(), xid))
 }

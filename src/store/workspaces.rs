@@ -1,5 +1,6 @@
-//! Workspaces: creation, the caller's workspaces, details with counted stats, member lists and
-//! invites (created by owners/admins, consumed atomically on acceptance).
+//! Workspaces: creation, the caller's workspaces, details with counted stats (the message
+//! count sums the chats' live counts, kept by each commit: no scan of the messages), member
+//! lists and invites (created by owners/admins, consumed atomically on acceptance).
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
@@ -97,8 +98,7 @@ const DETAIL_COLUMNS: &str = "w.id, w.name, w.description, w.logo_url, w.created
      w.allow_guest_access, w.require_2fa, w.retention_days, \
      (SELECT count(*) FROM workspace_members m WHERE m.workspace_id = w.id), \
      (SELECT count(*) FROM chats c WHERE c.workspace_id = w.id AND c.kind = 'channel'), \
-     (SELECT count(*) FROM messages g JOIN chats c ON c.id = g.chat_id \
-       WHERE c.workspace_id = w.id AND g.deleted_at IS NULL)";
+     (SELECT coalesce(sum(c.live_messages), 0)::bigint FROM chats c WHERE c.workspace_id = w.id)";
 
 fn detail_from_row(r: &Row) -> WorkspaceDetail {
     WorkspaceDetail {

@@ -287,6 +287,78 @@ async fn message_count_excludes_deleted() {
     assert_eq!(d["stats"]["message_count"], 2);
 }
 
+/// The message count is kept by the commits (not counted from the rows): a retried send with
+/// the same idempotency key, an edit, a reaction and a second delete of the same message leave
+/// it alone; messages of every chat of the workspace count, and it matches the rows after all.
+#[actix_web::test]
+async fn message_count_is_kept_by_commits() {
+    let app = spawn_app().await;
+    let owner = app.register("owner").await;
+    let w = app.create_workspace(&owner, "Kept").await;
+    let general = app.create_channel(&owner, w, "general").await;
+    let random = app.create_channel(&owner, w, "random").await;
+    let count = || async {
+        app.get(&format!("/api/workspaces/{w}"), &owner.token)
+            .await
+            .ok(200)["stats"]["message_count"]
+            .as_i64()
+            .expect("message_count")
+    };
+    let keyed = json!({"chat_id": general, "content": "once", "idempotency_key": "k-1"});
+    let first = app.post("/api/messages", &owner.token, keyed.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = app.post("/api/messages", &owner.token, keyed).await;
+    assert!(again.status.is_success(), "{}", again.body);
+    assert_eq!(again.body["id"], first.body["id"]);
+    assert_eq!(count().await, 1, "a retried send counted twice");
+    let id = first.body["id"].as_i64().expect("id");
+    for i in 0..4 {
+        app.send(&owner, random, &format!("r{i}")).await;
+    }
+    assert_eq!(count().await, 5);
+    let edit = app
+        .put(
+            &format!("/api/messages/{id}"),
+            &owner.token,
+            json!({"content": "edited"}),
+        )
+        .await;
+    assert!(edit.status.is_success(), "{}", edit.body);
+    let react = app
+        .post(
+            &format!("/api/messages/{id}/reactions"),
+            &owner.token,
+            json!({"emoji": "👍"}),
+        )
+        .await;
+    assert!(react.status.is_success(), "{}", react.body);
+    assert_eq!(count().await, 5);
+    let del = app
+        .delete(&format!("/api/messages/{id}"), &owner.token)
+        .await;
+    assert!(del.status.is_success(), "{}", del.body);
+    let twice = app
+        .delete(&format!("/api/messages/{id}"), &owner.token)
+        .await;
+    assert_eq!(twice.status, 404, "{}", twice.body);
+    assert_eq!(count().await, 4, "a second delete counted again");
+    let rows: i64 = app
+        .state
+        .store
+        .client()
+        .await
+        .expect("client")
+        .query_one(
+            "SELECT count(*) FROM messages g JOIN chats c ON c.id = g.chat_id \
+             WHERE c.workspace_id = $1 AND g.deleted_at IS NULL",
+            &[&w],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 4);
+}
+
 /// An invite has a 16-character [A-Z0-9] code, a URL on the public base, and an expiry
 /// `expires_in_days` ahead; the defaults are member, 7 days, one use.
 #[actix_web::test]
