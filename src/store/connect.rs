@@ -9,11 +9,18 @@
 //! messages received; while one is owed and the server has sent nothing for `reply_timeout`,
 //! reading fails with `TimedOut`. The connection then dies, every query on it fails as
 //! "unavailable", and deadpool never hands it out again (`is_closed`).
+//!
+//! Every pooled connection — its socket and the task that drives it — lives on one runtime of
+//! its own ([`drivers`]), not on the runtime of whichever thread first asked the pool for it:
+//! an HTTP worker's runtime ends when the server stops, and with it every connection it had
+//! opened, so the writes of a graceful shutdown (presence's `last_seen`) failed with
+//! "connection closed". A busy worker thread no longer delays other threads' queries either.
 
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -88,6 +95,26 @@ pub struct WatchedConnect {
     pub limits: DbLimits,
 }
 
+/// The runtime pooled connections live on: one thread (`pg-driver`), started on first use and
+/// kept for the life of the process. It only moves bytes (queries are encoded and rows decoded
+/// by the callers); `None` if its thread could not be started, and connections then stay on
+/// the caller's runtime as before.
+fn drivers() -> Option<&'static tokio::runtime::Handle> {
+    static DRIVERS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    DRIVERS
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("pg-driver")
+                .enable_all()
+                .build()
+                .map_err(|e| tracing::warn!(error = %e, "no database driver thread"))
+                .ok()
+        })
+        .as_ref()
+        .map(|rt| rt.handle())
+}
+
 impl Connect for WatchedConnect {
     fn connect(
         &self,
@@ -95,7 +122,7 @@ impl Connect for WatchedConnect {
     ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         let pg = pg.clone();
         let limits = self.limits.clone();
-        Box::pin(async move {
+        let open = async move {
             let open = async {
                 let socket = open_socket(&pg, &limits).await;
                 let watched = Watched::new(socket, limits.reply_timeout);
@@ -111,7 +138,19 @@ impl Connect for WatchedConnect {
                 }
             });
             Ok((client, task))
-        })
+        };
+        match drivers() {
+            // The socket registers with the runtime it is opened on: open it there too.
+            Some(rt) => Box::pin(async move {
+                match rt.spawn(open).await {
+                    Ok(opened) => opened,
+                    // The driver runtime is shutting down (the process is ending): reported as
+                    // the connect timeout, the one error tokio-postgres lets us make.
+                    Err(_) => Err(tokio_postgres::Error::__private_api_timeout()),
+                }
+            }),
+            None => Box::pin(open),
+        }
     }
 }
 

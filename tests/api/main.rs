@@ -14,6 +14,7 @@ mod cluster;
 mod cluster_delivery;
 mod cluster_kill9;
 mod control_chars;
+mod db_pool;
 mod delivery;
 mod faults;
 mod group_commit;
