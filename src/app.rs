@@ -164,7 +164,7 @@ impl Application {
         .h1_allow_half_closed(false)
         .backlog(config.backlog)
         .max_connections(budget.per_worker)
-        .shutdown_timeout(10)
+        .shutdown_timeout(config.shutdown_timeout_secs)
         .workers(workers);
         let _ = &mut server;
         let server = server
@@ -228,6 +228,14 @@ impl Application {
         let result = self.server.await;
         if let Some(m) = metrics {
             m.stop(true).await;
+        }
+        // The sessions are gone with the workers: who was online is known only to presence.
+        let drain = self.state.presence.send(crate::actors::presence::Drain);
+        let bound = Duration::from_secs(self.state.config.shutdown_timeout_secs);
+        if tokio::time::timeout(bound, drain).await.is_err() {
+            tracing::warn!(
+                "last_seen of the users online not recorded within the shutdown timeout"
+            );
         }
         if let Some(cluster) = &self.state.cluster {
             cluster.leave().await;

@@ -222,6 +222,11 @@ pub struct Config {
     )]
     pub fault_late_refused_bytes: u32,
 
+    /// Seconds a graceful stop (SIGTERM/SIGINT) waits for open requests to finish, and then
+    /// for presence to record the `last_seen` of the users still online.
+    #[arg(long, env = "FECHATTER_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,

@@ -90,6 +90,12 @@ struct RemoteChange {
     workspaces: Vec<i64>,
 }
 
+/// The server is stopping: record `last_seen` now for every user still online here and every
+/// user whose offline write is still in flight, in one statement; answered when it is written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
 /// Which of these users are online.
 #[derive(Message)]
 #[rtype(result = "HashSet<i64>")]
@@ -137,6 +143,8 @@ pub struct Presence {
     pending: HashMap<i64, Vec<PresenceData>>,
     /// A flush is scheduled.
     flush_scheduled: bool,
+    /// Users whose `last_seen` write (on going offline) has not finished.
+    touching: HashSet<i64>,
     /// Cluster mode: presence across nodes.
     cluster: Option<ClusterPresence>,
     changes: Option<Subscription>,
@@ -158,6 +166,7 @@ impl Presence {
             by_workspace: HashMap::new(),
             pending: HashMap::new(),
             flush_scheduled: false,
+            touching: HashSet::new(),
         }
     }
 
@@ -381,14 +390,37 @@ impl Handler<Disconnect> for Presence {
         }
         let store = self.store.clone();
         let user_id = msg.user_id;
+        self.touching.insert(user_id);
         ctx.spawn(
             async move {
                 if let Err(e) = store.touch_last_seen(user_id, Utc::now()).await {
                     tracing::warn!(user_id, error = %e, "could not record last_seen");
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(move |_, act, _| {
+                act.touching.remove(&user_id);
+            }),
         );
+    }
+}
+
+impl Handler<Drain> for Presence {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        let mut ids: Vec<i64> = self.online.keys().copied().collect();
+        ids.extend(self.touching.iter().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let users = ids.len();
+            match store.touch_last_seen_many(&ids, Utc::now()).await {
+                Ok(()) => tracing::info!(users, "recorded last_seen of the users online"),
+                Err(e) => tracing::warn!(users, error = %e, "could not record last_seen"),
+            }
+        })
     }
 }
 

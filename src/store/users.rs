@@ -160,11 +160,22 @@ impl Store {
 
     /// Records when a user was last connected (presence going offline).
     pub async fn touch_last_seen(&self, id: i64, at: DateTime<Utc>) -> StoreResult<()> {
+        self.touch_last_seen_many(&[id], at).await
+    }
+
+    /// Records `at` as the last time each of `ids` was seen; never moves one back (two writes
+    /// for a user may land out of order).
+    pub async fn touch_last_seen_many(&self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("UPDATE users SET last_seen_at = $2 WHERE id = $1")
+            .prepare_cached(
+                "UPDATE users SET last_seen_at = GREATEST(last_seen_at, $2) WHERE id = ANY($1)",
+            )
             .await?;
-        client.execute(&stmt, &[&id, &at]).await?;
+        client.execute(&stmt, &[&ids, &at]).await?;
         Ok(())
     }
 }

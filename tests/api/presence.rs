@@ -226,3 +226,30 @@ fn stretched_window_is_bounded() {
     let config = test_config(&["--presence-coalesce-max-ms", "60000"]);
     assert!(config.validate().is_err());
 }
+
+/// A graceful stop records the `last_seen` of the users still online before `run` returns
+/// (before: their sessions' offline writes were cut off with the workers' runtimes, "connection
+/// closed", so a user online at a restart kept an old `last_seen`).
+#[actix_web::test]
+async fn graceful_stop_records_last_seen_of_users_online() {
+    let app = spawn_app_with(test_config(&["--shutdown-timeout-secs", "1"])).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let _a = WsClient::connect(&app, &alice.token, None).await;
+    let _b = WsClient::connect(&app, &bob.token, None).await;
+    let before = chrono::Utc::now();
+    app.shutdown().await;
+    let db = app.db().await;
+    for user in [&alice, &bob] {
+        let seen: Option<chrono::DateTime<chrono::Utc>> = db
+            .query_one("SELECT last_seen_at FROM users WHERE id = $1", &[&user.id])
+            .await
+            .expect("last_seen_at")
+            .get(0);
+        assert!(
+            seen.is_some_and(|t| t >= before),
+            "{}: last_seen {seen:?}, stopped after {before}",
+            user.username
+        );
+    }
+}

@@ -188,6 +188,8 @@ pub struct TestApp {
     pub database: String,
     pub handle: actix_web::dev::ServerHandle,
     pub state: actix_web::web::Data<fechatter::state::AppState>,
+    /// `Application::run`, which ends after the server stopped and its shutdown work is done.
+    run: std::sync::Mutex<Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>>,
 }
 
 /// A registered user.
@@ -241,7 +243,7 @@ pub async fn spawn_app_on(config: Config, database: String) -> TestApp {
     let addr = app.addr();
     let handle = app.handle();
     let state = app.state();
-    actix_web::rt::spawn(app.run());
+    let run = actix_web::rt::spawn(app.run());
     TestApp {
         addr,
         base: format!("http://{addr}"),
@@ -252,6 +254,7 @@ pub async fn spawn_app_on(config: Config, database: String) -> TestApp {
         database,
         handle,
         state,
+        run: std::sync::Mutex::new(Some(run)),
     }
 }
 
@@ -424,5 +427,20 @@ impl TestApp {
     /// Stops the server gracefully.
     pub async fn stop(&self) {
         self.handle.stop(true).await;
+    }
+
+    /// Stops the server gracefully and waits until `Application::run` has returned (its
+    /// shutdown work done), as the binary's `serve` does before it exits.
+    pub async fn shutdown(&self) {
+        self.handle.stop(true).await;
+        let run = self.run.lock().expect("run handle").take();
+        if let Some(run) = run {
+            run.await.expect("run task").expect("server");
+        }
+    }
+
+    /// A connection of its own to the app's database (outside the app's pool).
+    pub async fn db(&self) -> tokio_postgres::Client {
+        admin_client(&self.database).await
     }
 }
