@@ -143,8 +143,8 @@ pub struct Presence {
     pending: HashMap<i64, Vec<PresenceData>>,
     /// A flush is scheduled.
     flush_scheduled: bool,
-    /// Users whose `last_seen` write (on going offline) has not finished.
-    touching: HashSet<i64>,
+    /// Users whose `last_seen` writes (on going offline) have not finished, and how many.
+    touching: HashMap<i64, u32>,
     /// Cluster mode: presence across nodes.
     cluster: Option<ClusterPresence>,
     changes: Option<Subscription>,
@@ -166,7 +166,7 @@ impl Presence {
             by_workspace: HashMap::new(),
             pending: HashMap::new(),
             flush_scheduled: false,
-            touching: HashSet::new(),
+            touching: HashMap::new(),
         }
     }
 
@@ -390,7 +390,7 @@ impl Handler<Disconnect> for Presence {
         }
         let store = self.store.clone();
         let user_id = msg.user_id;
-        self.touching.insert(user_id);
+        *self.touching.entry(user_id).or_default() += 1;
         ctx.spawn(
             async move {
                 if let Err(e) = store.touch_last_seen(user_id, Utc::now()).await {
@@ -399,7 +399,12 @@ impl Handler<Disconnect> for Presence {
             }
             .into_actor(self)
             .map(move |_, act, _| {
-                act.touching.remove(&user_id);
+                if let Some(n) = act.touching.get_mut(&user_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        act.touching.remove(&user_id);
+                    }
+                }
             }),
         );
     }
@@ -410,7 +415,7 @@ impl Handler<Drain> for Presence {
 
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
         let mut ids: Vec<i64> = self.online.keys().copied().collect();
-        ids.extend(self.touching.iter().copied());
+        ids.extend(self.touching.keys().copied());
         ids.sort_unstable();
         ids.dedup();
         let store = self.store.clone();
