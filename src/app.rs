@@ -16,6 +16,7 @@ use anyhow::Context;
 use crate::actors::hub::Hub;
 use crate::actors::indexer::SearchIndexer;
 use crate::actors::presence::Presence;
+use crate::actors::search_watch::SearchWatch;
 use crate::auth::{Passwords, Tokens};
 use crate::config::Config;
 use crate::http::error::ApiError;
@@ -36,6 +37,8 @@ pub struct Application {
     metrics_server: Option<Server>,
     addr: SocketAddr,
     state: web::Data<AppState>,
+    /// Meilisearch only: restores an index lost with Meilisearch's data (held for its life).
+    _search_watch: Option<actix::Addr<SearchWatch>>,
 }
 
 impl Application {
@@ -56,6 +59,13 @@ impl Application {
         // Feeds the configured engine from the outbox; the rooms get its handle from
         // `Search::indexer()` (below, through the Hub).
         search.set_indexer(SearchIndexer::start(store.clone(), search.engine().clone()));
+        let search_watch = match search.engine() {
+            crate::store::search::Engine::Meili(engine) => {
+                let every = Duration::from_secs(config.meili_check_secs);
+                SearchWatch::start(store.clone(), engine.clone(), every)
+            }
+            crate::store::search::Engine::Postgres => None,
+        };
         let cluster = crate::cluster::Cluster::connect(&config).await?;
         let presence = Presence::new(
             store.clone(),
@@ -200,6 +210,7 @@ impl Application {
             metrics_server,
             addr,
             state,
+            _search_watch: search_watch,
         })
     }
 

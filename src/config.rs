@@ -227,6 +227,11 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
 
+    /// Seconds between checks that the Meilisearch index still exists with its settings (a
+    /// Meilisearch that lost its data is refilled from PostgreSQL); 0: never.
+    #[arg(long, env = "FECHATTER_MEILI_CHECK_SECS", default_value_t = 30)]
+    pub meili_check_secs: u64,
+
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,

@@ -31,6 +31,7 @@ mod resume_ids;
 mod schemathesis;
 mod search;
 mod search_latency;
+mod search_meili_loss;
 mod stalled_peers;
 mod users;
 mod workspaces;

@@ -32,6 +32,8 @@ const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a write task may take before the indexer retries it.
 const TASK_TIMEOUT: Duration = Duration::from_secs(30);
 const TASK_POLL: Duration = Duration::from_millis(20);
+/// The attributes searches filter on: an index without them lost its settings.
+const FILTERABLE: [&str; 4] = ["chat_id", "sender_id", "workspace_id", "created_at"];
 /// Words kept around matches in long messages.
 const CROP_WORDS: usize = 60;
 /// Most matches Meilisearch counts exactly (`total` saturates there).
@@ -112,7 +114,7 @@ impl MeiliEngine {
         }
         let settings = Settings::new()
             .with_searchable_attributes(["content"])
-            .with_filterable_attributes(["chat_id", "sender_id", "workspace_id", "created_at"])
+            .with_filterable_attributes(FILTERABLE)
             .with_sortable_attributes(["created_at"])
             .with_ranking_rules([
                 "words",
@@ -132,6 +134,37 @@ impl MeiliEngine {
         self.wait(task)
             .await
             .map_err(|e| anyhow!("applying settings to {uid}: {e}"))
+    }
+
+    /// Whether the live index is gone or has lost its settings since it was made ready: a
+    /// Meilisearch that came back without its data (the indexer's next write re-creates the
+    /// index with default settings, so filtered searches fail and older messages are missing).
+    /// False before the index was first made ready (the indexer does that).
+    pub async fn index_lost(&self) -> anyhow::Result<bool> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let filterable = match self
+            .client
+            .index(&self.index)
+            .get_filterable_attributes()
+            .await
+        {
+            Ok(f) => f,
+            Err(MeiliError::Meilisearch(e)) if e.error_code == ErrorCode::IndexNotFound => {
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(FILTERABLE
+            .iter()
+            .any(|a| !filterable.iter().any(|f| f.as_str() == *a)))
+    }
+
+    /// Forgets that the index was made ready, so the next [`MeiliEngine::ensure_index`]
+    /// creates it and applies the settings again.
+    pub fn forget_ready(&self) {
+        self.ready.store(false, Ordering::Release);
     }
 
     /// Waits for a task; a failed task is an error.

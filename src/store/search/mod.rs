@@ -34,7 +34,7 @@ use crate::actors::indexer::IndexerHandle;
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
-pub use reindex::reindex;
+pub use reindex::{refill_live, reindex};
 
 /// Longest start-up waits for the Meilisearch index and its settings.
 const STARTUP_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(15);

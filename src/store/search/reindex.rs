@@ -54,9 +54,39 @@ pub async fn reindex(config: &Config, database: &str) -> anyhow::Result<()> {
     let rebuild = format!("{}_rebuild", config.meili_index);
     engine.drop_index(&rebuild).await?;
     engine.prepare_index(&rebuild).await?;
+    let max_id = copy_live(&store, &engine, &rebuild, |n| bar.inc(n)).await?;
+    bar.finish();
+    engine.swap_and_drop(&config.meili_index, &rebuild).await?;
+    let changed = catch_up(&store, &engine, max_id, started).await?;
+    println!(
+        "Meilisearch index `{}` rebuilt: {} messages (+{} changed during the rebuild).",
+        config.meili_index,
+        bar.position(),
+        changed
+    );
+    Ok(())
+}
 
+/// Refills the live Meilisearch index from PostgreSQL in place (a Meilisearch that came back
+/// without its data: the index was just made ready again, empty or nearly). Searches work
+/// meanwhile and find more as it fills; returns the messages put.
+pub async fn refill_live(store: &Store, engine: &MeiliEngine) -> anyhow::Result<u64> {
+    let started: DateTime<Utc> = Utc::now();
+    let mut put = 0_u64;
+    let max_id = copy_live(store, engine, engine.index_name(), |n| put += n).await?;
+    let changed = catch_up(store, engine, max_id, started).await?;
+    Ok(put + changed as u64)
+}
+
+/// Puts every live message into index `uid`, in id order, `BATCH` at a time (`progress` gets
+/// each batch's size); returns the highest id put.
+async fn copy_live(
+    store: &Store,
+    engine: &MeiliEngine,
+    uid: &str,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<i64> {
     let mut after = 0_i64;
-    let mut max_id = 0_i64;
     loop {
         let client = store.client().await?;
         let rows = client
@@ -69,17 +99,24 @@ pub async fn reindex(config: &Config, database: &str) -> anyhow::Result<()> {
             )
             .await?;
         drop(client);
-        let Some(last) = rows.last() else { break };
+        let Some(last) = rows.last() else {
+            return Ok(after);
+        };
         after = last.get(0);
-        max_id = after;
         let docs: Vec<_> = rows.iter().map(doc_from_row).collect();
-        engine.put_documents(&rebuild, &docs).await?;
-        bar.inc(docs.len() as u64);
+        engine.put_documents(uid, &docs).await?;
+        progress(docs.len() as u64);
     }
-    bar.finish();
-    engine.swap_and_drop(&config.meili_index, &rebuild).await?;
+}
 
-    // Writes that raced the rebuild: newer messages and rows changed since it started.
+/// Writes that raced a copy started at `started` up to `max_id` — newer messages and rows
+/// changed since — put again into (or deleted from) the live index; returns how many.
+async fn catch_up(
+    store: &Store,
+    engine: &MeiliEngine,
+    max_id: i64,
+    started: DateTime<Utc>,
+) -> anyhow::Result<usize> {
     let client = store.client().await?;
     let changed: Vec<i64> = client
         .query(
@@ -96,11 +133,5 @@ pub async fn reindex(config: &Config, database: &str) -> anyhow::Result<()> {
         engine.put_documents(engine.index_name(), &docs).await?;
         engine.delete_documents(engine.index_name(), &gone).await?;
     }
-    println!(
-        "Meilisearch index `{}` rebuilt: {} messages (+{} changed during the rebuild).",
-        config.meili_index,
-        bar.position(),
-        changed.len()
-    );
-    Ok(())
+    Ok(changed.len())
 }

@@ -1,0 +1,81 @@
+//! `SearchWatch` (Meilisearch only): notices a Meilisearch that came back without its data and
+//! restores the index. Every `FECHATTER_MEILI_CHECK_SECS` it asks whether the live index still
+//! exists with its filterable attributes (`MeiliEngine::index_lost`); when not — deleted, or
+//! re-created with default settings by the indexer's next write after an empty restart, so
+//! filtered searches fail and older messages are missing — it applies the index and settings
+//! again and refills the index in place from PostgreSQL (`refill_live`). Searches answer
+//! meanwhile and find more as it fills; the outbox keeps feeding new writes.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::store::Store;
+use crate::store::search::meili::MeiliEngine;
+use crate::store::search::refill_live;
+
+pub struct SearchWatch {
+    store: Store,
+    engine: MeiliEngine,
+    every: Duration,
+    /// A check or refill is running (the next tick skips).
+    busy: bool,
+}
+
+impl SearchWatch {
+    /// Starts the watch; `every` zero means never.
+    pub fn start(store: Store, engine: MeiliEngine, every: Duration) -> Option<Addr<Self>> {
+        (!every.is_zero()).then(|| {
+            SearchWatch {
+                store,
+                engine,
+                every,
+                busy: false,
+            }
+            .start()
+        })
+    }
+
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let (store, engine) = (self.store.clone(), self.engine.clone());
+        ctx.spawn(
+            async move { restore_if_lost(&store, &engine).await }
+                .into_actor(self)
+                .map(|_, act, _| act.busy = false),
+        );
+    }
+}
+
+impl Actor for SearchWatch {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.every, |act, ctx| act.check(ctx));
+    }
+}
+
+/// One check: restores the index when it was lost. Errors (Meilisearch down) wait for the
+/// next check; the indexer's own retries cover the writes meanwhile.
+async fn restore_if_lost(store: &Store, engine: &MeiliEngine) {
+    match engine.index_lost().await {
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "Meilisearch index check failed"),
+        Ok(true) => {
+            tracing::warn!(index = %engine.index_name(),
+                "Meilisearch lost the index or its settings; restoring it from PostgreSQL");
+            engine.forget_ready();
+            if let Err(e) = engine.ensure_index().await {
+                tracing::warn!(error = %e, "could not re-create the Meilisearch index");
+                return;
+            }
+            match refill_live(store, engine).await {
+                Ok(n) => tracing::info!(messages = n, "Meilisearch index restored"),
+                Err(e) => tracing::warn!(error = %e, "Meilisearch refill failed; retrying"),
+            }
+        }
+    }
+}

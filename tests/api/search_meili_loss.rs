@@ -1,0 +1,99 @@
+//! A Meilisearch that loses its data: the server notices (`SearchWatch`) and refills the index
+//! from PostgreSQL, so searches filter again and find the messages written before the loss.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::meili::meili;
+use crate::common::{TestApp, TestUser, spawn_app_with, test_config};
+
+/// Longest wait for the index to catch up (the check runs every second here).
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Message ids of a search for `query` in `ws`, or the error answer.
+async fn search(app: &TestApp, user: &TestUser, ws: i64, query: &str) -> Result<Vec<i64>, Value> {
+    let r = app
+        .post(
+            "/api/search/messages",
+            &user.token,
+            json!({"query": query, "workspace_id": ws}),
+        )
+        .await;
+    if r.status != 200 {
+        return Err(json!({"status": r.status.as_u16(), "body": r.body}));
+    }
+    let mut ids: Vec<i64> = r.body["results"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|h| h["message_id"].as_i64()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Polls the search until it finds exactly `want`; fails with the last answer after the deadline.
+async fn until_found(app: &TestApp, user: &TestUser, ws: i64, query: &str, want: &[i64]) {
+    let started = Instant::now();
+    loop {
+        let got = search(app, user, ws, query).await;
+        if got.as_deref() == Ok(want) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "search {query:?}: want {want:?}, last answer {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The index deleted under the server (as after Meilisearch restarts on an empty data
+/// directory): the indexer's next write re-creates it with default settings — filtered
+/// searches fail, older messages are gone — until the watch re-applies the settings and
+/// refills it (before: never, without `fechatter reindex`).
+#[actix_web::test]
+async fn a_lost_meilisearch_index_is_restored_from_postgres() {
+    let Some(m) = meili() else { return };
+    let mut config = test_config(&["--meili-check-secs", "1"]);
+    let index = format!("t_{}", uuid::Uuid::new_v4().simple());
+    config.meili_url = Some(m.url.clone());
+    config.meili_master_key = Some(m.key.clone());
+    config.meili_index = index.clone();
+    let app = spawn_app_with(config).await;
+    let alice = app.register("alice").await;
+    let ws = app.create_workspace(&alice, "acme").await;
+    let chat = app.create_channel(&alice, ws, "general").await;
+    let before = app.send(&alice, chat, "aurora before the loss").await["id"]
+        .as_i64()
+        .expect("id");
+    until_found(&app, &alice, ws, "aurora", &[before]).await;
+
+    let meili_api = reqwest::Client::new();
+    let deleted = meili_api
+        .delete(format!("{}/indexes/{index}", m.url))
+        .bearer_auth(&m.key)
+        .send()
+        .await
+        .expect("delete the index");
+    assert_eq!(deleted.status(), 202, "{:?}", deleted.text().await);
+    // The deletion is a task: wait until the index is gone.
+    let started = Instant::now();
+    loop {
+        let got = meili_api
+            .get(format!("{}/indexes/{index}", m.url))
+            .bearer_auth(&m.key)
+            .send()
+            .await
+            .expect("get the index");
+        if got.status() == 404 {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "the index was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = app.send(&alice, chat, "aurora after the loss").await["id"]
+        .as_i64()
+        .expect("id");
+    until_found(&app, &alice, ws, "aurora", &[before, after]).await;
+    app.stop().await;
+}
