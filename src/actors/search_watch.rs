@@ -1,10 +1,12 @@
 //! `SearchWatch` (Meilisearch only): notices a Meilisearch that came back without its data and
 //! restores the index. Every `FECHATTER_MEILI_CHECK_SECS` it asks whether the live index still
-//! exists with its filterable attributes (`MeiliEngine::index_lost`); when not — deleted, or
-//! re-created with default settings by the indexer's next write after an empty restart, so
-//! filtered searches fail and older messages are missing — it applies the index and settings
-//! again and refills the index in place from PostgreSQL (`refill_live`). Searches answer
-//! meanwhile and find more as it fills; the outbox keeps feeding new writes.
+//! exists with its filterable attributes and holds at least half of the messages surely
+//! indexed by now (`MeiliEngine::index_lost`; the live count comes from the chats' kept
+//! counts, less the outbox's backlog); when not — deleted, re-created with default settings
+//! by the indexer's next write after an empty restart, or created empty by a server started
+//! meanwhile — it applies the index and settings again and refills the index in place from
+//! PostgreSQL (`refill_live`). Searches answer meanwhile and find more as it fills; the outbox
+//! keeps feeding new writes.
 
 use std::time::Duration;
 
@@ -61,7 +63,12 @@ impl Actor for SearchWatch {
 /// One check: restores the index when it was lost. Errors (Meilisearch down) wait for the
 /// next check; the indexer's own retries cover the writes meanwhile.
 async fn restore_if_lost(store: &Store, engine: &MeiliEngine) {
-    match engine.index_lost().await {
+    let indexed = match (store.live_message_total().await, store.outbox_len().await) {
+        (Ok(live), Ok(backlog)) => live.saturating_sub(backlog).max(0) as u64,
+        // The database is down: check the index itself only.
+        _ => 0,
+    };
+    match engine.index_lost(indexed).await {
         Ok(false) => {}
         Err(e) => tracing::debug!(error = %e, "Meilisearch index check failed"),
         Ok(true) => {

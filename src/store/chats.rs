@@ -119,6 +119,15 @@ fn view_from_row(r: &Row) -> ChatView {
 }
 
 impl Store {
+    /// Live (not deleted) messages of every chat, from the counts the commits keep (no scan).
+    pub async fn live_message_total(&self) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT coalesce(sum(live_messages), 0)::bigint FROM chats")
+            .await?;
+        Ok(client.query_one(&stmt, &[]).await?.get(0))
+    }
+
     /// Creates a channel with its creator as owner (one transaction); returns its id.
     pub async fn create_channel(&self, new: NewChannel<'_>) -> StoreResult<i64> {
         let mut client = self.client().await?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::meili::meili;
-use crate::common::{TestApp, TestUser, spawn_app_with, test_config};
+use crate::common::{TestApp, TestUser, spawn_app_on, spawn_app_with, test_config};
 
 /// Longest wait for the index to catch up (the check runs every second here).
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -29,6 +29,62 @@ async fn search(app: &TestApp, user: &TestUser, ws: i64, query: &str) -> Result<
         .unwrap_or_default();
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// The `total` of a search for `query` in `ws` (`None` on an error answer).
+async fn total(app: &TestApp, user: &TestUser, ws: i64, query: &str) -> Option<i64> {
+    let r = app
+        .post(
+            "/api/search/messages",
+            &user.token,
+            json!({"query": query, "workspace_id": ws}),
+        )
+        .await;
+    (r.status == 200)
+        .then(|| r.body["total"].as_i64())
+        .flatten()
+}
+
+/// Polls the search's total until it is `want`.
+async fn until_total(app: &TestApp, user: &TestUser, ws: i64, query: &str, want: i64) {
+    let started = Instant::now();
+    loop {
+        let got = total(app, user, ws, query).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "search {query:?}: want total {want}, last {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes `index` in Meilisearch and waits until it is gone.
+async fn delete_index(m: &crate::common::meili::Meili, index: &str) {
+    let api = reqwest::Client::new();
+    let deleted = api
+        .delete(format!("{}/indexes/{index}", m.url))
+        .bearer_auth(&m.key)
+        .send()
+        .await
+        .expect("delete the index");
+    assert_eq!(deleted.status(), 202, "{:?}", deleted.text().await);
+    let started = Instant::now();
+    loop {
+        let got = api
+            .get(format!("{}/indexes/{index}", m.url))
+            .bearer_auth(&m.key)
+            .send()
+            .await
+            .expect("get the index");
+        if got.status() == 404 {
+            return;
+        }
+        assert!(started.elapsed() < DEADLINE, "the index was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls the search until it finds exactly `want`; fails with the last answer after the deadline.
@@ -68,32 +124,38 @@ async fn a_lost_meilisearch_index_is_restored_from_postgres() {
         .expect("id");
     until_found(&app, &alice, ws, "aurora", &[before]).await;
 
-    let meili_api = reqwest::Client::new();
-    let deleted = meili_api
-        .delete(format!("{}/indexes/{index}", m.url))
-        .bearer_auth(&m.key)
-        .send()
-        .await
-        .expect("delete the index");
-    assert_eq!(deleted.status(), 202, "{:?}", deleted.text().await);
-    // The deletion is a task: wait until the index is gone.
-    let started = Instant::now();
-    loop {
-        let got = meili_api
-            .get(format!("{}/indexes/{index}", m.url))
-            .bearer_auth(&m.key)
-            .send()
-            .await
-            .expect("get the index");
-        if got.status() == 404 {
-            break;
-        }
-        assert!(started.elapsed() < DEADLINE, "the index was not deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    delete_index(m, &index).await;
     let after = app.send(&alice, chat, "aurora after the loss").await["id"]
         .as_i64()
         .expect("id");
     until_found(&app, &alice, ws, "aurora", &[before, after]).await;
     app.stop().await;
+}
+
+/// A server started while Meilisearch is empty makes a correct, empty index: the watch sees it
+/// holds fewer than half of the messages already indexed (the chats' live counts) and refills
+/// it (before: the older messages stayed unsearchable until `fechatter reindex`).
+#[actix_web::test]
+async fn a_server_started_on_an_emptied_meilisearch_refills_it() {
+    let Some(m) = meili() else { return };
+    let mut config = test_config(&["--meili-check-secs", "1"]);
+    let index = format!("t_{}", uuid::Uuid::new_v4().simple());
+    config.meili_url = Some(m.url.clone());
+    config.meili_master_key = Some(m.key.clone());
+    config.meili_index = index.clone();
+    let app = spawn_app_with(config.clone()).await;
+    let alice = app.register("alice").await;
+    let ws = app.create_workspace(&alice, "acme").await;
+    let chat = app.create_channel(&alice, ws, "general").await;
+    for i in 0..30 {
+        app.send(&alice, chat, &format!("borealis number {i}"))
+            .await;
+    }
+    until_total(&app, &alice, ws, "borealis", 30).await;
+    app.stop().await;
+
+    delete_index(m, &index).await;
+    let again = spawn_app_on(config, app.database.clone()).await;
+    until_total(&again, &alice, ws, "borealis", 30).await;
+    again.stop().await;
 }

@@ -34,6 +34,8 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(30);
 const TASK_POLL: Duration = Duration::from_millis(20);
 /// The attributes searches filter on: an index without them lost its settings.
 const FILTERABLE: [&str; 4] = ["chat_id", "sender_id", "workspace_id", "created_at"];
+/// Fewer messages than this are not compared with the index's document count.
+const MIN_COUNTED: u64 = 20;
 /// Words kept around matches in long messages.
 const CROP_WORDS: usize = 60;
 /// Most matches Meilisearch counts exactly (`total` saturates there).
@@ -139,8 +141,11 @@ impl MeiliEngine {
     /// Whether the live index is gone or has lost its settings since it was made ready: a
     /// Meilisearch that came back without its data (the indexer's next write re-creates the
     /// index with default settings, so filtered searches fail and older messages are missing).
-    /// False before the index was first made ready (the indexer does that).
-    pub async fn index_lost(&self) -> anyhow::Result<bool> {
+    /// Also when it holds fewer than half of `indexed`, the messages surely indexed by now
+    /// (live messages less the outbox's backlog): a server that started while Meilisearch was
+    /// empty made a correct but empty index. False before the index was first made ready (the
+    /// indexer does that).
+    pub async fn index_lost(&self, indexed: u64) -> anyhow::Result<bool> {
         if !self.ready.load(Ordering::Acquire) {
             return Ok(false);
         }
@@ -156,9 +161,17 @@ impl MeiliEngine {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(FILTERABLE
+        if FILTERABLE
             .iter()
-            .any(|a| !filterable.iter().any(|f| f.as_str() == *a)))
+            .any(|a| !filterable.iter().any(|f| f.as_str() == *a))
+        {
+            return Ok(true);
+        }
+        if indexed < MIN_COUNTED {
+            return Ok(false);
+        }
+        let stats = self.client.index(&self.index).get_stats().await?;
+        Ok((stats.number_of_documents as u64) < indexed / 2)
     }
 
     /// Forgets that the index was made ready, so the next [`MeiliEngine::ensure_index`]
