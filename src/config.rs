@@ -464,6 +464,22 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_SEARCH_TIMEOUT_MS", default_value_t = 5000)]
     pub search_timeout_ms: u64,
 
+    // --- Search indexer bounds: its catch-up always makes progress (RELIABILITY.md). ---
+    /// Most search-outbox rows the indexer takes per batch; a batch that overruns the
+    /// indexer's statement timeout is retried at half the size, and the size grows back by a
+    /// quarter per full batch.
+    #[arg(long, env = "FECHATTER_INDEXER_BATCH", default_value_t = 500)]
+    pub indexer_batch: u32,
+
+    /// Server-side statement_timeout of the indexer's statements (SET LOCAL in each drain
+    /// transaction), milliseconds; must be below the reply timeout.
+    #[arg(
+        long,
+        env = "FECHATTER_INDEXER_STATEMENT_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub indexer_statement_timeout_ms: u64,
+
     // --- Client sockets (issue 17): a peer that stops reading holds bounded kernel memory. ---
     /// SO_SNDBUF of every accepted connection, bytes (the kernel doubles it; 0 = the kernel's
     /// autotuned default, up to `net.ipv4.tcp_wmem`'s maximum, several MB per socket).
@@ -581,6 +597,11 @@ impl Config {
             ),
             (self.db_pool_timeout_ms, "FECHATTER_DB_POOL_TIMEOUT_MS"),
             (self.search_timeout_ms, "FECHATTER_SEARCH_TIMEOUT_MS"),
+            (self.indexer_batch as u64, "FECHATTER_INDEXER_BATCH"),
+            (
+                self.indexer_statement_timeout_ms,
+                "FECHATTER_INDEXER_STATEMENT_TIMEOUT_MS",
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be positive")));
@@ -591,6 +612,11 @@ impl Config {
         {
             return fail(
                 "FECHATTER_DB_REPLY_TIMEOUT_MS must exceed FECHATTER_DB_STATEMENT_TIMEOUT_MS",
+            );
+        }
+        if self.db_reply_timeout_ms <= self.indexer_statement_timeout_ms {
+            return fail(
+                "FECHATTER_DB_REPLY_TIMEOUT_MS must exceed FECHATTER_INDEXER_STATEMENT_TIMEOUT_MS",
             );
         }
         if self.ws_timeout_secs <= self.ws_ping_secs {

@@ -104,11 +104,23 @@ pub enum Engine {
     Meili(meili::MeiliEngine),
 }
 
+/// What the `SearchIndexer` feeds, and the bounds it feeds it within.
+#[derive(Clone)]
+pub struct IndexTarget {
+    pub engine: Engine,
+    /// Most outbox rows per batch (`FECHATTER_INDEXER_BATCH`).
+    pub batch: i64,
+    /// `statement_timeout` of each drain transaction's statements
+    /// (`FECHATTER_INDEXER_STATEMENT_TIMEOUT_MS`).
+    pub statement_timeout: std::time::Duration,
+}
+
 /// The configured search engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Search {
     store: Store,
-    engine: Engine,
+    /// The engine, with the indexer's bounds (handed to the `SearchIndexer` at start-up).
+    target: IndexTarget,
     /// Wakes the `SearchIndexer` (a no-op handle until start-up attaches it).
     indexer: IndexerHandle,
 }
@@ -140,21 +152,29 @@ impl Search {
                 Engine::Meili(engine)
             }
         };
+        let target = IndexTarget {
+            engine: engine.clone(),
+            batch: config.indexer_batch as i64,
+            statement_timeout: std::time::Duration::from_millis(
+                config.indexer_statement_timeout_ms,
+            ),
+        };
         Ok(Search {
             store: store.clone(),
-            engine,
+            target,
             indexer: IndexerHandle::default(),
         })
     }
 
-    /// The configured engine (start-up hands it to the `SearchIndexer`, which feeds it).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The configured engine and the indexer's bounds (start-up hands them to the
+    /// `SearchIndexer`, which feeds the engine).
+    pub fn engine(&self) -> &IndexTarget {
+        &self.target
     }
 
     /// Name of the engine, for logs and health checks.
     pub fn engine_name(&self) -> &'static str {
-        match self.engine {
+        match self.target.engine {
             Engine::Postgres => "postgres",
             Engine::Meili(_) => "meilisearch",
         }
@@ -176,7 +196,7 @@ impl Search {
             return Ok(MessageHits::default());
         }
         let started = std::time::Instant::now();
-        let result = match &self.engine {
+        let result = match &self.target.engine {
             Engine::Postgres => Ok(postgres::search(&self.store, q).await?),
             Engine::Meili(m) => m.search(&self.store, q).await,
         };

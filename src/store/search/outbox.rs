@@ -1,7 +1,15 @@
 //! The search outbox: rows written in the same transaction as each message write and drained
 //! by the `SearchIndexer` into the configured engine (Meilisearch, or `message_search`).
+//!
+//! A drain transaction runs under the indexer's own `statement_timeout` (`SET LOCAL`, so the
+//! pooled connection keeps the pool's afterwards); a batch that overruns it is rolled back and
+//! reported as [`DrainError::TimedOut`], so the indexer can retry with a smaller one.
 
-use crate::store::StoreResult;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
+use crate::store::{StoreError, StoreResult};
 
 /// What the index must do for a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +61,46 @@ struct Batch {
     message_ids: Vec<i64>,
 }
 
-/// Takes the drain lock and up to `max` of the oldest rows. `None` when another node is
-/// draining; an empty batch when there is nothing to do.
-async fn take(tx: &deadpool_postgres::Transaction<'_>, max: i64) -> StoreResult<Option<Batch>> {
+/// Why a drain did not apply its batch (nothing of the batch is kept: it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// A statement ran past the drain's statement timeout (or was cancelled): the batch was
+    /// rolled back, and a smaller one may fit.
+    #[error("a statement of the batch ran past the indexer's statement timeout")]
+    TimedOut,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The external index refused or did not answer.
+    #[error(transparent)]
+    Apply(anyhow::Error),
+}
+
+impl From<tokio_postgres::Error> for DrainError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::QUERY_CANCELED) {
+            DrainError::TimedOut
+        } else {
+            DrainError::Store(e.into())
+        }
+    }
+}
+
+/// Takes the drain lock and up to `max` of the oldest rows, and bounds every later statement
+/// of the transaction by `timeout`. `None` when another node is draining; an empty batch when
+/// there is nothing to do.
+async fn take(
+    tx: &deadpool_postgres::Transaction<'_>,
+    max: i64,
+    timeout: Duration,
+) -> Result<Option<Batch>, tokio_postgres::Error> {
+    // `set_config(.., true)` is `SET LOCAL`: it ends with the transaction. It takes effect from
+    // the next statement on, which is every statement that can take long.
+    let timeout = format!("{}ms", timeout.as_millis().max(1));
     let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&DRAIN_LOCK])
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1) FROM set_config('statement_timeout', $2, true)",
+            &[&DRAIN_LOCK, &timeout],
+        )
         .await?
         .get(0);
     if !locked {
@@ -78,7 +121,10 @@ async fn take(tx: &deadpool_postgres::Transaction<'_>, max: i64) -> StoreResult<
 }
 
 /// Deletes the batch's rows (rows written meanwhile stay for the next batch).
-async fn finish(tx: &deadpool_postgres::Transaction<'_>, batch: &Batch) -> StoreResult<()> {
+async fn finish(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &Batch,
+) -> Result<(), tokio_postgres::Error> {
     let stmt = tx
         .prepare_cached("DELETE FROM search_outbox WHERE id = ANY($1)")
         .await?;
@@ -89,19 +135,27 @@ async fn finish(tx: &deadpool_postgres::Transaction<'_>, batch: &Batch) -> Store
 impl crate::store::Store {
     /// Takes up to `max` of the oldest outbox rows, hands the distinct message ids to `apply`
     /// (an external index) and deletes those rows only if `apply` succeeded, all in one
-    /// transaction. `Ok(None)` when another node is draining.
-    pub async fn drain_outbox<F, Fut>(&self, max: i64, apply: F) -> anyhow::Result<Option<usize>>
+    /// transaction whose statements each stop after `timeout`. `Ok(None)` when another node
+    /// is draining.
+    pub async fn drain_outbox<F, Fut>(
+        &self,
+        max: i64,
+        timeout: Duration,
+        apply: F,
+    ) -> Result<Option<usize>, DrainError>
     where
         F: FnOnce(Vec<i64>) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
     {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(batch) = take(&tx, max).await? else {
+        let Some(batch) = take(&tx, max, timeout).await? else {
             return Ok(None);
         };
         if !batch.row_ids.is_empty() {
-            apply(batch.message_ids.clone()).await?;
+            apply(batch.message_ids.clone())
+                .await
+                .map_err(DrainError::Apply)?;
             finish(&tx, &batch).await?;
         }
         tx.commit().await?;
@@ -110,15 +164,19 @@ impl crate::store::Store {
 
     /// As [`drain_outbox`](Self::drain_outbox) for the PostgreSQL engine: the batch is applied
     /// to `message_search` in the drain's own transaction, so the table and the outbox commit
-    /// together.
-    pub async fn drain_outbox_into_table(&self, max: i64) -> StoreResult<Option<usize>> {
+    /// together (or neither, when a statement overran `timeout`).
+    pub async fn drain_outbox_into_table(
+        &self,
+        max: i64,
+        timeout: Duration,
+    ) -> Result<Option<usize>, DrainError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(batch) = take(&tx, max).await? else {
+        let Some(batch) = take(&tx, max, timeout).await? else {
             return Ok(None);
         };
         if !batch.row_ids.is_empty() {
-            super::table::sync(&tx, &batch.message_ids).await?;
+            super::table::sync_rows(&tx, &batch.message_ids).await?;
             finish(&tx, &batch).await?;
         }
         tx.commit().await?;

@@ -7,6 +7,14 @@ use crate::store::{Store, StoreResult};
 /// current text and time, deleted or missing ones removed. Idempotent (outbox replays are
 /// harmless); rows already current are left alone.
 pub async fn sync(tx: &deadpool_postgres::Transaction<'_>, ids: &[i64]) -> StoreResult<()> {
+    Ok(sync_rows(tx, ids).await?)
+}
+
+/// [`sync`], with the driver's error (the indexer tells a statement timeout from other errors).
+pub(super) async fn sync_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: &[i64],
+) -> Result<(), tokio_postgres::Error> {
     let gone = tx
         .prepare_cached(
             "DELETE FROM message_search s WHERE s.message_id = ANY($1) AND NOT EXISTS \
