@@ -30,6 +30,7 @@ mod realtime;
 mod resume_ids;
 mod schemathesis;
 mod search;
+mod search_indexer;
 mod search_latency;
 mod search_meili_loss;
 mod stalled_peers;

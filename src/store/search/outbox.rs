@@ -51,7 +51,7 @@ pub async fn record(
 
 /// Advisory-lock key held by whoever drains the outbox, so two server nodes never index the
 /// same message out of order.
-const DRAIN_LOCK: i64 = 0x6665_6368_6964;
+pub const DRAIN_LOCK: i64 = 0x6665_6368_6964;
 
 /// One batch taken from the outbox inside a drain transaction.
 struct Batch {
@@ -132,6 +132,26 @@ async fn finish(
     Ok(())
 }
 
+/// Commits a drain that applied its batch (or found nothing to do); rolls back one that
+/// failed at once, so the drain lock is free for the retry (a dropped transaction's ROLLBACK
+/// is only queued, and the retry may run on another connection).
+async fn end(
+    tx: deadpool_postgres::Transaction<'_>,
+    applied: Result<Option<usize>, DrainError>,
+) -> Result<Option<usize>, DrainError> {
+    match applied {
+        Ok(n) => {
+            tx.commit().await?;
+            Ok(n)
+        }
+        Err(e) => {
+            // Best effort: a connection too broken to roll back is discarded by the pool.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 impl crate::store::Store {
     /// Takes up to `max` of the oldest outbox rows, hands the distinct message ids to `apply`
     /// (an external index) and deletes those rows only if `apply` succeeded, all in one
@@ -149,17 +169,20 @@ impl crate::store::Store {
     {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(batch) = take(&tx, max, timeout).await? else {
-            return Ok(None);
-        };
-        if !batch.row_ids.is_empty() {
-            apply(batch.message_ids.clone())
-                .await
-                .map_err(DrainError::Apply)?;
-            finish(&tx, &batch).await?;
+        let applied = async {
+            let Some(batch) = take(&tx, max, timeout).await? else {
+                return Ok(None);
+            };
+            if !batch.row_ids.is_empty() {
+                apply(batch.message_ids.clone())
+                    .await
+                    .map_err(DrainError::Apply)?;
+                finish(&tx, &batch).await?;
+            }
+            Ok(Some(batch.row_ids.len()))
         }
-        tx.commit().await?;
-        Ok(Some(batch.row_ids.len()))
+        .await;
+        end(tx, applied).await
     }
 
     /// As [`drain_outbox`](Self::drain_outbox) for the PostgreSQL engine: the batch is applied
@@ -172,15 +195,18 @@ impl crate::store::Store {
     ) -> Result<Option<usize>, DrainError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(batch) = take(&tx, max, timeout).await? else {
-            return Ok(None);
-        };
-        if !batch.row_ids.is_empty() {
-            super::table::sync_rows(&tx, &batch.message_ids).await?;
-            finish(&tx, &batch).await?;
+        let applied = async {
+            let Some(batch) = take(&tx, max, timeout).await? else {
+                return Ok(None);
+            };
+            if !batch.row_ids.is_empty() {
+                super::table::sync_rows(&tx, &batch.message_ids).await?;
+                finish(&tx, &batch).await?;
+            }
+            Ok(Some(batch.row_ids.len()))
         }
-        tx.commit().await?;
-        Ok(Some(batch.row_ids.len()))
+        .await;
+        end(tx, applied).await
     }
 
     /// Rows waiting in the outbox (health checks, tests).
