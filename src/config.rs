@@ -480,6 +480,12 @@ pub struct Config {
     )]
     pub indexer_statement_timeout_ms: u64,
 
+    /// work_mem of the indexer's statements (SET LOCAL), kB, at least 64: also the chunk in
+    /// which an insert merges a full GIN pending list, each chunk kept even if the statement is
+    /// then cancelled, so a long merge progresses across retries.
+    #[arg(long, env = "FECHATTER_INDEXER_WORK_MEM_KB", default_value_t = 1024)]
+    pub indexer_work_mem_kb: u32,
+
     // --- Client sockets (issue 17): a peer that stops reading holds bounded kernel memory. ---
     /// SO_SNDBUF of every accepted connection, bytes (the kernel doubles it; 0 = the kernel's
     /// autotuned default, up to `net.ipv4.tcp_wmem`'s maximum, several MB per socket).
@@ -613,6 +619,9 @@ impl Config {
             return fail(
                 "FECHATTER_DB_REPLY_TIMEOUT_MS must exceed FECHATTER_DB_STATEMENT_TIMEOUT_MS",
             );
+        }
+        if self.indexer_work_mem_kb < 64 {
+            return fail("FECHATTER_INDEXER_WORK_MEM_KB must be at least 64");
         }
         if self.db_reply_timeout_ms <= self.indexer_statement_timeout_ms {
             return fail(

@@ -25,7 +25,7 @@ use actix::prelude::*;
 
 use crate::store::Store;
 use crate::store::search::meili::MeiliEngine;
-use crate::store::search::outbox::DrainError;
+use crate::store::search::outbox::{DrainError, DrainLimits};
 use crate::store::search::{Engine, IndexTarget};
 
 /// How often the outbox is checked without being woken.
@@ -132,7 +132,7 @@ impl SearchIndexer {
             if batch.now < batch.max && act.batch.now == act.batch.max {
                 tracing::warn!(
                     batch = batch.now,
-                    timeout_ms = act.target.statement_timeout.as_millis() as u64,
+                    timeout_ms = act.target.limits.statement_timeout.as_millis() as u64,
                     "search indexing batches overran the indexer's statement timeout; smaller batches now"
                 );
             } else if batch.now == batch.max && act.batch.now < act.batch.max {
@@ -192,12 +192,8 @@ async fn drain(store: &Store, target: &IndexTarget, batch: &mut BatchSize) -> an
     loop {
         let size = batch.now;
         let taken = match &target.engine {
-            Engine::Postgres => {
-                store
-                    .drain_outbox_into_table(size, target.statement_timeout)
-                    .await
-            }
-            Engine::Meili(m) => drain_meili(store, m, size, target.statement_timeout).await,
+            Engine::Postgres => store.drain_outbox_into_table(size, target.limits).await,
+            Engine::Meili(m) => drain_meili(store, m, size, target.limits).await,
         };
         match taken {
             Ok(Some(n)) if n as i64 == size => batch.grow(),
@@ -219,10 +215,10 @@ async fn drain_meili(
     store: &Store,
     engine: &MeiliEngine,
     size: i64,
-    timeout: Duration,
+    limits: DrainLimits,
 ) -> Result<Option<usize>, DrainError> {
     store
-        .drain_outbox(size, timeout, |ids| async move {
+        .drain_outbox(size, limits, |ids| async move {
             let (docs, gone) = store.message_documents(&ids).await?;
             engine.put_documents(engine.index_name(), &docs).await?;
             engine.delete_documents(engine.index_name(), &gone).await?;

@@ -110,9 +110,9 @@ pub struct IndexTarget {
     pub engine: Engine,
     /// Most outbox rows per batch (`FECHATTER_INDEXER_BATCH`).
     pub batch: i64,
-    /// `statement_timeout` of each drain transaction's statements
-    /// (`FECHATTER_INDEXER_STATEMENT_TIMEOUT_MS`).
-    pub statement_timeout: std::time::Duration,
+    /// Settings of each drain transaction (`FECHATTER_INDEXER_STATEMENT_TIMEOUT_MS`,
+    /// `FECHATTER_INDEXER_WORK_MEM_KB`).
+    pub limits: outbox::DrainLimits,
 }
 
 /// The configured search engine. Cheap to clone.
@@ -155,9 +155,12 @@ impl Search {
         let target = IndexTarget {
             engine: engine.clone(),
             batch: config.indexer_batch as i64,
-            statement_timeout: std::time::Duration::from_millis(
-                config.indexer_statement_timeout_ms,
-            ),
+            limits: outbox::DrainLimits {
+                statement_timeout: std::time::Duration::from_millis(
+                    config.indexer_statement_timeout_ms,
+                ),
+                work_mem_kb: config.indexer_work_mem_kb,
+            },
         };
         Ok(Search {
             store: store.clone(),

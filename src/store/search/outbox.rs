@@ -1,9 +1,10 @@
 //! The search outbox: rows written in the same transaction as each message write and drained
 //! by the `SearchIndexer` into the configured engine (Meilisearch, or `message_search`).
 //!
-//! A drain transaction runs under the indexer's own `statement_timeout` (`SET LOCAL`, so the
-//! pooled connection keeps the pool's afterwards); a batch that overruns it is rolled back and
-//! reported as [`DrainError::TimedOut`], so the indexer can retry with a smaller one.
+//! A drain transaction runs under the indexer's own [`DrainLimits`] (`SET LOCAL`, so the pooled
+//! connection keeps the pool's settings afterwards); a batch that overruns its statement timeout
+//! is rolled back and reported as [`DrainError::TimedOut`], so the indexer can retry with a
+//! smaller one.
 
 use std::time::Duration;
 
@@ -61,6 +62,20 @@ struct Batch {
     message_ids: Vec<i64>,
 }
 
+/// Settings of every statement in a drain transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainLimits {
+    /// `statement_timeout`.
+    pub statement_timeout: Duration,
+    /// `work_mem`, kB (at least 64). It also sizes the chunks in which an insert that overflows
+    /// a GIN index's pending list (`fastupdate`) merges that list into the index: each merged
+    /// chunk stays merged even when the statement is then cancelled, so a merge that takes
+    /// longer than the timeout still progresses from one attempt to the next. With one chunk
+    /// for the whole list (the default 4 MB, as large as the list), a cancelled merge keeps
+    /// nothing, and every later insert starts it again.
+    pub work_mem_kb: u32,
+}
+
 /// Why a drain did not apply its batch (nothing of the batch is kept: it is retried).
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -85,21 +100,23 @@ impl From<tokio_postgres::Error> for DrainError {
     }
 }
 
-/// Takes the drain lock and up to `max` of the oldest rows, and bounds every later statement
-/// of the transaction by `timeout`. `None` when another node is draining; an empty batch when
+/// Takes the drain lock and up to `max` of the oldest rows, and applies `limits` to every later
+/// statement of the transaction. `None` when another node is draining; an empty batch when
 /// there is nothing to do.
 async fn take(
     tx: &deadpool_postgres::Transaction<'_>,
     max: i64,
-    timeout: Duration,
+    limits: DrainLimits,
 ) -> Result<Option<Batch>, tokio_postgres::Error> {
     // `set_config(.., true)` is `SET LOCAL`: it ends with the transaction. It takes effect from
     // the next statement on, which is every statement that can take long.
-    let timeout = format!("{}ms", timeout.as_millis().max(1));
+    let timeout = format!("{}ms", limits.statement_timeout.as_millis().max(1));
+    let work_mem = format!("{}kB", limits.work_mem_kb.max(64));
     let locked: bool = tx
         .query_one(
-            "SELECT pg_try_advisory_xact_lock($1) FROM set_config('statement_timeout', $2, true)",
-            &[&DRAIN_LOCK, &timeout],
+            "SELECT pg_try_advisory_xact_lock($1) \
+             FROM set_config('statement_timeout', $2, true) t, set_config('work_mem', $3, true) w",
+            &[&DRAIN_LOCK, &timeout, &work_mem],
         )
         .await?
         .get(0);
@@ -155,12 +172,12 @@ async fn end(
 impl crate::store::Store {
     /// Takes up to `max` of the oldest outbox rows, hands the distinct message ids to `apply`
     /// (an external index) and deletes those rows only if `apply` succeeded, all in one
-    /// transaction whose statements each stop after `timeout`. `Ok(None)` when another node
+    /// transaction whose statements run under `limits`. `Ok(None)` when another node
     /// is draining.
     pub async fn drain_outbox<F, Fut>(
         &self,
         max: i64,
-        timeout: Duration,
+        limits: DrainLimits,
         apply: F,
     ) -> Result<Option<usize>, DrainError>
     where
@@ -170,7 +187,7 @@ impl crate::store::Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let applied = async {
-            let Some(batch) = take(&tx, max, timeout).await? else {
+            let Some(batch) = take(&tx, max, limits).await? else {
                 return Ok(None);
             };
             if !batch.row_ids.is_empty() {
@@ -187,16 +204,16 @@ impl crate::store::Store {
 
     /// As [`drain_outbox`](Self::drain_outbox) for the PostgreSQL engine: the batch is applied
     /// to `message_search` in the drain's own transaction, so the table and the outbox commit
-    /// together (or neither, when a statement overran `timeout`).
+    /// together (or neither, when a statement overran the timeout).
     pub async fn drain_outbox_into_table(
         &self,
         max: i64,
-        timeout: Duration,
+        limits: DrainLimits,
     ) -> Result<Option<usize>, DrainError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let applied = async {
-            let Some(batch) = take(&tx, max, timeout).await? else {
+            let Some(batch) = take(&tx, max, limits).await? else {
                 return Ok(None);
             };
             if !batch.row_ids.is_empty() {
