@@ -1,9 +1,9 @@
 //! `SearchIndexer`: drains the search outbox into the configured engine (Meilisearch, or the
 //! PostgreSQL engine's `message_search` table), in batches, behind the write.
 //!
-//! State: the store, the engine with the indexer's bounds, the next batch's size, and whether
-//! a drain is running. Chat rooms wake it through an
-//! [`IndexerHandle`] after committing messages (with their outbox rows, in the same
+//! State: the store, the engine, its bounds (handed over by `Search::set_indexer`; nothing is
+//! drained before), the next batch's size, and whether a drain is running. Chat rooms wake it
+//! through an [`IndexerHandle`] after committing messages (with their outbox rows, in the same
 //! transaction); a timer wakes it every second too, so after Meilisearch was down (or this node
 //! crashed between commit and indexing) it catches up from PostgreSQL on its own. What arrives
 //! during a drain is taken by the next one, so batches grow with the write rate.
@@ -26,7 +26,7 @@ use actix::prelude::*;
 use crate::store::Store;
 use crate::store::search::meili::MeiliEngine;
 use crate::store::search::outbox::{DrainError, DrainLimits};
-use crate::store::search::{Engine, IndexTarget};
+use crate::store::search::{Engine, IndexerBounds};
 
 /// How often the outbox is checked without being woken.
 const TICK: Duration = Duration::from_secs(1);
@@ -70,6 +70,14 @@ pub struct IndexerHandle {
 }
 
 impl IndexerHandle {
+    /// Hands the indexer its bounds; it drains only once it has them (`Search::set_indexer`
+    /// calls this at start-up, before anything can be waiting to be indexed by this process).
+    pub fn configure(&self, bounds: IndexerBounds) {
+        if let Some(addr) = &self.addr {
+            addr.do_send(Configure(bounds));
+        }
+    }
+
     /// New outbox rows were committed: index them soon. Never blocks. A full mailbox already
     /// holds a wake-up, and a drain in progress runs again when it ends, so dropping is fine.
     pub fn notify(&self) {
@@ -84,9 +92,16 @@ impl IndexerHandle {
 #[rtype(result = "()")]
 struct Wake;
 
+/// The indexer's bounds (once, at start-up).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Configure(IndexerBounds);
+
 pub struct SearchIndexer {
     store: Store,
-    target: IndexTarget,
+    engine: Engine,
+    /// Set by [`Configure`]; nothing is drained before.
+    bounds: Option<IndexerBounds>,
     /// The next batch's size (carried across drains; a drain works on a copy).
     batch: BatchSize,
     /// A drain future is running (only one at a time).
@@ -98,12 +113,14 @@ pub struct SearchIndexer {
 }
 
 impl SearchIndexer {
-    /// Starts the indexer on the current arbiter.
-    pub fn start(store: Store, target: IndexTarget) -> IndexerHandle {
+    /// Starts the indexer on the current arbiter; it drains once its handle's
+    /// [`configure`](IndexerHandle::configure) gave it its bounds.
+    pub fn start(store: Store, engine: Engine) -> IndexerHandle {
         let addr = Actor::start(SearchIndexer {
             store,
-            batch: BatchSize::new(target.batch),
-            target,
+            engine,
+            bounds: None,
+            batch: BatchSize::new(1),
             draining: false,
             again: false,
             failing: false,
@@ -112,27 +129,31 @@ impl SearchIndexer {
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
+        let Some(bounds) = self.bounds else {
+            return;
+        };
         if self.draining {
             self.again = true;
             return;
         }
         self.draining = true;
         let store = self.store.clone();
-        let target = self.target.clone();
+        let engine = self.engine.clone();
         let mut batch = self.batch;
         async move {
-            let result = tokio::time::timeout(DRAIN_TIMEOUT, drain(&store, &target, &mut batch))
+            let drained = drain(&store, &engine, bounds.limits, &mut batch);
+            let result = tokio::time::timeout(DRAIN_TIMEOUT, drained)
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("indexing timed out")));
             (result, batch)
         }
         .into_actor(self)
-        .map(|(result, batch), act, ctx| {
+        .map(move |(result, batch), act, ctx| {
             act.draining = false;
             if batch.now < batch.max && act.batch.now == act.batch.max {
                 tracing::warn!(
                     batch = batch.now,
-                    timeout_ms = act.target.limits.statement_timeout.as_millis() as u64,
+                    timeout_ms = bounds.limits.statement_timeout.as_millis() as u64,
                     "search indexing batches overran the indexer's statement timeout; smaller batches now"
                 );
             } else if batch.now == batch.max && act.batch.now < act.batch.max {
@@ -167,8 +188,17 @@ impl Actor for SearchIndexer {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
-        self.kick(ctx);
         ctx.run_interval(TICK, |act, ctx| act.kick(ctx));
+    }
+}
+
+impl Handler<Configure> for SearchIndexer {
+    type Result = ();
+
+    fn handle(&mut self, Configure(bounds): Configure, ctx: &mut Context<Self>) {
+        self.bounds = Some(bounds);
+        self.batch = BatchSize::new(bounds.batch);
+        self.kick(ctx);
     }
 }
 
@@ -184,16 +214,21 @@ impl Handler<Wake> for SearchIndexer {
 /// A batch that overran the statement timeout was rolled back whole: it is retried at once at
 /// half the size, so a backlog of rows too costly to index 500 at a time still drains (a single
 /// row that overruns fails the drain, retried on the next tick).
-async fn drain(store: &Store, target: &IndexTarget, batch: &mut BatchSize) -> anyhow::Result<()> {
-    if let Engine::Meili(m) = &target.engine {
+async fn drain(
+    store: &Store,
+    engine: &Engine,
+    limits: DrainLimits,
+    batch: &mut BatchSize,
+) -> anyhow::Result<()> {
+    if let Engine::Meili(m) = engine {
         // Also how settings reach a Meilisearch that was down at start-up.
         m.ensure_index().await?;
     }
     loop {
         let size = batch.now;
-        let taken = match &target.engine {
-            Engine::Postgres => store.drain_outbox_into_table(size, target.limits).await,
-            Engine::Meili(m) => drain_meili(store, m, size, target.limits).await,
+        let taken = match engine {
+            Engine::Postgres => store.drain_outbox_into_table(size, limits).await,
+            Engine::Meili(m) => drain_meili(store, m, size, limits).await,
         };
         match taken {
             Ok(Some(n)) if n as i64 == size => batch.grow(),

@@ -104,10 +104,10 @@ pub enum Engine {
     Meili(meili::MeiliEngine),
 }
 
-/// What the `SearchIndexer` feeds, and the bounds it feeds it within.
-#[derive(Clone)]
-pub struct IndexTarget {
-    pub engine: Engine,
+/// The bounds the `SearchIndexer` feeds the engine within (handed to it by
+/// [`Search::set_indexer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexerBounds {
     /// Most outbox rows per batch (`FECHATTER_INDEXER_BATCH`).
     pub batch: i64,
     /// Settings of each drain transaction (`FECHATTER_INDEXER_STATEMENT_TIMEOUT_MS`,
@@ -119,8 +119,9 @@ pub struct IndexTarget {
 #[derive(Clone)]
 pub struct Search {
     store: Store,
-    /// The engine, with the indexer's bounds (handed to the `SearchIndexer` at start-up).
-    target: IndexTarget,
+    engine: Engine,
+    /// Handed to the `SearchIndexer` when it is attached.
+    bounds: IndexerBounds,
     /// Wakes the `SearchIndexer` (a no-op handle until start-up attaches it).
     indexer: IndexerHandle,
 }
@@ -152,8 +153,7 @@ impl Search {
                 Engine::Meili(engine)
             }
         };
-        let target = IndexTarget {
-            engine: engine.clone(),
+        let bounds = IndexerBounds {
             batch: config.indexer_batch as i64,
             limits: outbox::DrainLimits {
                 statement_timeout: std::time::Duration::from_millis(
@@ -164,27 +164,29 @@ impl Search {
         };
         Ok(Search {
             store: store.clone(),
-            target,
+            engine,
+            bounds,
             indexer: IndexerHandle::default(),
         })
     }
 
-    /// The configured engine and the indexer's bounds (start-up hands them to the
-    /// `SearchIndexer`, which feeds the engine).
-    pub fn engine(&self) -> &IndexTarget {
-        &self.target
+    /// The configured engine (start-up hands it to the `SearchIndexer`, which feeds it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Name of the engine, for logs and health checks.
     pub fn engine_name(&self) -> &'static str {
-        match self.target.engine {
+        match self.engine {
             Engine::Postgres => "postgres",
             Engine::Meili(_) => "meilisearch",
         }
     }
 
-    /// Attaches the running indexer (start-up, before the `Search` is shared).
+    /// Attaches the running indexer (start-up, before the `Search` is shared) and hands it its
+    /// bounds (it starts draining then).
     pub fn set_indexer(&mut self, handle: IndexerHandle) {
+        handle.configure(self.bounds);
         self.indexer = handle;
     }
 
@@ -199,7 +201,7 @@ impl Search {
             return Ok(MessageHits::default());
         }
         let started = std::time::Instant::now();
-        let result = match &self.target.engine {
+        let result = match &self.engine {
             Engine::Postgres => Ok(postgres::search(&self.store, q).await?),
             Engine::Meili(m) => m.search(&self.store, q).await,
         };
