@@ -41,10 +41,24 @@ pub enum StoreError {
     /// the client's mistake, never a server error. The string says what was wrong.
     #[error("invalid value: {0}")]
     Invalid(String),
-    #[error("database error: {0}")]
+    /// Anything else; shown with PostgreSQL's own message and SQLSTATE when it sent one
+    /// (tokio-postgres's `Display` says only "db error").
+    #[error("database error: {}", describe(.0))]
     Db(tokio_postgres::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// A database error as the logs want it: PostgreSQL's message, detail and SQLSTATE when the
+/// server reported the error, else tokio-postgres's own text.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({}; {detail})", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => e.to_string(),
+    }
 }
 
 impl From<PoolError> for StoreError {
