@@ -58,7 +58,11 @@ impl Application {
         let mut search = Search::from_config(&config, &store).await?;
         // Feeds the configured engine from the outbox; the rooms get its handle from
         // `Search::indexer()` (below, through the Hub).
-        search.set_indexer(SearchIndexer::start(store.clone(), search.engine().clone()));
+        search.set_indexer(SearchIndexer::start(
+            store.clone(),
+            search.engine().clone(),
+            search.indexer_bounds(),
+        ));
         let search_watch = match search.engine() {
             crate::store::search::Engine::Meili(engine) => {
                 let every = Duration::from_secs(config.meili_check_secs);

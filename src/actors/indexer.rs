@@ -1,8 +1,8 @@
 //! `SearchIndexer`: drains the search outbox into the configured engine (Meilisearch, or the
 //! PostgreSQL engine's `message_search` table), in batches, behind the write.
 //!
-//! State: the store, the engine, its bounds (handed over by `Search::set_indexer`; nothing is
-//! drained before), the next batch's size, and whether a drain is running. Chat rooms wake it
+//! State: the store, the engine, its bounds (`Search::indexer_bounds`, from the
+//! configuration), the next batch's size, and whether a drain is running. Chat rooms wake it
 //! through an [`IndexerHandle`] after committing messages (with their outbox rows, in the same
 //! transaction); a timer wakes it every second too, so after Meilisearch was down (or this node
 //! crashed between commit and indexing) it catches up from PostgreSQL on its own. What arrives
@@ -70,14 +70,6 @@ pub struct IndexerHandle {
 }
 
 impl IndexerHandle {
-    /// Hands the indexer its bounds; it drains only once it has them (`Search::set_indexer`
-    /// calls this at start-up, before anything can be waiting to be indexed by this process).
-    pub fn configure(&self, bounds: IndexerBounds) {
-        if let Some(addr) = &self.addr {
-            addr.do_send(Configure(bounds));
-        }
-    }
-
     /// New outbox rows were committed: index them soon. Never blocks. A full mailbox already
     /// holds a wake-up, and a drain in progress runs again when it ends, so dropping is fine.
     pub fn notify(&self) {
@@ -92,16 +84,10 @@ impl IndexerHandle {
 #[rtype(result = "()")]
 struct Wake;
 
-/// The indexer's bounds (once, at start-up).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Configure(IndexerBounds);
-
 pub struct SearchIndexer {
     store: Store,
     engine: Engine,
-    /// Set by [`Configure`]; nothing is drained before.
-    bounds: Option<IndexerBounds>,
+    bounds: IndexerBounds,
     /// The next batch's size (carried across drains; a drain works on a copy).
     batch: BatchSize,
     /// A drain future is running (only one at a time).
@@ -113,14 +99,13 @@ pub struct SearchIndexer {
 }
 
 impl SearchIndexer {
-    /// Starts the indexer on the current arbiter; it drains once its handle's
-    /// [`configure`](IndexerHandle::configure) gave it its bounds.
-    pub fn start(store: Store, engine: Engine) -> IndexerHandle {
+    /// Starts the indexer on the current arbiter, feeding `engine` within `bounds`.
+    pub fn start(store: Store, engine: Engine, bounds: IndexerBounds) -> IndexerHandle {
         let addr = Actor::start(SearchIndexer {
             store,
             engine,
-            bounds: None,
-            batch: BatchSize::new(1),
+            bounds,
+            batch: BatchSize::new(bounds.batch),
             draining: false,
             again: false,
             failing: false,
@@ -129,9 +114,7 @@ impl SearchIndexer {
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        let Some(bounds) = self.bounds else {
-            return;
-        };
+        let bounds = self.bounds;
         if self.draining {
             self.again = true;
             return;
@@ -189,16 +172,6 @@ impl Actor for SearchIndexer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
         ctx.run_interval(TICK, |act, ctx| act.kick(ctx));
-    }
-}
-
-impl Handler<Configure> for SearchIndexer {
-    type Result = ();
-
-    fn handle(&mut self, Configure(bounds): Configure, ctx: &mut Context<Self>) {
-        self.bounds = Some(bounds);
-        self.batch = BatchSize::new(bounds.batch);
-        self.kick(ctx);
     }
 }
 

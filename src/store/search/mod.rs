@@ -104,8 +104,7 @@ pub enum Engine {
     Meili(meili::MeiliEngine),
 }
 
-/// The bounds the `SearchIndexer` feeds the engine within (handed to it by
-/// [`Search::set_indexer`]).
+/// The bounds the `SearchIndexer` feeds the engine within ([`Search::indexer_bounds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexerBounds {
     /// Most outbox rows per batch (`FECHATTER_INDEXER_BATCH`).
@@ -120,7 +119,7 @@ pub struct IndexerBounds {
 pub struct Search {
     store: Store,
     engine: Engine,
-    /// Handed to the `SearchIndexer` when it is attached.
+    /// What the `SearchIndexer` is started with.
     bounds: IndexerBounds,
     /// Wakes the `SearchIndexer` (a no-op handle until start-up attaches it).
     indexer: IndexerHandle,
@@ -183,10 +182,13 @@ impl Search {
         }
     }
 
-    /// Attaches the running indexer (start-up, before the `Search` is shared) and hands it its
-    /// bounds (it starts draining then).
+    /// The bounds the `SearchIndexer` is started with (from the configuration).
+    pub fn indexer_bounds(&self) -> IndexerBounds {
+        self.bounds
+    }
+
+    /// Attaches the running indexer (start-up, before the `Search` is shared).
     pub fn set_indexer(&mut self, handle: IndexerHandle) {
-        handle.configure(self.bounds);
         self.indexer = handle;
     }
 
