@@ -31,6 +31,19 @@ async fn search(app: &TestApp, user: &TestUser, ws: i64, query: &str) -> Result<
     Ok(ids)
 }
 
+/// The run's Meilisearch and a configuration on a fresh index of it, checked every second.
+fn watched_meili() -> Option<(
+    &'static crate::common::meili::Meili,
+    fechatter::config::Config,
+)> {
+    let m = meili()?;
+    let mut config = test_config(&["--meili-check-secs", "1"]);
+    config.meili_url = Some(m.url.clone());
+    config.meili_master_key = Some(m.key.clone());
+    config.meili_index = format!("t_{}", uuid::Uuid::new_v4().simple());
+    Some((m, config))
+}
+
 /// The `total` of a search for `query` in `ws` (`None` on an error answer).
 async fn total(app: &TestApp, user: &TestUser, ws: i64, query: &str) -> Option<i64> {
     let r = app
@@ -109,12 +122,10 @@ async fn until_found(app: &TestApp, user: &TestUser, ws: i64, query: &str, want:
 /// refills it (before: never, without `fechatter reindex`).
 #[actix_web::test]
 async fn a_lost_meilisearch_index_is_restored_from_postgres() {
-    let Some(m) = meili() else { return };
-    let mut config = test_config(&["--meili-check-secs", "1"]);
-    let index = format!("t_{}", uuid::Uuid::new_v4().simple());
-    config.meili_url = Some(m.url.clone());
-    config.meili_master_key = Some(m.key.clone());
-    config.meili_index = index.clone();
+    let Some((m, config)) = watched_meili() else {
+        return;
+    };
+    let index = config.meili_index.clone();
     let app = spawn_app_with(config).await;
     let alice = app.register("alice").await;
     let ws = app.create_workspace(&alice, "acme").await;
@@ -137,12 +148,10 @@ async fn a_lost_meilisearch_index_is_restored_from_postgres() {
 /// it (before: the older messages stayed unsearchable until `fechatter reindex`).
 #[actix_web::test]
 async fn a_server_started_on_an_emptied_meilisearch_refills_it() {
-    let Some(m) = meili() else { return };
-    let mut config = test_config(&["--meili-check-secs", "1"]);
-    let index = format!("t_{}", uuid::Uuid::new_v4().simple());
-    config.meili_url = Some(m.url.clone());
-    config.meili_master_key = Some(m.key.clone());
-    config.meili_index = index.clone();
+    let Some((m, config)) = watched_meili() else {
+        return;
+    };
+    let index = config.meili_index.clone();
     let app = spawn_app_with(config.clone()).await;
     let alice = app.register("alice").await;
     let ws = app.create_workspace(&alice, "acme").await;
