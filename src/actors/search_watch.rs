@@ -68,10 +68,13 @@ async fn restore_if_lost(store: &Store, engine: &MeiliEngine) {
         // The database is down: check the index itself only.
         _ => 0,
     };
-    match engine.index_lost(indexed).await {
-        Ok(false) => {}
-        Err(e) => tracing::debug!(error = %e, "Meilisearch index check failed"),
-        Ok(true) => {
+    // Bounded like a search (`FECHATTER_SEARCH_TIMEOUT_MS`): a hung Meilisearch must not hold
+    // the watch (the next tick checks again).
+    match tokio::time::timeout(engine.search_timeout(), engine.index_lost(indexed)).await {
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "Meilisearch index check failed"),
+        Err(_) => tracing::debug!("Meilisearch index check timed out"),
+        Ok(Ok(true)) => {
             tracing::warn!(index = %engine.index_name(),
                 "Meilisearch lost the index or its settings; restoring it from PostgreSQL");
             engine.forget_ready();

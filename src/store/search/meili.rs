@@ -90,6 +90,11 @@ impl MeiliEngine {
         self
     }
 
+    /// How long a search (or the index check) may wait for Meilisearch.
+    pub fn search_timeout(&self) -> Duration {
+        self.search_timeout
+    }
+
     pub fn index_name(&self) -> &str {
         &self.index
     }
