@@ -3,32 +3,47 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::meili::meili;
-use crate::common::{TestApp, TestUser, spawn_app_on, spawn_app_with, test_config};
+use crate::common::{Resp, TestApp, TestUser, spawn_app_on, spawn_app_with, test_config};
 
 /// Longest wait for the index to catch up (the check runs every second here).
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Message ids of a search for `query` in `ws`, or the error answer.
-async fn search(app: &TestApp, user: &TestUser, ws: i64, query: &str) -> Result<Vec<i64>, Value> {
-    let r = app
-        .post(
-            "/api/search/messages",
-            &user.token,
-            json!({"query": query, "workspace_id": ws}),
-        )
-        .await;
-    if r.status != 200 {
-        return Err(json!({"status": r.status.as_u16(), "body": r.body}));
+/// Polls a search for `query` in `ws` until its answer satisfies `done`; fails after the
+/// deadline with the last answer.
+async fn until(app: &TestApp, user: &TestUser, ws: i64, query: &str, done: impl Fn(&Resp) -> bool) {
+    let started = Instant::now();
+    loop {
+        let r = app
+            .post(
+                "/api/search/messages",
+                &user.token,
+                json!({"query": query, "workspace_id": ws}),
+            )
+            .await;
+        if done(&r) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "search {query:?}: last answer {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The search found exactly the messages `want` (sorted).
+fn found(r: &Resp, want: &[i64]) -> bool {
     let mut ids: Vec<i64> = r.body["results"]
         .as_array()
         .map(|a| a.iter().filter_map(|h| h["message_id"].as_i64()).collect())
         .unwrap_or_default();
     ids.sort_unstable();
-    Ok(ids)
+    r.status == 200 && ids == want
 }
 
 /// The run's Meilisearch and a configuration on a fresh index of it, checked every second.
@@ -42,36 +57,6 @@ fn watched_meili() -> Option<(
     config.meili_master_key = Some(m.key.clone());
     config.meili_index = format!("t_{}", uuid::Uuid::new_v4().simple());
     Some((m, config))
-}
-
-/// The `total` of a search for `query` in `ws` (`None` on an error answer).
-async fn total(app: &TestApp, user: &TestUser, ws: i64, query: &str) -> Option<i64> {
-    let r = app
-        .post(
-            "/api/search/messages",
-            &user.token,
-            json!({"query": query, "workspace_id": ws}),
-        )
-        .await;
-    (r.status == 200)
-        .then(|| r.body["total"].as_i64())
-        .flatten()
-}
-
-/// Polls the search's total until it is `want`.
-async fn until_total(app: &TestApp, user: &TestUser, ws: i64, query: &str, want: i64) {
-    let started = Instant::now();
-    loop {
-        let got = total(app, user, ws, query).await;
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "search {query:?}: want total {want}, last {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Deletes `index` in Meilisearch and waits until it is gone.
@@ -100,22 +85,6 @@ async fn delete_index(m: &crate::common::meili::Meili, index: &str) {
     }
 }
 
-/// Polls the search until it finds exactly `want`; fails with the last answer after the deadline.
-async fn until_found(app: &TestApp, user: &TestUser, ws: i64, query: &str, want: &[i64]) {
-    let started = Instant::now();
-    loop {
-        let got = search(app, user, ws, query).await;
-        if got.as_deref() == Ok(want) {
-            return;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "search {query:?}: want {want:?}, last answer {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The index deleted under the server (as after Meilisearch restarts on an empty data
 /// directory): the indexer's next write re-creates it with default settings — filtered
 /// searches fail, older messages are gone — until the watch re-applies the settings and
@@ -133,13 +102,13 @@ async fn a_lost_meilisearch_index_is_restored_from_postgres() {
     let before = app.send(&alice, chat, "aurora before the loss").await["id"]
         .as_i64()
         .expect("id");
-    until_found(&app, &alice, ws, "aurora", &[before]).await;
+    until(&app, &alice, ws, "aurora", |r| found(r, &[before])).await;
 
     delete_index(m, &index).await;
     let after = app.send(&alice, chat, "aurora after the loss").await["id"]
         .as_i64()
         .expect("id");
-    until_found(&app, &alice, ws, "aurora", &[before, after]).await;
+    until(&app, &alice, ws, "aurora", |r| found(r, &[before, after])).await;
     app.stop().await;
 }
 
@@ -160,11 +129,17 @@ async fn a_server_started_on_an_emptied_meilisearch_refills_it() {
         app.send(&alice, chat, &format!("borealis number {i}"))
             .await;
     }
-    until_total(&app, &alice, ws, "borealis", 30).await;
+    until(&app, &alice, ws, "borealis", |r| {
+        r.status == 200 && r.body["total"] == 30
+    })
+    .await;
     app.stop().await;
 
     delete_index(m, &index).await;
     let again = spawn_app_on(config, app.database.clone()).await;
-    until_total(&again, &alice, ws, "borealis", 30).await;
+    until(&again, &alice, ws, "borealis", |r| {
+        r.status == 200 && r.body["total"] == 30
+    })
+    .await;
     again.stop().await;
 }
