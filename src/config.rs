@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_MAX_WS_PER_USER", default_value_t = 10)]
     pub max_ws_per_user: u32,
 
+    /// Deepest `GET /api/messages` page, in messages skipped (`(page - 1) × limit`); deeper
+    /// history is read with `before_id`, which costs the same at any depth.
+    #[arg(long, env = "FECHATTER_MAX_MESSAGE_OFFSET", default_value_t = 10_000)]
+    pub max_message_offset: u32,
+
     /// Seconds a new WebSocket has to send its auth frame.
     #[arg(long, env = "FECHATTER_WS_AUTH_TIMEOUT_SECS", default_value_t = 5)]
     pub ws_auth_timeout_secs: u64,
@@ -327,6 +332,16 @@ pub struct Config {
     /// goes out (0: each change at once).
     #[arg(long, env = "FECHATTER_PRESENCE_COALESCE_MS", default_value_t = 200)]
     pub presence_coalesce_ms: u64,
+
+    /// Most frames (changes × the workspace's online connections) one workspace's presence
+    /// window may send as one contract-shaped `presence.update` per change; a costlier window is
+    /// one frame listing its `changes` (0: always one frame for several changes).
+    #[arg(
+        long,
+        env = "FECHATTER_PRESENCE_SEPARATE_FRAMES",
+        default_value_t = 4096
+    )]
+    pub presence_separate_frames: usize,
 
     // --- Availability (denial-of-service limits) ---
     /// Proxies whose `Forwarded` / `X-Forwarded-For` is believed: comma-separated IPs and CIDRs

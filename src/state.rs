@@ -99,7 +99,13 @@ impl AppState {
     /// Validates an access token (signature, `alg`, expiry) and that it was issued under the
     /// user's current token version (a password change revokes older tokens).
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser, ApiError> {
-        let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
+        // The WebSocket auth frame's `"Bearer <token>"`: the scheme in any case, as in the
+        // HTTP header (`extract::bearer_token`), or the bare token.
+        let token = token.trim();
+        let token = match token.split_once(char::is_whitespace) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => token,
+        };
         let claims = self.tokens.validate(token).map_err(|e| match e {
             TokenError::Expired => ApiError::unauthorized("Token expired"),
             _ => ApiError::unauthorized("Invalid token"),

@@ -189,7 +189,10 @@ pub struct MessageView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub reactions: Vec<ReactionView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The sender's idempotency key: never serialised here (events go to every member, and
+    /// REST lists to anyone in the chat); only the sender's own `POST /api/messages` answer
+    /// carries it (`http::messages::SentMessage`).
+    #[serde(skip)]
     pub idempotency_key: Option<String>,
 }
 

@@ -2,11 +2,13 @@
 //! or SSE connections is open; several tabs are one presence), the per-user connection limit,
 //! and `presence.update` events to the online users who share a workspace.
 //!
-//! Changes are coalesced per workspace over `FECHATTER_PRESENCE_COALESCE_MS`: each window sends
-//! one frame per workspace that had changes, serialised once and shared by every recipient, so
-//! a storm of n users connecting costs O(n) frames per window instead of n² (no cap on the
-//! workspace size). A window with one change sends the contract's `{user_id, status,
-//! last_seen}`; with several, the last change's fields plus `changes`, all of them in order.
+//! Changes are collected per workspace over `FECHATTER_PRESENCE_COALESCE_MS`. A window whose
+//! changes cost at most `FECHATTER_PRESENCE_SEPARATE_FRAMES` frames (changes × the workspace's
+//! online connections) sends each change as the contract's `{user_id, status, last_seen}`; a
+//! costlier one (a storm in a large workspace) sends one frame per workspace, serialised once
+//! and shared by every recipient, with the last change's fields plus `changes`, all of them in
+//! order — so a storm of n users connecting costs O(n) frames per window instead of n² (no cap
+//! on the workspace size).
 //! With `FECHATTER_PRESENCE_FRAMES_PER_SEC` set (off by default), a window whose frames went to
 //! many connections stretches the next one (see [`stretched`]): presence stays under that many
 //! frames per second, however many users are online, at the price of later (never lost)
@@ -136,6 +138,9 @@ pub struct Presence {
     next_window: Duration,
     max_window: Duration,
     frames_per_sec: u64,
+    /// Most frames (changes × online connections) a workspace's window may spend on one
+    /// contract-shaped frame per change before it is coalesced into one.
+    separate_budget: usize,
     online: HashMap<i64, Online>,
     /// workspace id → its online users.
     by_workspace: HashMap<i64, HashSet<i64>>,
@@ -162,6 +167,7 @@ impl Presence {
             next_window: Duration::from_millis(config.presence_coalesce_ms),
             max_window: Duration::from_millis(config.presence_coalesce_max_ms),
             frames_per_sec: config.presence_frames_per_sec,
+            separate_budget: config.presence_separate_frames,
             online: HashMap::new(),
             by_workspace: HashMap::new(),
             pending: HashMap::new(),
@@ -204,10 +210,12 @@ impl Presence {
         }
     }
 
-    /// Sends each workspace's pending changes as one `presence.update`, serialised once and
-    /// shared by all its online users' connections. A single change keeps the contract's shape
-    /// and skips its own user; several add `changes` and go to every online member (their
-    /// own change included), so the cost is O(online members) per workspace per window.
+    /// Sends each workspace's pending changes. While separate frames are cheap — one change, or
+    /// changes × the workspace's online connections within `separate_budget` — each change is
+    /// its own `presence.update` in the contract's shape, to every online member but the one who
+    /// changed. Beyond that (a connection storm in a large workspace) the window is one frame,
+    /// serialised once and shared by every online member's connections (the changers included),
+    /// listing `changes` in order: O(online connections) per workspace per window.
     /// Returns the frames sent (one per connection reached).
     fn flush(&mut self) -> u64 {
         let mut frames = 0;
@@ -215,36 +223,45 @@ impl Presence {
             let Some(users) = self.by_workspace.get(&ws) else {
                 continue;
             };
-            let (event, skip) = match changes.as_slice() {
+            let separate = match changes.as_slice() {
                 [] => continue,
-                [only] => (
-                    Event::new(EventKind::PresenceUpdate, None, None, only),
-                    Some(only.user_id),
-                ),
-                [.., last] => (
-                    Event::new(
-                        EventKind::PresenceUpdate,
-                        None,
-                        None,
-                        &CoalescedData {
-                            last,
-                            changes: &changes,
-                        },
-                    ),
-                    None,
-                ),
-            };
-            for user in users {
-                if Some(*user) == skip {
-                    continue;
+                [_] => true,
+                _ => {
+                    let conns: usize = users
+                        .iter()
+                        .map(|u| self.registry.get(u).map_or(0, |c| c.len()))
+                        .sum();
+                    changes.len().saturating_mul(conns) <= self.separate_budget
                 }
-                if let Some(conns) = self.registry.get(user) {
-                    for (_, recipient) in conns.iter() {
-                        // Droppable: a full mailbox just misses this update.
-                        let _ = recipient.try_send(Push::Event(event.clone()));
-                        frames += 1;
+            };
+            let mut send = |event: &Arc<Event>, skip: Option<i64>| {
+                for user in users {
+                    if Some(*user) == skip {
+                        continue;
+                    }
+                    if let Some(conns) = self.registry.get(user) {
+                        for (_, recipient) in conns.iter() {
+                            // Droppable: a full mailbox just misses this update.
+                            let _ = recipient.try_send(Push::Event(event.clone()));
+                            frames += 1;
+                        }
                     }
                 }
+            };
+            if separate {
+                for change in &changes {
+                    let event = Event::new(EventKind::PresenceUpdate, None, None, change);
+                    send(&event, Some(change.user_id));
+                }
+            } else if let Some(last) = changes.last() {
+                let data = CoalescedData {
+                    last,
+                    changes: &changes,
+                };
+                send(
+                    &Event::new(EventKind::PresenceUpdate, None, None, &data),
+                    None,
+                );
             }
         }
         frames

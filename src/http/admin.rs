@@ -1,17 +1,17 @@
-//! Admin: production health and per-service metrics behind `FECHATTER_ADMIN_TOKEN`, and the
-//! Prometheus scrape endpoint `/metrics`.
+//! Admin: production health and per-service metrics behind `FECHATTER_ADMIN_TOKEN` (or, with
+//! none configured, any signed-in user's token), and the Prometheus scrape endpoint `/metrics`.
 //!
 //! Every figure is measured when asked: dependency latencies by a round trip, CPU and memory from
 //! `/proc/self`, request rates from the [`Stats`] ring the stats middleware fills.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::bearer_token;
+use super::extract::{AuthUser, bearer_token};
 use crate::state::AppState;
 
 pub use super::stats::Stats;
@@ -19,16 +19,14 @@ pub use super::stats::Stats;
 /// How long a dependency may take to answer a health probe before it counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Lets the request through only with `Authorization: Bearer <FECHATTER_ADMIN_TOKEN>`: 401 without
-/// a bearer token, 403 with a wrong one, and 404 (as if the route did not exist) when no admin
-/// token is configured. The comparison takes the same time wherever the tokens differ.
-fn authorize(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
+/// Lets the request through with `Authorization: Bearer <FECHATTER_ADMIN_TOKEN>` when an admin
+/// token is configured (401 without a bearer token, 403 with a wrong one; the comparison takes
+/// the same time wherever the tokens differ). With none configured, any signed-in user's access
+/// token is accepted (401 otherwise): the figures are the server's load and its dependencies'
+/// health, no user's data; production sets the token to keep them to operators.
+async fn authorize(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
     let Some(expected) = state.config.admin_token.as_deref() else {
-        return Err(ApiError::NotFound(format!(
-            "No route for {} {}",
-            req.method(),
-            req.path()
-        )));
+        return AuthUser::extract(req).await.map(|_| ());
     };
     let token = bearer_token(req).ok_or_else(|| {
         ApiError::unauthorized("Missing admin bearer token (Authorization: Bearer <token>)")
@@ -72,11 +70,15 @@ impl Probe {
         }
     }
 
+    /// `latency_ms` is whole milliseconds as the contract shows them (rounded; a healthy
+    /// sub-millisecond answer reads 0), `latency_us` the same round trip in microseconds; both
+    /// absent when the probe failed.
     fn json(&self) -> Value {
-        let mut v = json!({
-            "status": self.status,
-            "latency_ms": self.latency.map(millis),
-        });
+        let mut v = json!({ "status": self.status });
+        if let Some(latency) = self.latency {
+            v["latency_ms"] = json!(millis(latency));
+            v["latency_us"] = json!(latency.as_micros() as u64);
+        }
         if let Some(e) = &self.error {
             v["error"] = json!(e);
         }
@@ -84,8 +86,13 @@ impl Probe {
     }
 }
 
+/// Whole milliseconds, rounded.
+fn millis(d: Duration) -> u64 {
+    (d.as_micros() as u64 + 500) / 1000
+}
+
 /// Milliseconds with microsecond precision.
-fn millis(d: Duration) -> f64 {
+fn fine_millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
@@ -146,23 +153,23 @@ fn probe_client() -> &'static reqwest::Client {
     })
 }
 
-fn memory_mb() -> Option<f64> {
-    crate::metrics::process::rss_bytes()
-        .map(|b| (b as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0)
+/// Resident memory in whole MiB, rounded (0 where `/proc` cannot be read).
+fn memory_mb() -> u64 {
+    crate::metrics::process::rss_bytes().map_or(0, |b| (b + 512 * 1024) / (1024 * 1024))
 }
 
 /// `GET /admin/production/health`: each dependency with its status and measured latency, and the
 /// server's load. `unhealthy` (HTTP 503) when the database is down; `degraded` when search (or,
 /// in cluster mode, Redis) is.
 #[utoipa::path(get, path = "/admin/production/health", tag = "admin",
-    summary = "Dependencies and load (admin token)", security(("admin" = [])),
+    summary = "Dependencies and load (admin token; a user's token when none is configured)",
+    security(("admin" = []), ("bearer" = [])),
     responses((status = 200, body = crate::http::openapi::ProductionHealth),
         (status = 503, description = "The database is down", body = crate::http::openapi::ProductionHealth),
         (status = 401, description = "Missing bearer token"),
-        (status = 403, description = "Wrong admin token"),
-        (status = 404, description = "Admin API disabled (no token configured)")))]
+        (status = 403, description = "Wrong admin token")))]
 pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
-    authorize(&req, &state)?;
+    authorize(&req, &state).await?;
     let database = probe_database(&state).await;
     let search = probe_search(&state, &database).await;
     let redis = probe_redis(&state).await;
@@ -182,9 +189,12 @@ pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<H
         "database": database.json(),
         "search": search_json,
     });
-    if let Some(redis) = redis {
-        services["redis"] = redis;
-    }
+    services["redis"] = redis.unwrap_or_else(|| {
+        json!({
+            "status": "disabled",
+            "reason": "one node: no REDIS_URL, no cluster state to reach",
+        })
+    });
     let body = json!({
         "status": status,
         "timestamp": unix_now(),
@@ -233,18 +243,19 @@ pub const SERVICES: &[&str] = &[
 
 /// `GET /admin/production/metrics/{service_name}`: one service's figures; unknown name → 404.
 #[utoipa::path(get, path = "/admin/production/metrics/{service_name}", tag = "admin",
-    summary = "One service's figures (admin token)", security(("admin" = [])),
+    summary = "One service's figures (admin token; a user's token when none is configured)",
+    security(("admin" = []), ("bearer" = [])),
     params(("service_name" = String, Path, pattern = "^(database|search|http|realtime|websocket|system)$")),
     responses((status = 200, body = crate::http::openapi::ServiceMetrics),
         (status = 401, description = "Missing bearer token"),
         (status = 403, description = "Wrong admin token"),
-        (status = 404, description = "Unknown service, or admin API disabled (no token configured)")))]
+        (status = 404, description = "Unknown service")))]
 pub async fn metrics(
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    authorize(&req, &state)?;
+    authorize(&req, &state).await?;
     let name = name.into_inner();
     let figures = match name.as_str() {
         "database" => {
@@ -265,8 +276,8 @@ pub async fn metrics(
             let mut v = probe.json();
             v["engine"] = json!(search_engine(&state));
             v["queries"] = json!(queries);
-            v["last_query_ms"] = json!(last.map(millis));
-            v["mean_query_ms"] = json!(mean.map(millis));
+            v["last_query_ms"] = json!(last.map(fine_millis));
+            v["mean_query_ms"] = json!(mean.map(fine_millis));
             // Message changes committed but not yet in the engine (the indexer's backlog).
             v["outbox_pending"] = json!(state.store.outbox_len().await.ok());
             v

@@ -58,6 +58,8 @@ const MEMBER_LIST: ListSpec = ListSpec {
             "CASE cm.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END",
         ),
         ("user_id", "cm.user_id"),
+        // A membership's creation is its joining.
+        ("created_at", "cm.joined_at"),
     ],
     default_sort: ("cm.joined_at", false),
     selectable: &["user_id", "username", "avatar_url", "role", "joined_at"],

@@ -2,7 +2,7 @@
 //! (`state.rooms`), which persists it, answers, then fans it out; history is a plain read.
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
@@ -54,6 +54,16 @@ pub struct UpdateRequest {
     pub content: Option<String>,
 }
 
+/// `POST /api/messages`'s answer: the message, plus the sender's own idempotency key when the
+/// request had one (so a client can match the answer to what it sent; no event carries it).
+#[derive(Serialize, ToSchema)]
+pub struct SentMessage {
+    #[serde(flatten)]
+    pub message: MessageView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct ReactionRequest {
     #[schema(value_type = String, required = true, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,32}$")]
@@ -67,6 +77,11 @@ pub struct ListQuery {
     pub chat_id: Option<String>,
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 50)]
     pub limit: Option<String>,
+    /// Page of `limit` messages, from 1 (newest first, counted from `before_id` when given);
+    /// at most `FECHATTER_MAX_MESSAGE_OFFSET` messages deep (10,000 by default: 422 beyond,
+    /// read deeper with `before_id`).
+    #[param(value_type = Option<i64>, minimum = 1, default = 1)]
+    pub page: Option<String>,
     /// Messages before this one (older), for the next page.
     #[param(value_type = Option<i64>, minimum = 1)]
     pub before_id: Option<String>,
@@ -118,7 +133,7 @@ async fn visible_message_chat(state: &AppState, user: AuthUser, message_id: i64)
 /// `POST /api/messages` — 201 with the message; a repeated idempotency key returns the original.
 #[utoipa::path(post, path = "/api/messages", tag = "messages",
     summary = "Send a message (idempotent with idempotency_key)", request_body = SendRequest,
-    responses((status = 201, body = MessageView),
+    responses((status = 201, body = SentMessage),
         (status = 403, description = "Not a member of the chat"), (status = 404, description = "No such chat")))]
 pub async fn send(
     state: web::Data<AppState>,
@@ -139,10 +154,14 @@ pub async fn send(
         .rooms
         .send_message(chat_id, user.id, content, key)
         .await?;
-    Ok(HttpResponse::Created().json(message))
+    let idempotency_key = message.idempotency_key.clone();
+    Ok(HttpResponse::Created().json(SentMessage {
+        message,
+        idempotency_key,
+    }))
 }
 
-/// `GET /api/messages?chat_id=&limit=&before_id=&order=` — newest first by default.
+/// `GET /api/messages?chat_id=&limit=&page=&before_id=&order=` — newest first by default.
 #[utoipa::path(get, path = "/api/messages", tag = "messages", summary = "Messages of a chat, newest first",
     params(ListQuery, MessageFieldsParam),
     responses((status = 200, body = crate::http::openapi::MessageList),
@@ -176,6 +195,21 @@ pub async fn list(
         Some(o) if o == "asc" => true,
         Some(_) => return Err(ApiError::validation("order", "must be `asc` or `desc`")),
     };
+    let page = match q.page.as_deref().map(str::trim) {
+        None | Some("") => 1,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(ApiError::validation("page", "must be a positive integer")),
+        },
+    };
+    let max_offset = i64::from(state.config.max_message_offset);
+    let offset = (page - 1).saturating_mul(limit);
+    if offset > max_offset {
+        return Err(ApiError::validation(
+            "page",
+            format!("at most {max_offset} messages deep; read older ones with `before_id`"),
+        ));
+    }
     let fields = parse_fields(q.fields.as_deref(), MESSAGE_FIELDS)?;
     let before_id = parse_id("before_id", q.before_id.as_deref())?;
     if !state.store.chat_exists(chat_id).await? {
@@ -198,7 +232,7 @@ pub async fn list(
     };
     let mut rows = state
         .store
-        .messages_page(chat_id, before_seq, limit + 1)
+        .messages_page(chat_id, before_seq, limit + 1, offset)
         .await?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
@@ -215,9 +249,6 @@ pub async fn list(
         })
         .collect();
     for m in &mut messages {
-        if let Some(obj) = m.as_object_mut() {
-            obj.remove("idempotency_key");
-        }
         super::list::select(m, &fields);
     }
     Ok(HttpResponse::Ok().json(json!({ "messages": messages, "has_more": has_more })))

@@ -41,10 +41,15 @@ pub struct Health {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ServiceHealth {
-    #[schema(pattern = "^(healthy|unhealthy)$")]
+    /// `disabled`: not used by this server (`redis` on one node, with `reason`).
+    #[schema(pattern = "^(healthy|unhealthy|disabled)$")]
     status: String,
-    latency_ms: Option<f64>,
+    /// The probe's round trip in whole milliseconds (absent when it failed).
+    latency_ms: Option<u64>,
+    /// The same round trip in microseconds.
+    latency_us: Option<u64>,
     error: Option<String>,
+    reason: Option<String>,
     /// Search only: `postgres` or `meilisearch`.
     engine: Option<String>,
 }
@@ -55,7 +60,8 @@ pub struct LoadFigures {
     requests_per_second: f64,
     active_connections: i64,
     cpu_usage_percent: f64,
-    memory_usage_mb: Option<f64>,
+    /// Resident memory, whole MiB.
+    memory_usage_mb: u64,
 }
 
 /// `GET /admin/production/health`.
@@ -66,7 +72,7 @@ pub struct ProductionHealth {
     #[schema(pattern = "^(healthy|degraded|unhealthy)$")]
     status: String,
     timestamp: u64,
-    /// `database` and `search`.
+    /// `database`, `search` and `redis`.
     services: BTreeMap<String, ServiceHealth>,
     metrics: LoadFigures,
 }
@@ -147,7 +153,7 @@ pub struct ReadMarker {
     unread_count: i64,
 }
 
-/// `GET /api/messages` (messages never carry `idempotency_key` here).
+/// `GET /api/messages`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct MessageList {

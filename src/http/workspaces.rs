@@ -56,9 +56,12 @@ const USER_LIST: ListSpec = ListSpec {
             "role",
             "CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END",
         ),
+        // When the user signed up.
+        ("created_at", "u.created_at"),
     ],
     default_sort: ("lower(u.username)", false),
-    selectable: &["id", "username", "avatar_url", "status", "role"],
+    // `email` only when named (never in the default item).
+    selectable: &["id", "username", "avatar_url", "status", "role", "email"],
     default_limit: 20,
     max_limit: 100,
 };
@@ -444,6 +447,9 @@ pub struct UserItem {
     pub avatar_url: Option<String>,
     pub status: &'static str,
     pub role: String,
+    /// Only when `fields=` names it: fellow members' addresses are not in the default item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// `GET /api/users?workspace_id=` — the members of a workspace the caller belongs to.
@@ -466,9 +472,14 @@ pub async fn list_users(
         .await?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let online = crate::actors::presence::online_statuses(&state.presence, &ids).await;
+    let with_email = params
+        .fields
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|n| n == "email"));
     let users: Vec<UserItem> = rows
         .into_iter()
         .map(|r| UserItem {
+            email: with_email.then_some(r.email),
             status: if online.contains(&r.id) {
                 "online"
             } else {

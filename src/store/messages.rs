@@ -315,21 +315,24 @@ impl Store {
     }
 
     /// Up to `limit` live messages of a chat with seq below `before_seq` (or the newest),
-    /// newest first.
+    /// newest first, after skipping `offset` of them.
     pub async fn messages_page(
         &self,
         chat_id: i64,
         before_seq: Option<i64>,
         limit: i64,
+        offset: i64,
     ) -> StoreResult<Vec<MessageRow>> {
         let client = self.client().await?;
         let sql = format!(
             "{SELECT_MESSAGE} WHERE m.chat_id = $1 AND m.seq < $2 AND {VISIBLE} \
-             ORDER BY m.seq DESC LIMIT $3"
+             ORDER BY m.seq DESC LIMIT $3 OFFSET $4"
         );
         let stmt = client.prepare_cached(&sql).await?;
         let before = before_seq.unwrap_or(i64::MAX);
-        let rows = client.query(&stmt, &[&chat_id, &before, &limit]).await?;
+        let rows = client
+            .query(&stmt, &[&chat_id, &before, &limit, &offset])
+            .await?;
         Ok(rows.iter().map(from_row).collect())
     }
 

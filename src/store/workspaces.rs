@@ -50,6 +50,7 @@ pub struct WorkspaceMemberRow {
     pub username: String,
     pub avatar_url: Option<String>,
     pub role: String,
+    pub email: String,
 }
 
 /// A new invite.
@@ -229,7 +230,7 @@ impl Store {
     ) -> StoreResult<(Vec<WorkspaceMemberRow>, i64)> {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT u.id, u.username, u.avatar_url, m.role \
+            "SELECT u.id, u.username, u.avatar_url, m.role, u.email \
              FROM workspace_members m JOIN users u ON u.id = m.user_id \
              WHERE m.workspace_id = $1 \
              ORDER BY {sort} {dir}, u.id {dir} LIMIT $2 OFFSET $3",
@@ -251,6 +252,7 @@ impl Store {
                 username: r.get(1),
                 avatar_url: r.get(2),
                 role: r.get(3),
+                email: r.get(4),
             })
             .collect();
         Ok((items, total))

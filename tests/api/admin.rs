@@ -20,16 +20,30 @@ fn closed_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// With no admin token configured the admin routes do not exist (404), token or not.
+/// With no admin token configured the admin routes take any signed-in user's access token
+/// (before: 404, so a client of the contract found no production health at all); no token or a
+/// made-up one is 401.
 #[actix_web::test]
-async fn admin_is_disabled_without_a_configured_token() {
+async fn without_a_configured_token_a_signed_in_user_may_read_admin_figures() {
     let app = spawn_app().await;
+    let user = app.register("operator").await;
     for path in ["/admin/production/health", "/admin/production/metrics/http"] {
         app.call(Method::GET, path, None, None)
             .await
-            .err(404, "NOT_FOUND");
-        app.get(path, ADMIN).await.err(404, "NOT_FOUND");
+            .err(401, "UNAUTHORIZED");
+        app.get(path, ADMIN).await.err(401, "UNAUTHORIZED");
+        app.get(path, &user.token).await.ok(200);
     }
+}
+
+/// With an admin token configured, a user's access token is not enough.
+#[actix_web::test]
+async fn a_configured_admin_token_is_the_only_key() {
+    let app = admin_app(&[]).await;
+    let user = app.register("someone").await;
+    app.get("/admin/production/health", &user.token)
+        .await
+        .err(403, "FORBIDDEN");
 }
 
 /// No bearer token is 401, a wrong one 403, the right one 200.
@@ -63,21 +77,24 @@ async fn health_reports_dependencies_and_load() {
             .is_some_and(|t| t > 1_700_000_000)
     );
     let services = body["services"].as_object().expect("services");
-    assert!(services.get("redis").is_none(), "no fake dependencies");
+    // One node uses no Redis: said so, not faked as healthy, and it does not degrade health.
+    assert_eq!(services["redis"]["status"], "disabled", "{body}");
+    assert!(services["redis"].get("latency_ms").is_none(), "{body}");
     for name in ["database", "search"] {
         assert_eq!(services[name]["status"], "healthy", "{body}");
-        assert!(
-            services[name]["latency_ms"]
-                .as_f64()
-                .is_some_and(|l| l > 0.0)
-        );
+        // Whole milliseconds as the contract shows them; the microseconds beside them.
+        assert!(services[name]["latency_ms"].is_u64(), "{body}");
+        assert!(services[name]["latency_us"].as_u64().is_some_and(|l| l > 0));
     }
     assert_eq!(services["search"]["engine"], "postgres");
     let m = &body["metrics"];
     assert!(m["requests_per_second"].is_number(), "{body}");
     assert!(m["active_connections"].as_i64().is_some_and(|n| n >= 0));
     assert!(m["cpu_usage_percent"].as_f64().is_some_and(|c| c >= 0.0));
-    assert!(m["memory_usage_mb"].as_f64().is_some_and(|mb| mb > 1.0));
+    assert!(
+        m["memory_usage_mb"].as_u64().is_some_and(|mb| mb > 1),
+        "{body}"
+    );
 }
 
 /// An unreachable search engine makes health `degraded` (the server still starts and serves).

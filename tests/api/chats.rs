@@ -672,6 +672,19 @@ async fn members_list() {
         r["members"][0],
         json!({"username": "owner", "role": "owner"})
     );
+    // The contract's `sort=created_at`: a membership is created when its user joins.
+    let by_created = app
+        .get(&path("sort=created_at&order=desc"), &zoe.token)
+        .await
+        .ok(200);
+    let by_joined = app
+        .get(&path("sort=joined_at&order=desc"), &zoe.token)
+        .await
+        .ok(200);
+    assert_eq!(
+        ids(&by_created, "members", "user_id"),
+        ids(&by_joined, "members", "user_id")
+    );
     for q in ["sort=email", "fields=email", "order=x", "limit=0"] {
         app.get(&path(q), &zoe.token)
             .await

@@ -215,7 +215,33 @@ async fn pagination_edges() {
     assert_eq!(got, vec![ids[4], ids[5], ids[6]]);
     let fields = page("&limit=1&fields=id,content".into()).await.ok(200);
     assert_eq!(fields["messages"][0].as_object().expect("obj").len(), 2);
+    // The contract's `page` (before: ignored, so page 2 repeated page 1), also after a cursor.
+    let ids_of = |r: &serde_json::Value| -> Vec<i64> {
+        r["messages"]
+            .as_array()
+            .expect("msgs")
+            .iter()
+            .map(|m| m["id"].as_i64().expect("id"))
+            .collect()
+    };
+    let second = page("&page=2&limit=3".into()).await.ok(200);
+    assert_eq!(ids_of(&second), vec![ids[3], ids[2], ids[1]]);
+    assert_eq!(second["has_more"], true);
+    let last = page("&page=3&limit=3".into()).await.ok(200);
+    assert_eq!(ids_of(&last), vec![ids[0]]);
+    assert_eq!(last["has_more"], false);
+    let after_cursor = page(format!("&page=2&limit=2&before_id={}", ids[5]))
+        .await
+        .ok(200);
+    assert_eq!(ids_of(&after_cursor), vec![ids[2], ids[1]]);
+    let beyond = page("&page=9&limit=3".into()).await.ok(200);
+    assert_eq!(ids_of(&beyond), Vec::<i64>::new());
+    assert_eq!(beyond["has_more"], false);
     for bad in [
+        "&page=0",
+        "&page=-1",
+        "&page=x",
+        "&page=1000000&limit=100",
         "&limit=0",
         "&limit=101",
         "&limit=x",

@@ -76,7 +76,13 @@ fn changes_of(frame: &Value) -> Vec<(i64, String)> {
 #[actix_web::test]
 async fn a_connection_storm_loses_no_change() {
     const USERS: usize = 40;
-    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "100"])).await;
+    let app = spawn_app_with(test_config(&[
+        "--presence-coalesce-ms",
+        "100",
+        "--presence-separate-frames",
+        "0",
+    ]))
+    .await;
     let (ws, users) = workspace_of(&app, USERS).await;
     let all: HashSet<i64> = users.iter().map(|u| u.id).collect();
     let app = &app;
@@ -135,11 +141,18 @@ async fn a_connection_storm_loses_no_change() {
     }
 }
 
-/// Changes inside one window go out as one frame listing them in order; a lone change later
+/// Changes inside one window whose separate frames would cost more than
+/// `--presence-separate-frames` go out as one frame listing them in order; a lone change later
 /// keeps the contract's three-field shape.
 #[actix_web::test]
-async fn one_window_is_one_frame_listing_its_changes() {
-    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "3000"])).await;
+async fn a_costly_window_is_one_frame_listing_its_changes() {
+    let app = spawn_app_with(test_config(&[
+        "--presence-coalesce-ms",
+        "3000",
+        "--presence-separate-frames",
+        "0",
+    ]))
+    .await;
     let (_, users) = workspace_of(&app, 3).await;
     let mut watcher = WsClient::connect(&app, &users[0].token, None).await;
     let a = WsClient::connect(&app, &users[1].token, None).await;
@@ -153,6 +166,37 @@ async fn one_window_is_one_frame_listing_its_changes() {
     let frame = watcher.next_of("presence.update").await;
     assert_eq!(changes_of(&frame), [(users[1].id, "offline".to_string())]);
     assert!(frame["data"].get("changes").is_none(), "{frame}");
+    b.close().await;
+}
+
+/// A window with a few changes in a small workspace sends each of them as its own frame in the
+/// contract's three-field shape, to everyone but the user who changed (before: one frame whose
+/// top-level fields named only the last change, so a client reading the contract's shape never
+/// learned that the other user came online).
+#[actix_web::test]
+async fn a_cheap_window_keeps_one_contract_frame_per_change() {
+    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "1000"])).await;
+    let (_, users) = workspace_of(&app, 3).await;
+    let mut watcher = WsClient::connect(&app, &users[0].token, None).await;
+    let a = WsClient::connect(&app, &users[1].token, None).await;
+    let b = WsClient::connect(&app, &users[2].token, None).await;
+    let got: Vec<Vec<(i64, String)>> = watcher
+        .collect("presence.update", 2)
+        .await
+        .iter()
+        .map(|frame| {
+            assert!(frame["data"].get("changes").is_none(), "{frame}");
+            changes_of(frame)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            vec![(users[1].id, "online".to_string())],
+            vec![(users[2].id, "online".to_string())]
+        ]
+    );
+    a.close().await;
     b.close().await;
 }
 

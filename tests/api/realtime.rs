@@ -6,6 +6,50 @@ use crate::common::ws::{SseClient, WsClient};
 use crate::common::{spawn_app, spawn_app_with, test_config};
 use crate::messages::fixture;
 
+/// A sender's idempotency key is theirs: their `POST /api/messages` answer echoes it, but no
+/// event, replay or history shows it to the chat's other members (before: every
+/// `message.created` carried it to every member).
+#[actix_web::test]
+async fn the_idempotency_key_stays_with_the_sender() {
+    let app = spawn_app().await;
+    let f = fixture(&app).await;
+    let mut owner = WsClient::connect(&app, &f.owner.token, None).await;
+    let sent = app
+        .post(
+            "/api/messages",
+            &f.member.token,
+            json!({"chat_id": f.chat, "content": "keyed", "idempotency_key": "secret-key-1"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(sent["idempotency_key"], "secret-key-1", "{sent}");
+    let created = owner.next_of("message.created").await;
+    let edited = app
+        .put(
+            &format!("/api/messages/{}", sent["id"]),
+            &f.member.token,
+            json!({"content": "keyed, edited"}),
+        )
+        .await
+        .ok(200);
+    let updated = owner.next_of("message.updated").await;
+    let resume = created["id"].as_str().expect("resume id").to_string();
+    let mut replay = WsClient::connect(&app, &f.owner.token, Some(&resume)).await;
+    let replayed = replay.next_of("message.updated").await;
+    let history = app
+        .get(&format!("/api/messages?chat_id={}", f.chat), &f.owner.token)
+        .await
+        .ok(200);
+    for seen in [&created, &updated, &replayed, &edited, &history] {
+        assert!(
+            !seen.to_string().contains("secret-key-1"),
+            "the key leaked: {seen}"
+        );
+    }
+    owner.close().await;
+    replay.close().await;
+}
+
 /// Members get `message.created` with the full message; a non-member of the chat does not.
 #[actix_web::test]
 async fn delivery_to_members_only() {
@@ -166,6 +210,25 @@ async fn connection_limit_per_user() {
         Some(429)
     );
     let _ok = WsClient::connect(&app, &other.token, None).await;
+}
+
+/// The auth frame's `Bearer` scheme is case-insensitive and may be followed by more than one
+/// space, as in the HTTP `Authorization` header (before: `"bearer <token>"` was refused, 4001).
+#[actix_web::test]
+async fn the_auth_frames_scheme_is_read_as_http_reads_it() {
+    let app = spawn_app().await;
+    let u = app.register("casual").await;
+    for token in [
+        format!("bearer {}", u.token),
+        format!("BEARER  {}", u.token),
+        u.token.clone(),
+    ] {
+        let mut c = WsClient::connect_raw(&app).await;
+        c.send(json!({"type": "auth", "token": token})).await;
+        let ok = c.next_of("auth.success").await;
+        assert_eq!(ok["type"], "auth.success", "{token}: {ok}");
+        c.close().await;
+    }
 }
 
 /// ping → pong; malformed and unknown frames get an error frame and the connection stays.

@@ -690,9 +690,53 @@ async fn users_list() {
             .err(422, "VALIDATION_ERROR");
         assert_eq!(err["error"]["details"]["field"], "workspace_id", "{q}");
     }
-    for q in ["sort=email", "fields=email", "limit=500"] {
+    for q in ["sort=email", "fields=password_hash", "limit=500"] {
         app.get(&format!("/api/users?workspace_id={w}&{q}"), &owner.token)
             .await
             .err(422, "VALIDATION_ERROR");
     }
+}
+
+/// The contract's own examples of sorting and field selection work on the users list as
+/// written (before: `sort=created_at` and `fields=id,username,email` were 422s); a fellow
+/// member's email appears only when `fields=` names it.
+#[actix_web::test]
+async fn users_list_takes_the_contracts_examples() {
+    let app = spawn_app().await;
+    let owner = app.register("first").await;
+    let w = app.create_workspace(&owner, "Examples").await;
+    let later = app.register("later").await;
+    app.add_to_workspace(&owner, w, &later).await;
+    let r = app
+        .get(
+            &format!("/api/users?workspace_id={w}&page=1&limit=20&sort=created_at&order=desc"),
+            &owner.token,
+        )
+        .await
+        .ok(200);
+    let order: Vec<i64> = r["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["id"].as_i64())
+        .collect();
+    assert_eq!(order, [later.id, owner.id], "newest sign-up first: {r}");
+    assert!(
+        !r.to_string().contains(&later.email),
+        "no email unless asked: {r}"
+    );
+    let r = app
+        .get(
+            &format!("/api/users?workspace_id={w}&fields=id,username,email&sort=created_at"),
+            &later.token,
+        )
+        .await
+        .ok(200);
+    assert_eq!(
+        r["users"],
+        json!([
+            {"id": owner.id, "username": "first", "email": owner.email},
+            {"id": later.id, "username": "later", "email": later.email},
+        ])
+    );
 }

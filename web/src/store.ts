@@ -64,6 +64,11 @@ export function upsert(m: Message) {
   if (l.deleted.has(m.id)) return;
   if (m.idempotency_key) {
     state.pending = state.pending.filter((p) => p.key !== m.idempotency_key);
+  } else if (m.sender_id === session.user?.id) {
+    // Events carry no idempotency key (it is the sender's own): the event of a message this
+    // tab sent replaces the first pending entry with the same chat and text.
+    const i = state.pending.findIndex((p) => p.chat_id === m.chat_id && p.content === m.content && !p.failed);
+    if (i >= 0) state.pending.splice(i, 1);
   }
   const list = l.messages;
   let lo = 0;
