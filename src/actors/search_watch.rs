@@ -6,7 +6,8 @@
 //! by the indexer's next write after an empty restart, or created empty by a server started
 //! meanwhile — it applies the index and settings again and refills the index in place from
 //! PostgreSQL (`refill_live`). Searches answer meanwhile and find more as it fills; the outbox
-//! keeps feeding new writes.
+//! keeps feeding new writes. In a cluster every node notices the loss, but one refills at a time
+//! (`SEARCH_REFILL_LOCK`, an advisory lock): the others skip while it holds it.
 
 use std::time::Duration;
 
@@ -83,7 +84,8 @@ async fn restore_if_lost(store: &Store, engine: &MeiliEngine) {
                 return;
             }
             match refill_live(store, engine).await {
-                Ok(n) => tracing::info!(messages = n, "Meilisearch index restored"),
+                Ok(Some(n)) => tracing::info!(messages = n, "Meilisearch index restored"),
+                Ok(None) => tracing::info!("another node is restoring the Meilisearch index"),
                 Err(e) => tracing::warn!(error = %e, "Meilisearch refill failed; retrying"),
             }
         }

@@ -27,6 +27,10 @@ mod embedded {
 /// Advisory-lock key held while migrating, so two nodes starting together do not race.
 const MIGRATION_LOCK: i64 = 0x6665_6368_6174;
 
+/// Advisory-lock key held while one node refills a Meilisearch index that lost its data, so the
+/// nodes of a cluster, which all notice the loss, do not all copy every message at once.
+pub const SEARCH_REFILL_LOCK: i64 = 0x6665_6368_7266;
+
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -216,6 +220,48 @@ impl Store {
     /// A pooled connection.
     pub async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// Runs `work` unless another session (another node) holds the advisory lock `key`,
+    /// holding it meanwhile on a pooled connection of its own; `Ok(None)` when another holds
+    /// it. The lock is released when `work` ends; should the release fail, or the caller drop
+    /// this future mid-way, the connection is closed instead of going back to the pool still
+    /// holding the lock (PostgreSQL releases a session's locks when it ends).
+    pub async fn exclusively<T>(
+        &self,
+        key: i64,
+        work: impl std::future::Future<Output = T>,
+    ) -> StoreResult<Option<T>> {
+        /// A connection holding the lock: closed on drop unless released.
+        struct Held(Option<deadpool_postgres::Object>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                if let Some(client) = self.0.take() {
+                    drop(deadpool_postgres::Object::take(client));
+                }
+            }
+        }
+        let client = self.client().await?;
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        let mut held = Held(Some(client));
+        let out = work.await;
+        if let Some(client) = held.0.as_ref() {
+            if client
+                .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                .await
+                .is_ok()
+            {
+                // Released: the connection may go back to the pool.
+                drop(held.0.take());
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Applies pending migrations under an advisory lock, on a connection of its own without

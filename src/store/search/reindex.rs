@@ -69,13 +69,23 @@ pub async fn reindex(config: &Config, database: &str) -> anyhow::Result<()> {
 
 /// Refills the live Meilisearch index from PostgreSQL in place (a Meilisearch that came back
 /// without its data: the index was just made ready again, empty or nearly). Searches work
-/// meanwhile and find more as it fills; returns the messages put.
-pub async fn refill_live(store: &Store, engine: &MeiliEngine) -> anyhow::Result<u64> {
-    let started: DateTime<Utc> = Utc::now();
-    let mut put = 0_u64;
-    let max_id = copy_live(store, engine, engine.index_name(), |n| put += n).await?;
-    let changed = catch_up(store, engine, max_id, started).await?;
-    Ok(put + changed as u64)
+/// meanwhile and find more as it fills; returns the messages put, or `None` when another node
+/// is refilling it already (one refill at a time in a cluster: `SEARCH_REFILL_LOCK`).
+pub async fn refill_live(store: &Store, engine: &MeiliEngine) -> anyhow::Result<Option<u64>> {
+    let refill = async {
+        let started: DateTime<Utc> = Utc::now();
+        let mut put = 0_u64;
+        let max_id = copy_live(store, engine, engine.index_name(), |n| put += n).await?;
+        let changed = catch_up(store, engine, max_id, started).await?;
+        anyhow::Ok(put + changed as u64)
+    };
+    match store
+        .exclusively(crate::store::SEARCH_REFILL_LOCK, refill)
+        .await?
+    {
+        Some(done) => done.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Puts every live message into index `uid`, in id order, `BATCH` at a time (`progress` gets
