@@ -19,7 +19,7 @@ for i in 1 2 3; do
     --reuse fanout-setup.json --json "fanout-$i.json" --quiet
 done
 for i in 1 2 3; do
-  "$L" connect --conns 19000 --conns-per-user 100 --hold-secs 10 --server-pid "$SPID" \
+  "$L" connect --conns 19000 --conns-per-user 100 --hold-secs 10 --source-ips 8 --server-pid "$SPID" \
     --reuse connect-setup.json --json "connect-$i.json" --quiet
 done
 for i in 1 2 3; do

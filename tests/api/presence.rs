@@ -169,13 +169,10 @@ async fn a_costly_window_is_one_frame_listing_its_changes() {
     b.close().await;
 }
 
-/// A window with a few changes in a small workspace sends each of them as its own frame in the
-/// contract's three-field shape, to everyone but the user who changed (before: one frame whose
-/// top-level fields named only the last change, so a client reading the contract's shape never
-/// learned that the other user came online).
-#[actix_web::test]
-async fn a_cheap_window_keeps_one_contract_frame_per_change() {
-    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "1000"])).await;
+/// Three users of one workspace connect with presence window `window_ms`: the first sees the
+/// other two come online as two frames, each exactly the contract's three-field shape.
+async fn each_change_arrives_as_a_contract_frame(window_ms: &str) {
+    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", window_ms])).await;
     let (_, users) = workspace_of(&app, 3).await;
     let mut watcher = WsClient::connect(&app, &users[0].token, None).await;
     let a = WsClient::connect(&app, &users[1].token, None).await;
@@ -200,29 +197,19 @@ async fn a_cheap_window_keeps_one_contract_frame_per_change() {
     b.close().await;
 }
 
+/// A window with a few changes in a small workspace sends each of them as its own frame in the
+/// contract's three-field shape, to everyone but the user who changed (before: one frame whose
+/// top-level fields named only the last change, so a client reading the contract's shape never
+/// learned that the other user came online).
+#[actix_web::test]
+async fn a_cheap_window_keeps_one_contract_frame_per_change() {
+    each_change_arrives_as_a_contract_frame("1000").await;
+}
+
 /// With no window each change goes out at once, in the contract's shape.
 #[actix_web::test]
 async fn zero_window_sends_each_change_at_once() {
-    let app = spawn_app_with(test_config(&["--presence-coalesce-ms", "0"])).await;
-    let (_, users) = workspace_of(&app, 3).await;
-    let mut watcher = WsClient::connect(&app, &users[0].token, None).await;
-    let a = WsClient::connect(&app, &users[1].token, None).await;
-    let b = WsClient::connect(&app, &users[2].token, None).await;
-    let got: Vec<Vec<(i64, String)>> = watcher
-        .collect("presence.update", 2)
-        .await
-        .iter()
-        .map(changes_of)
-        .collect();
-    assert_eq!(
-        got,
-        [
-            vec![(users[1].id, "online".to_string())],
-            vec![(users[2].id, "online".to_string())]
-        ]
-    );
-    a.close().await;
-    b.close().await;
+    each_change_arrives_as_a_contract_frame("0").await;
 }
 
 /// A window longer than the limit is refused at start-up.
