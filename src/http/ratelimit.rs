@@ -15,7 +15,7 @@
 //!
 //! `X-RateLimit-Reset` is the unix second at which the key's quota is fully replenished (all of
 //! `X-RateLimit-Limit` available again) if it makes no further requests. Exempt: `/api/health`,
-//! `/metrics`, `/admin/*` (its own token) and the static API docs; a request with a non-standard
+//! `/metrics`, `/admin/*` when it takes its own token, and the static API docs; a request with a non-standard
 //! method never gets here (`http::unknown_method` answers it first).
 
 use std::net::IpAddr;
@@ -293,16 +293,19 @@ impl RateLimits {
     }
 }
 
-/// Paths not counted: liveness, scraping, admin (its own token) and the static docs.
-fn exempt(path: &str) -> bool {
+/// Paths not counted: liveness, scraping, the static docs, and admin when it takes its own
+/// token (`admin_token_set`; without one any signed-in user may call it, so it is counted like
+/// the API: each call probes the database and the search engine).
+fn exempt(path: &str, admin_token_set: bool) -> bool {
+    if path == "/admin" || path.starts_with("/admin/") {
+        return admin_token_set;
+    }
     // Only the API and the real-time endpoints are limited (the web client's files are not).
     let limited =
         path == "/api" || path.starts_with("/api/") || path == "/ws" || path.starts_with("/ws/");
     !limited
         || path == "/api/health"
         || path == "/metrics"
-        || path == "/admin"
-        || path.starts_with("/admin/")
         || path == "/api/openapi.json"
         || path == "/api/docs"
         || path.starts_with("/api/docs/")
@@ -320,7 +323,7 @@ pub async fn middleware(
     };
     // Before anything reads the peer: a batch sub-request carries its caller's address.
     super::batch::accept_subrequest(&mut req, &state);
-    if exempt(req.path()) {
+    if exempt(req.path(), state.config.admin_token.is_some()) {
         return next.call(req).await.map(|r| r.map_into_left_body());
     }
     let key = match request_token(&req) {

@@ -155,6 +155,39 @@ async fn health_and_metrics_are_exempt() {
     assert_eq!(header(&counted, "x-ratelimit-remaining"), 0);
 }
 
+/// Without an admin token any signed-in user may call `/admin/*`, so it is counted against the
+/// user's limit like the API (each call probes the database and the search engine); with one
+/// it is the operators' and not limited.
+#[actix_web::test]
+async fn admin_is_limited_when_users_may_call_it() {
+    let app = spawn_app_with(test_config(&["--rate-limit-per-hour", "2"])).await;
+    let u = app.register("curious").await;
+    for left in [1, 0] {
+        let r = app.get("/admin/production/health", &u.token).await;
+        assert_eq!(header(&r, "x-ratelimit-remaining"), left);
+        r.ok(200);
+    }
+    app.get("/admin/production/health", &u.token)
+        .await
+        .err(429, "RATE_LIMITED");
+
+    let token = "admin-token-0123456789abcdef";
+    let app = spawn_app_with(test_config(&[
+        "--rate-limit-per-hour",
+        "1",
+        "--ip-rate-limit-per-hour",
+        "1",
+        "--admin-token",
+        token,
+    ]))
+    .await;
+    for _ in 0..3 {
+        let r = app.get("/admin/production/health", token).await;
+        assert!(r.headers.get("x-ratelimit-limit").is_none());
+        r.ok(200);
+    }
+}
+
 /// The WebSocket endpoint counts as one request against the caller's limit.
 #[actix_web::test]
 async fn websocket_upgrade_counts_once() {
