@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_MAX_WS_PER_USER", default_value_t = 10)]
     pub max_ws_per_user: u32,
 
+    /// Most unread messages a chat's `unread_count` counts: it saturates there, so listing chats
+    /// never scans the whole history of a chat unread for long.
+    #[arg(long, env = "FECHATTER_UNREAD_COUNT_MAX", default_value_t = 10_000)]
+    pub unread_count_max: u32,
+
     /// Deepest `GET /api/messages` page, in messages skipped (`(page - 1) × limit`); deeper
     /// history is read with `before_id`, which costs the same at any depth.
     #[arg(long, env = "FECHATTER_MAX_MESSAGE_OFFSET", default_value_t = 10_000)]
@@ -583,6 +588,7 @@ impl Config {
                 "FECHATTER_IP_RATE_LIMIT_PER_HOUR",
             ),
             (self.max_ws_per_user as u64, "FECHATTER_MAX_WS_PER_USER"),
+            (self.unread_count_max as u64, "FECHATTER_UNREAD_COUNT_MAX"),
             (
                 self.login_failures_per_account as u64,
                 "FECHATTER_LOGIN_FAILURES_PER_ACCOUNT",
@@ -736,6 +742,7 @@ impl Config {
             reply_timeout: ms(self.db_reply_timeout_ms),
             keepalive_idle: Duration::from_secs(self.db_keepalive_secs),
             tcp_user_timeout: ms(self.db_tcp_user_timeout_ms),
+            unread_count_max: i64::from(self.unread_count_max),
         }
     }
 

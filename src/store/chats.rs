@@ -84,15 +84,19 @@ const VIEW_COLUMNS: &str = "c.id, c.workspace_id, c.name, c.kind, c.description,
      cm.role, wm.role";
 
 /// Per-chat counts and last message, joined laterally (one query for any number of chats; the
-/// `(chat_id, seq)` unique index serves both message lookups).
-const VIEW_LATERALS: &str = "\
-     CROSS JOIN LATERAL (SELECT count(*) AS n FROM chat_members x WHERE x.chat_id = c.id) mc \
-     CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m \
+/// `(chat_id, seq)` unique index serves both message lookups). `unread_count` saturates at
+/// `unread_max`: a bounded scan however long the chat went unread.
+fn view_laterals(unread_max: i64) -> String {
+    format!(
+        "CROSS JOIN LATERAL (SELECT count(*) AS n FROM chat_members x WHERE x.chat_id = c.id) mc \
+     CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM messages m \
         WHERE m.chat_id = c.id AND m.seq > cm.last_read_seq AND m.deleted_at IS NULL \
-          AND m.sender_id <> cm.user_id) ur \
+          AND m.sender_id <> cm.user_id LIMIT {unread_max}) u) ur \
      LEFT JOIN LATERAL (SELECT m.id, m.content, m.sender_id, m.created_at FROM messages m \
         WHERE m.chat_id = c.id AND m.deleted_at IS NULL ORDER BY m.seq DESC LIMIT 1) lm ON true \
-     LEFT JOIN users lu ON lu.id = lm.sender_id";
+     LEFT JOIN users lu ON lu.id = lm.sender_id"
+    )
+}
 
 fn view_from_row(r: &Row) -> ChatView {
     let last_id: Option<i64> = r.get(9);
@@ -218,8 +222,9 @@ impl Store {
             "SELECT {VIEW_COLUMNS} FROM chats c \
              LEFT JOIN chat_members cm ON cm.chat_id = c.id AND cm.user_id = $2 \
              LEFT JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = $2 \
-             {VIEW_LATERALS} \
-             WHERE c.id = $1"
+             {laterals} \
+             WHERE c.id = $1",
+            laterals = view_laterals(self.unread_max),
         );
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client
@@ -242,9 +247,10 @@ impl Store {
             "SELECT {VIEW_COLUMNS} FROM chat_members cm \
              JOIN chats c ON c.id = cm.chat_id \
              JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = cm.user_id \
-             {VIEW_LATERALS} \
+             {laterals} \
              WHERE cm.user_id = $1 AND ($2::bigint IS NULL OR c.workspace_id = $2) \
              ORDER BY {sort} {dir}, c.id {dir} LIMIT $3 OFFSET $4",
+            laterals = view_laterals(self.unread_max),
             sort = page.sort_sql,
             dir = page.direction(),
         );
@@ -323,9 +329,8 @@ impl Store {
         message_id: i64,
     ) -> StoreResult<Option<ReadMarker>> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "WITH marked AS ( \
+        let sql = format!(
+            "WITH marked AS ( \
                    UPDATE chat_members cm SET last_read_seq = GREATEST(cm.last_read_seq, m.seq) \
                    FROM messages m \
                    WHERE m.id = $3 AND m.chat_id = $1 AND cm.chat_id = $1 AND cm.user_id = $2 \
@@ -333,11 +338,13 @@ impl Store {
                  SELECT \
                    (SELECT id FROM messages WHERE chat_id = $1 AND seq <= marked.last_read_seq \
                      ORDER BY seq DESC LIMIT 1), \
-                   (SELECT count(*) FROM messages WHERE chat_id = $1 \
-                     AND seq > marked.last_read_seq AND deleted_at IS NULL AND sender_id <> $2) \
+                   (SELECT count(*) FROM (SELECT 1 FROM messages WHERE chat_id = $1 \
+                     AND seq > marked.last_read_seq AND deleted_at IS NULL AND sender_id <> $2 \
+                     LIMIT {unread_max}) u) \
                  FROM marked",
-            )
-            .await?;
+            unread_max = self.unread_max,
+        );
+        let stmt = client.prepare_cached(&sql).await?;
         Ok(client
             .query_opt(&stmt, &[&chat_id, &user_id, &message_id])
             .await?

@@ -52,6 +52,9 @@ pub struct DbLimits {
     pub keepalive_idle: Duration,
     /// `TCP_USER_TIMEOUT`: longest time sent data may stay unacknowledged (TCP only).
     pub tcp_user_timeout: Duration,
+    /// Most unread messages a chat's `unread_count` counts (it saturates there), so listing
+    /// chats never scans a long-unread chat's whole history.
+    pub unread_count_max: i64,
 }
 
 impl DbLimits {
@@ -66,6 +69,7 @@ impl DbLimits {
             reply_timeout: Duration::from_secs(35),
             keepalive_idle: Duration::from_secs(10),
             tcp_user_timeout: Duration::from_secs(10),
+            unread_count_max: 10_000,
         }
     }
 

@@ -184,6 +184,8 @@ pub struct Store {
     pool: Pool,
     /// The settings without the pool's timeouts, for migrations (which may run long).
     pg: tokio_postgres::Config,
+    /// Where `unread_count` saturates (`DbLimits::unread_count_max`).
+    unread_max: i64,
 }
 
 impl Store {
@@ -214,7 +216,11 @@ impl Store {
             .recycle_timeout(Some(limits.connect_timeout))
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Store { pool, pg })
+        Ok(Store {
+            pool,
+            pg,
+            unread_max: limits.unread_count_max.max(1),
+        })
     }
 
     /// A pooled connection.

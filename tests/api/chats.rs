@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, TestUser, spawn_app};
+use crate::common::{TestApp, TestUser, spawn_app, spawn_app_with, test_config};
 
 /// A workspace owned by `owner` with `others` as members; returns its id.
 async fn workspace_with(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> i64 {
@@ -690,6 +690,51 @@ async fn members_list() {
             .await
             .err(422, "VALIDATION_ERROR");
     }
+}
+
+/// `unread_count` saturates at `--unread-count-max` in the chat list, the chat and the read
+/// marker's answer (before: it counted every unread message, a scan of the whole history of a
+/// chat left unread for long, per chat, on every list); below the cap it stays exact.
+#[actix_web::test]
+async fn unread_count_saturates_at_its_cap() {
+    let app = spawn_app_with(test_config(&["--unread-count-max", "3"])).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let w = workspace_with(&app, &alice, &[&bob]).await;
+    let chat = app.create_channel(&alice, w, "busy").await;
+    app.join(&bob, chat).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(app.send(&alice, chat, &format!("m{i}")).await);
+    }
+    let listed = app
+        .get(&format!("/api/chats?workspace_id={w}"), &bob.token)
+        .await
+        .ok(200);
+    assert_eq!(listed["chats"][0]["unread_count"], 3, "{listed}");
+    let one = app
+        .get(&format!("/api/chats/{chat}"), &bob.token)
+        .await
+        .ok(200);
+    assert_eq!(one["unread_count"], 3, "{one}");
+    let marked = app
+        .post(
+            &format!("/api/chats/{chat}/read"),
+            &bob.token,
+            json!({"message_id": sent[0]["id"]}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(marked["unread_count"], 3, "4 unread, capped: {marked}");
+    let marked = app
+        .post(
+            &format!("/api/chats/{chat}/read"),
+            &bob.token,
+            json!({"message_id": sent[2]["id"]}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(marked["unread_count"], 2, "exact below the cap: {marked}");
 }
 
 /// unread_count counts others' messages after the read marker, last_message is the newest
