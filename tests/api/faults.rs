@@ -342,30 +342,6 @@ fn meili_bin(test: &str) -> Option<PathBuf> {
     None
 }
 
-/// Searches `query` in `ws` as `user` until `done` holds, polling (10 s deadline).
-async fn search_until(
-    app: &TestApp,
-    user: &TestUser,
-    ws: i64,
-    query: &str,
-    done: impl Fn(&Resp) -> bool,
-) -> Resp {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = app
-            .post(
-                "/api/search/messages",
-                &user.token,
-                json!({"query": query, "workspace_id": ws}),
-            )
-            .await;
-        if done(&r) || Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A hung Meilisearch (SIGSTOP: the kernel accepts connections, nobody answers): a search
 /// answers 503 `SERVICE_UNAVAILABLE` + `Retry-After` within `FECHATTER_SEARCH_TIMEOUT_MS`
 /// (before the knob: a fixed 5 s), sends are unaffected, and after SIGCONT the indexer
@@ -394,7 +370,11 @@ async fn a_hung_meilisearch_answers_503_within_the_search_timeout_then_catches_u
     let ws = app.create_workspace(&user, "hung").await;
     let chat = app.create_channel(&user, ws, "general").await;
     app.send(&user, chat, "penguin before").await;
-    let r = search_until(&app, &user, ws, "penguin", |r| r.body["total"] == 1).await;
+    let r = app
+        .search_until(&user, ws, "penguin", Duration::from_secs(10), |r| {
+            r.body["total"] == 1
+        })
+        .await;
     assert_eq!(r.body["total"], 1, "indexed before the freeze: {}", r.body);
 
     meili.freeze();
@@ -421,7 +401,11 @@ async fn a_hung_meilisearch_answers_503_within_the_search_timeout_then_catches_u
     );
 
     meili.thaw();
-    let r = search_until(&app, &user, ws, "penguin", |r| r.body["total"] == 2).await;
+    let r = app
+        .search_until(&user, ws, "penguin", Duration::from_secs(10), |r| {
+            r.body["total"] == 2
+        })
+        .await;
     assert_eq!(r.body["total"], 2, "caught up after the thaw: {}", r.body);
     app.stop().await;
 }

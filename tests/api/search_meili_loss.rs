@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::common::meili::meili;
 use crate::common::{Resp, TestApp, TestUser, spawn_app_on, spawn_app_with, test_config};
 
@@ -14,26 +12,13 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// Polls a search for `query` in `ws` until its answer satisfies `done`; fails after the
 /// deadline with the last answer.
 async fn until(app: &TestApp, user: &TestUser, ws: i64, query: &str, done: impl Fn(&Resp) -> bool) {
-    let started = Instant::now();
-    loop {
-        let r = app
-            .post(
-                "/api/search/messages",
-                &user.token,
-                json!({"query": query, "workspace_id": ws}),
-            )
-            .await;
-        if done(&r) {
-            return;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "search {query:?}: last answer {} {}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = app.search_until(user, ws, query, DEADLINE, &done).await;
+    assert!(
+        done(&r),
+        "search {query:?}: last answer {} {}",
+        r.status,
+        r.body
+    );
 }
 
 /// The search found exactly the messages `want` (sorted).

@@ -342,6 +342,32 @@ impl TestApp {
         self.call(Method::DELETE, path, Some(token), None).await
     }
 
+    /// Searches messages for `query` in `ws` as `user` every 50 ms until an answer satisfies
+    /// `done` or `within` has passed; returns the last answer (the caller asserts on it).
+    pub async fn search_until(
+        &self,
+        user: &TestUser,
+        ws: i64,
+        query: &str,
+        within: Duration,
+        done: impl Fn(&Resp) -> bool,
+    ) -> Resp {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let r = self
+                .post(
+                    "/api/search/messages",
+                    &user.token,
+                    json!({"query": query, "workspace_id": ws}),
+                )
+                .await;
+            if done(&r) || tokio::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Registers a user with a unique email derived from `name`.
     pub async fn register(&self, name: &str) -> TestUser {
         let email = format!("{name}-{}@example.test", uuid::Uuid::new_v4().simple());
