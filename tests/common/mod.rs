@@ -224,6 +224,19 @@ pub fn test_config(extra: &[&str]) -> Config {
     Config::from_args(args).expect("test config")
 }
 
+/// How long a test server may take to build or to stop gracefully (normally a few seconds: a
+/// graceful stop waits out the client's idle keep-alive connections, 5 s).
+const LIFECYCLE_BOUND: Duration = Duration::from_secs(60);
+
+/// Awaits one step of a test server's life, failing the test loudly (instead of hanging the
+/// whole run until CI's limit) when it takes longer than [`LIFECYCLE_BOUND`].
+async fn bounded<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(LIFECYCLE_BOUND, step).await {
+        Ok(done) => done,
+        Err(_) => panic!("{what} did not finish within {LIFECYCLE_BOUND:?}"),
+    }
+}
+
 /// Starts the server against a fresh database with the default test configuration.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_config(&[])).await
@@ -237,9 +250,8 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
 
 /// Starts the server with `config` against an existing database (restart tests).
 pub async fn spawn_app_on(config: Config, database: String) -> TestApp {
-    let app = Application::build(config, &database, JWT_SECRET.as_bytes().to_vec())
-        .await
-        .expect("build app");
+    let build = Application::build(config, &database, JWT_SECRET.as_bytes().to_vec());
+    let app = bounded("building the app", build).await.expect("build app");
     let addr = app.addr();
     let handle = app.handle();
     let state = app.state();
@@ -452,13 +464,13 @@ impl TestApp {
 
     /// Stops the server gracefully.
     pub async fn stop(&self) {
-        self.handle.stop(true).await;
+        bounded("a graceful stop", self.handle.stop(true)).await;
     }
 
     /// Stops the server gracefully and waits until `Application::run` has returned (its
     /// shutdown work done), as the binary's `serve` does before it exits.
     pub async fn shutdown(&self) {
-        self.handle.stop(true).await;
+        bounded("a graceful stop", self.handle.stop(true)).await;
         let run = self.run.lock().expect("run handle").take();
         if let Some(run) = run {
             run.await.expect("run task").expect("server");
