@@ -242,6 +242,14 @@ pub struct Config {
     #[arg(long, env = "FECHATTER_MEILI_CHECK_SECS", default_value_t = 30)]
     pub meili_check_secs: u64,
 
+    /// The check also refills an index holding fewer documents than this percentage of the
+    /// messages surely indexed by now (the chats' live counts less the outbox's backlog). Near
+    /// 100 it notices small losses but may refill an index whose indexing merely lags; the
+    /// default notices a loss of over half.
+    #[arg(long, env = "FECHATTER_MEILI_REFILL_BELOW_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub meili_refill_below_percent: u8,
+
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,

@@ -128,3 +128,71 @@ async fn a_server_started_on_an_emptied_meilisearch_refills_it() {
     .await;
     again.stop().await;
 }
+
+/// Deletes the documents `ids` from `index` in Meilisearch and waits until the task is done.
+async fn delete_documents(m: &crate::common::meili::Meili, index: &str, ids: &[i64]) {
+    let api = reqwest::Client::new();
+    let task: serde_json::Value = api
+        .post(format!("{}/indexes/{index}/documents/delete-batch", m.url))
+        .bearer_auth(&m.key)
+        .json(ids)
+        .send()
+        .await
+        .expect("delete documents")
+        .json()
+        .await
+        .expect("task");
+    let uid = task["taskUid"].as_i64().expect("taskUid");
+    let started = Instant::now();
+    loop {
+        let got: serde_json::Value = api
+            .get(format!("{}/tasks/{uid}", m.url))
+            .bearer_auth(&m.key)
+            .send()
+            .await
+            .expect("get the task")
+            .json()
+            .await
+            .expect("task");
+        if got["status"] == "succeeded" {
+            return;
+        }
+        assert!(
+            got["status"] != "failed" && started.elapsed() < DEADLINE,
+            "deleting documents: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A partial loss (a third of the documents gone from Meilisearch) is refilled when
+/// `FECHATTER_MEILI_REFILL_BELOW_PERCENT` asks for more than what is left (before: a fixed
+/// half, so a loss of a third stayed until `fechatter reindex`).
+#[actix_web::test]
+async fn a_partial_loss_is_refilled_when_the_threshold_asks() {
+    let Some((m, mut config)) = watched_meili() else {
+        return;
+    };
+    config.meili_refill_below_percent = 90;
+    let index = config.meili_index.clone();
+    let app = spawn_app_with(config).await;
+    let alice = app.register("alice").await;
+    let ws = app.create_workspace(&alice, "acme").await;
+    let chat = app.create_channel(&alice, ws, "general").await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let sent = app.send(&alice, chat, &format!("zephyr number {i}")).await;
+        ids.push(sent["id"].as_i64().expect("id"));
+    }
+    until(&app, &alice, ws, "zephyr", |r| {
+        r.status == 200 && r.body["total"] == 30
+    })
+    .await;
+
+    delete_documents(m, &index, &ids[..10]).await;
+    until(&app, &alice, ws, "zephyr", |r| {
+        r.status == 200 && r.body["total"] == 30
+    })
+    .await;
+    app.stop().await;
+}

@@ -34,6 +34,8 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(30);
 const TASK_POLL: Duration = Duration::from_millis(20);
 /// The attributes searches filter on: an index without them lost its settings.
 const FILTERABLE: [&str; 4] = ["chat_id", "sender_id", "workspace_id", "created_at"];
+/// The default of `FECHATTER_MEILI_REFILL_BELOW_PERCENT`.
+const REFILL_BELOW_PERCENT: u64 = 50;
 /// Fewer messages than this are not compared with the index's document count.
 const MIN_COUNTED: u64 = 20;
 /// Words kept around matches in long messages.
@@ -70,6 +72,9 @@ pub struct MeiliEngine {
     ready: Arc<AtomicBool>,
     /// How long a search may wait for Meilisearch before it is answered 503.
     search_timeout: Duration,
+    /// An index holding fewer documents than this percentage of the messages surely indexed
+    /// counts as lost (`FECHATTER_MEILI_REFILL_BELOW_PERCENT`).
+    refill_below_percent: u64,
 }
 
 impl MeiliEngine {
@@ -81,7 +86,14 @@ impl MeiliEngine {
             index: index.to_string(),
             ready: Arc::new(AtomicBool::new(false)),
             search_timeout: SEARCH_TIMEOUT,
+            refill_below_percent: REFILL_BELOW_PERCENT,
         })
+    }
+
+    /// Sets the share of the surely indexed messages below which the index counts as lost.
+    pub fn with_refill_below_percent(mut self, percent: u8) -> Self {
+        self.refill_below_percent = u64::from(percent.clamp(1, 100));
+        self
     }
 
     /// Bounds every search's wait for Meilisearch (then 503).
@@ -146,7 +158,8 @@ impl MeiliEngine {
     /// Whether the live index is gone or has lost its settings since it was made ready: a
     /// Meilisearch that came back without its data (the indexer's next write re-creates the
     /// index with default settings, so filtered searches fail and older messages are missing).
-    /// Also when it holds fewer than half of `indexed`, the messages surely indexed by now
+    /// Also when it holds fewer than `refill_below_percent` (half by default) of `indexed`, the
+    /// messages surely indexed by now
     /// (live messages less the outbox's backlog): a server that started while Meilisearch was
     /// empty made a correct but empty index. False before the index was first made ready (the
     /// indexer does that).
@@ -176,7 +189,8 @@ impl MeiliEngine {
             return Ok(false);
         }
         let stats = self.client.index(&self.index).get_stats().await?;
-        Ok((stats.number_of_documents as u64) < indexed / 2)
+        let held = stats.number_of_documents as u64;
+        Ok(held.saturating_mul(100) < indexed.saturating_mul(self.refill_below_percent))
     }
 
     /// Forgets that the index was made ready, so the next [`MeiliEngine::ensure_index`]

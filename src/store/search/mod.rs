@@ -139,7 +139,8 @@ impl Search {
                     config.meili_master_key.as_deref(),
                     &config.meili_index,
                 )?
-                .with_search_timeout(std::time::Duration::from_millis(config.search_timeout_ms));
+                .with_search_timeout(std::time::Duration::from_millis(config.search_timeout_ms))
+                .with_refill_below_percent(config.meili_refill_below_percent);
                 // Bounded: a Meilisearch that accepts connections but never answers must not
                 // hold up start-up.
                 match tokio::time::timeout(STARTUP_INDEX_WAIT, engine.ensure_index()).await {
