@@ -159,10 +159,9 @@ impl MeiliEngine {
     /// Meilisearch that came back without its data (the indexer's next write re-creates the
     /// index with default settings, so filtered searches fail and older messages are missing).
     /// Also when it holds fewer than `refill_below_percent` (half by default) of `indexed`, the
-    /// messages surely indexed by now
-    /// (live messages less the outbox's backlog): a server that started while Meilisearch was
-    /// empty made a correct but empty index. False before the index was first made ready (the
-    /// indexer does that).
+    /// messages surely indexed by now (live messages less the outbox's backlog): a server that
+    /// started while Meilisearch was empty made a correct but empty index. False before the
+    /// index was first made ready (the indexer does that).
     pub async fn index_lost(&self, indexed: u64) -> anyhow::Result<bool> {
         if !self.ready.load(Ordering::Acquire) {
             return Ok(false);
