@@ -250,6 +250,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub meili_refill_below_percent: u8,
 
+    /// Milliseconds one write request to Meilisearch (or one poll of its task) may go
+    /// unanswered before the refill or reindex that made it fails and is retried (the indexer's
+    /// drains have their own bound, 120 s).
+    #[arg(long, env = "FECHATTER_MEILI_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub meili_request_timeout_ms: u64,
+
     /// Seconds a chat room with no subscribers stays in memory.
     #[arg(long, env = "FECHATTER_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,

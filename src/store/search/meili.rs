@@ -34,6 +34,9 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(30);
 const TASK_POLL: Duration = Duration::from_millis(20);
 /// The attributes searches filter on: an index without them lost its settings.
 const FILTERABLE: [&str; 4] = ["chat_id", "sender_id", "workspace_id", "created_at"];
+/// The default of `FECHATTER_MEILI_REQUEST_TIMEOUT_MS`: how long one request to Meilisearch (a
+/// write, or one poll of its task) may go unanswered.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default of `FECHATTER_MEILI_REFILL_BELOW_PERCENT`.
 const REFILL_BELOW_PERCENT: u64 = 50;
 /// Fewer messages than this are not compared with the index's document count.
@@ -75,6 +78,10 @@ pub struct MeiliEngine {
     /// An index holding fewer documents than this percentage of the messages surely indexed
     /// counts as lost (`FECHATTER_MEILI_REFILL_BELOW_PERCENT`).
     refill_below_percent: u64,
+    /// How long one write request, or one poll of its task, may go unanswered: a Meilisearch
+    /// that accepts connections but never answers must not hold a refill (and its
+    /// one-node-at-a-time lock) or a reindex for ever (`FECHATTER_MEILI_REQUEST_TIMEOUT_MS`).
+    request_timeout: Duration,
 }
 
 impl MeiliEngine {
@@ -87,7 +94,29 @@ impl MeiliEngine {
             ready: Arc::new(AtomicBool::new(false)),
             search_timeout: SEARCH_TIMEOUT,
             refill_below_percent: REFILL_BELOW_PERCENT,
+            request_timeout: REQUEST_TIMEOUT,
         })
+    }
+
+    /// Bounds each write request and each poll of its task.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// `request`, failed when Meilisearch has not answered it within the request timeout.
+    async fn answered<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = Result<T, MeiliError>>,
+    ) -> Result<T, TaskError> {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(TaskError::Other(format!(
+                "Meilisearch did not answer {what} within {:?}",
+                self.request_timeout
+            ))),
+        }
     }
 
     /// Sets the share of the surely indexed messages below which the index counts as lost.
@@ -125,7 +154,12 @@ impl MeiliEngine {
 
     /// Creates `uid` with our primary key and settings (also used for a reindex's new index).
     pub async fn prepare_index(&self, uid: &str) -> anyhow::Result<()> {
-        let task = self.client.create_index(uid, Some("id")).await?;
+        let task = self
+            .answered(
+                "creating an index",
+                self.client.create_index(uid, Some("id")),
+            )
+            .await?;
         match self.wait(task).await {
             Ok(()) => {}
             Err(TaskError::Failed(e)) if e.error_code == ErrorCode::IndexAlreadyExists => {}
@@ -149,7 +183,10 @@ impl MeiliEngine {
             .with_pagination(PaginationSetting {
                 max_total_hits: MAX_TOTAL_HITS,
             });
-        let task = self.client.index(uid).set_settings(&settings).await?;
+        let index = self.client.index(uid);
+        let task = self
+            .answered("applying settings", index.set_settings(&settings))
+            .await?;
         self.wait(task)
             .await
             .map_err(|e| anyhow!("applying settings to {uid}: {e}"))
@@ -198,12 +235,20 @@ impl MeiliEngine {
         self.ready.store(false, Ordering::Release);
     }
 
-    /// Waits for a task; a failed task is an error.
+    /// Waits for a task; a failed task is an error. The SDK checks `TASK_TIMEOUT` between its
+    /// polls, so a poll that is never answered is bounded here too.
     async fn wait(&self, task: TaskInfo) -> Result<(), TaskError> {
-        match task
-            .wait_for_completion(&self.client, Some(TASK_POLL), Some(TASK_TIMEOUT))
-            .await?
-        {
+        let polls = task.wait_for_completion(&self.client, Some(TASK_POLL), Some(TASK_TIMEOUT));
+        let bound = TASK_TIMEOUT + self.request_timeout;
+        let done = match tokio::time::timeout(bound, polls).await {
+            Ok(done) => done?,
+            Err(_) => {
+                return Err(TaskError::Other(format!(
+                    "Meilisearch did not report a task within {bound:?}"
+                )));
+            }
+        };
+        match done {
             Task::Succeeded { .. } => Ok(()),
             Task::Failed { content } => Err(TaskError::Failed(content.error)),
             other => Err(TaskError::Other(format!(
@@ -218,10 +263,9 @@ impl MeiliEngine {
         if docs.is_empty() {
             return Ok(());
         }
+        let index = self.client.index(uid);
         let task = self
-            .client
-            .index(uid)
-            .add_or_replace(docs, Some("id"))
+            .answered("adding documents", index.add_or_replace(docs, Some("id")))
             .await?;
         Ok(self.wait(task).await?)
     }
@@ -231,7 +275,10 @@ impl MeiliEngine {
         if ids.is_empty() {
             return Ok(());
         }
-        let task = self.client.index(uid).delete_documents(ids).await?;
+        let index = self.client.index(uid);
+        let task = self
+            .answered("deleting documents", index.delete_documents(ids))
+            .await?;
         Ok(self.wait(task).await?)
     }
 
@@ -241,15 +288,19 @@ impl MeiliEngine {
             indexes: (a.to_string(), b.to_string()),
             rename: None,
         };
-        let task = self.client.swap_indexes([&swap]).await?;
+        let task = self
+            .answered("swapping indexes", self.client.swap_indexes([&swap]))
+            .await?;
         self.wait(task).await?;
-        let task = self.client.index(b).delete().await?;
+        let index = self.client.index(b);
+        let task = self.answered("deleting an index", index.delete()).await?;
         Ok(self.wait(task).await?)
     }
 
     /// Deletes index `uid` if it exists (an aborted reindex's leftovers).
     pub async fn drop_index(&self, uid: &str) -> anyhow::Result<()> {
-        let task = self.client.index(uid).delete().await?;
+        let index = self.client.index(uid);
+        let task = self.answered("deleting an index", index.delete()).await?;
         match self.wait(task).await {
             Ok(()) => Ok(()),
             Err(TaskError::Failed(e)) if e.error_code == ErrorCode::IndexNotFound => Ok(()),
@@ -446,6 +497,46 @@ pub fn doc_from_row(r: &tokio_postgres::Row) -> MessageDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Meilisearch that accepts connections and never answers (hung, or a black hole behind
+    /// a load balancer): every write gives up after the request timeout, so a refill fails and
+    /// is retried instead of holding its lock for ever (before: `put_documents` never returned).
+    #[tokio::test]
+    async fn writes_to_a_silent_meilisearch_give_up_after_the_request_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", silent.local_addr().expect("addr"));
+        // Accepts and holds every connection, reading nothing, answering nothing.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let engine = MeiliEngine::new(&url, Some("key"), "messages")
+            .expect("engine")
+            .with_request_timeout(Duration::from_millis(200));
+        let doc = MessageDoc {
+            id: 1,
+            chat_id: 1,
+            workspace_id: 1,
+            sender_id: 1,
+            chat_name: "general".into(),
+            sender_username: "alice".into(),
+            content: "hello".into(),
+            created_at: 0.0,
+        };
+        let bound = Duration::from_secs(10);
+        let put = tokio::time::timeout(bound, engine.put_documents("messages", &[doc])).await;
+        let err = put
+            .expect("put_documents hung")
+            .expect_err("no answer is an error");
+        assert!(err.to_string().contains("did not answer"), "{err}");
+        let prepared = tokio::time::timeout(bound, engine.prepare_index("messages")).await;
+        assert!(prepared.expect("prepare_index hung").is_err());
+        held.abort();
+    }
 
     #[test]
     fn filter_scopes_to_chats_first() {

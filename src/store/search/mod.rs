@@ -140,7 +140,10 @@ impl Search {
                     &config.meili_index,
                 )?
                 .with_search_timeout(std::time::Duration::from_millis(config.search_timeout_ms))
-                .with_refill_below_percent(config.meili_refill_below_percent);
+                .with_refill_below_percent(config.meili_refill_below_percent)
+                .with_request_timeout(std::time::Duration::from_millis(
+                    config.meili_request_timeout_ms,
+                ));
                 // Bounded: a Meilisearch that accepts connections but never answers must not
                 // hold up start-up.
                 match tokio::time::timeout(STARTUP_INDEX_WAIT, engine.ensure_index()).await {

@@ -45,7 +45,10 @@ pub async fn reindex(config: &Config, database: &str) -> anyhow::Result<()> {
         println!("PostgreSQL search table `message_search` rebuilt: {done} messages.");
         return Ok(());
     };
-    let engine = MeiliEngine::new(url, config.meili_master_key.as_deref(), &config.meili_index)?;
+    let engine = MeiliEngine::new(url, config.meili_master_key.as_deref(), &config.meili_index)?
+        .with_request_timeout(std::time::Duration::from_millis(
+            config.meili_request_timeout_ms,
+        ));
     engine
         .ensure_index()
         .await
