@@ -21,6 +21,7 @@ use crate::auth::{Passwords, Tokens};
 use crate::config::Config;
 use crate::http::error::ApiError;
 use crate::http::{self, extract};
+use crate::shutdown::{STOP_GRACE, StopHandle, serve_bounded};
 use crate::state::{AppState, StateParts};
 use crate::store::Store;
 use crate::store::search::Search;
@@ -33,6 +34,7 @@ const CHECKPOINT_PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// A built server, bound and ready to run.
 pub struct Application {
     server: Server,
+    stop: StopHandle,
     /// The separate `/metrics` listener (`FECHATTER_METRICS_ADDR`), if configured.
     metrics_server: Option<Server>,
     addr: SocketAddr,
@@ -210,6 +212,7 @@ impl Application {
         let server = server.run();
         tracing::info!(%addr, "listening");
         Ok(Application {
+            stop: StopHandle::new(server.handle()),
             server,
             metrics_server,
             addr,
@@ -228,21 +231,26 @@ impl Application {
     }
 
     /// A handle to stop the server gracefully.
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    pub fn handle(&self) -> StopHandle {
+        self.stop.clone()
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM, or the handle); in cluster mode the
-    /// node then leaves the cluster.
+    /// node then leaves the cluster. A stop is bounded (`shutdown.rs`): past the shutdown
+    /// timeout and a grace, the workers are given up on, the shutdown work below still runs,
+    /// and the overrun is returned as an error.
     pub async fn run(self) -> std::io::Result<()> {
         let metrics = self.metrics_server.map(|m| {
             let handle = m.handle();
             actix_web::rt::spawn(m);
             handle
         });
-        let result = self.server.await;
+        let bound = Duration::from_secs(self.state.config.shutdown_timeout_secs) + STOP_GRACE;
+        let result = serve_bounded(self.server, &self.stop, bound).await;
         if let Some(m) = metrics {
-            m.stop(true).await;
+            if tokio::time::timeout(bound, m.stop(true)).await.is_err() {
+                tracing::warn!("the /metrics listener did not stop within the bound");
+            }
         }
         // The sessions are gone with the workers: who was online is known only to presence.
         let drain = self.state.presence.send(crate::actors::presence::Drain);

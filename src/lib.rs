@@ -7,7 +7,8 @@
 //! - [`store`]: PostgreSQL access, one module per aggregate, and the search engines.
 //! - [`auth`]: password hashing and access tokens. [`validate`]: input rules.
 //! - [`app`]: start-up (`Application::build`); [`cli`]: the binary's commands;
-//!   [`config`]: every knob; [`embedded_pg`]: the embedded PostgreSQL cluster.
+//!   [`config`]: every knob; [`embedded_pg`]: the embedded PostgreSQL cluster;
+//!   [`shutdown`]: the bounded stop.
 //! - [`load`]: the load generator behind the `fechatter-load` binary (a client; the server
 //!   never calls it).
 //! - [`cluster`]: cluster mode over Redis (`REDIS_URL`): broker, shared limits, presence,
@@ -28,6 +29,7 @@ pub mod load;
 pub mod log_throttle;
 pub mod memory_trim;
 pub mod metrics;
+pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -33,6 +33,7 @@ mod search;
 mod search_indexer;
 mod search_latency;
 mod search_meili_loss;
+mod shutdown;
 mod stalled_peers;
 mod users;
 mod workspaces;

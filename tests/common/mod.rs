@@ -120,7 +120,7 @@ where
     .expect("setup thread")
 }
 
-async fn admin_client(c: &str) -> tokio_postgres::Client {
+pub async fn admin_client(c: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(c, tokio_postgres::NoTls)
         .await
         .expect("connect to test cluster");
@@ -186,7 +186,7 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub database: String,
-    pub handle: actix_web::dev::ServerHandle,
+    pub handle: fechatter::shutdown::StopHandle,
     pub state: actix_web::web::Data<fechatter::state::AppState>,
     /// `Application::run`, which ends after the server stopped and its shutdown work is done.
     run: std::sync::Mutex<Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>>,
@@ -233,7 +233,27 @@ const LIFECYCLE_BOUND: Duration = Duration::from_secs(60);
 async fn bounded<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(LIFECYCLE_BOUND, step).await {
         Ok(done) => done,
-        Err(_) => panic!("{what} did not finish within {LIFECYCLE_BOUND:?}"),
+        Err(_) => {
+            dump_threads(what);
+            panic!("{what} did not finish within {LIFECYCLE_BOUND:?}")
+        }
+    }
+}
+
+/// Prints every thread's stack (with `gdb`, when it is installed) so that a hung step can be
+/// diagnosed from the test's output alone.
+fn dump_threads(what: &str) {
+    let pid = std::process::id().to_string();
+    let dump = std::process::Command::new("gdb")
+        .args(["-p", &pid, "-batch", "-nx", "-ex", "thread apply all bt"])
+        .output();
+    match dump {
+        Ok(out) => eprintln!(
+            "--- threads while {what} hung ---\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("no thread dump while {what} hung (gdb: {e})"),
     }
 }
 
@@ -465,12 +485,23 @@ impl TestApp {
     /// Stops the server gracefully.
     pub async fn stop(&self) {
         bounded("a graceful stop", self.handle.stop(true)).await;
+        self.fail_if_the_stop_overran();
+    }
+
+    /// The server's own bound on a stop (`src/shutdown.rs`) gives up on workers that never
+    /// report back, which would hide the hang from the test: fail with every thread's stack.
+    fn fail_if_the_stop_overran(&self) {
+        if self.handle.overran() {
+            dump_threads("a graceful stop");
+            panic!("a graceful stop overran the server's bound (threads above)");
+        }
     }
 
     /// Stops the server gracefully and waits until `Application::run` has returned (its
     /// shutdown work done), as the binary's `serve` does before it exits.
     pub async fn shutdown(&self) {
         bounded("a graceful stop", self.handle.stop(true)).await;
+        self.fail_if_the_stop_overran();
         let run = self.run.lock().expect("run handle").take();
         if let Some(run) = run {
             run.await.expect("run task").expect("server");
