@@ -84,6 +84,8 @@ pub struct Outgoing {
 pub enum Refusal {
     TooManyConnections(u32),
     Unavailable(String),
+    /// The token's user no longer exists.
+    NoSuchUser,
 }
 
 /// A text frame from the WebSocket client.
@@ -128,7 +130,6 @@ impl SessionConfig {
 pub struct SessionArgs {
     pub conn: ConnId,
     pub user_id: i64,
-    pub username: Arc<str>,
     /// The token version the connection authenticated with (revocation closes older ones).
     pub token_version: i32,
     /// When the connection's token expires, unix seconds (the connection closes then).
@@ -228,6 +229,8 @@ pub struct Session {
 
 /// What the start-up found.
 struct Startup {
+    /// The user's name (typing events carry it).
+    username: Arc<str>,
     /// (chat, its room if subscribed, the room's committed seq, the user's membership).
     chats: Vec<(UserChat, Option<Addr<ChatRoom>>, i64)>,
     /// The position resumed from (a checkpoint resolved), if any.
@@ -250,7 +253,8 @@ impl Session {
         Session {
             conn: a.conn,
             user_id: a.user_id,
-            username: a.username,
+            // Read with the chats at the start (`Startup::username`).
+            username: Arc::from(""),
             token_version: a.token_version,
             expires_at: a.expires_at,
             transport: a.transport,
@@ -662,6 +666,7 @@ impl Session {
                 return;
             }
         };
+        self.username = startup.username;
         let (resume, invalid_resume) = (startup.resume, startup.invalid_resume);
         let mut unreachable = Vec::new();
         for (chat, room, committed) in startup.chats {
@@ -1058,12 +1063,13 @@ async fn startup(a: StartArgs, me: Recipient<Push>) -> Started {
         if a.faults.fail_session_start() {
             return Err(unavailable("fault hook: session start failed".into()));
         }
-        let chats = a
+        let view = a
             .store
-            .user_chats(a.user_id)
+            .session_view(a.user_id)
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let subscriptions = futures_util::future::join_all(chats.iter().map(|c| {
+            .map_err(|e| unavailable(e.to_string()))?
+            .ok_or(Refusal::NoSuchUser)?;
+        let subscriptions = futures_util::future::join_all(view.chats.iter().map(|c| {
             let (hub, me) = (a.hub.clone(), me.clone());
             async move { (*c, subscribe(&hub, c.chat_id, a.conn, a.user_id, me).await) }
         }))
@@ -1081,6 +1087,7 @@ async fn startup(a: StartArgs, me: Recipient<Push>) -> Started {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(Startup {
+            username: view.username.into(),
             chats,
             resume,
             invalid_resume,

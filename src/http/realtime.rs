@@ -89,19 +89,11 @@ async fn start_session(
             ));
         }
     };
-    let username: Arc<str> = state
-        .store
-        .user_by_id(user.id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("Invalid token"))?
-        .username
-        .into();
     let (close_tx, close_rx) = oneshot::channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let addr = Session::new(SessionArgs {
         conn: crate::actors::fanout::next_conn_id(),
         user_id: user.id,
-        username,
         token_version: user.token_version,
         expires_at: user.expires_at,
         transport,
@@ -127,6 +119,7 @@ async fn start_session(
             retry_after_secs: 5,
         }),
         Ok(Err(Refusal::Unavailable(m))) => Err(ApiError::Unavailable(m)),
+        Ok(Err(Refusal::NoSuchUser)) => Err(ApiError::unauthorized("Invalid token")),
         Err(_) => Err(ApiError::Unavailable("session did not start".into())),
     }
 }

@@ -29,6 +29,13 @@ pub struct UserChat {
     pub last_seq: i64,
 }
 
+/// What a session starts from: the user's name (typing events carry it) and chats.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub username: String,
+    pub chats: Vec<UserChat>,
+}
+
 /// A replayed event, read back at replay time. The log stores what happened (kind, message
 /// id, who); the message itself is read from its current row, so superseded or deleted text
 /// can never come back through replay (see [`crate::store::messages::VISIBLE`]).
@@ -230,25 +237,36 @@ impl Store {
         }))
     }
 
-    /// The chats a user belongs to, with positions.
-    pub async fn user_chats(&self, user_id: i64) -> StoreResult<Vec<UserChat>> {
+    /// The user's name and the chats they belong to, with positions, in one round trip
+    /// (`None`: no such user).
+    pub async fn session_view(&self, user_id: i64) -> StoreResult<Option<SessionView>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT cm.chat_id, cm.joined_seq, c.last_seq FROM chat_members cm \
-                 JOIN chats c ON c.id = cm.chat_id WHERE cm.user_id = $1 ORDER BY cm.chat_id",
+                "SELECT u.username, cm.chat_id, cm.joined_seq, c.last_seq FROM users u \
+                 LEFT JOIN chat_members cm ON cm.user_id = u.id \
+                 LEFT JOIN chats c ON c.id = cm.chat_id \
+                 WHERE u.id = $1 ORDER BY cm.chat_id",
             )
             .await?;
-        Ok(client
-            .query(&stmt, &[&user_id])
-            .await?
+        let rows = client.query(&stmt, &[&user_id]).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let chats = rows
             .iter()
-            .map(|r| UserChat {
-                chat_id: r.get(0),
-                joined_seq: r.get(1),
-                last_seq: r.get(2),
+            .filter_map(|r| {
+                Some(UserChat {
+                    chat_id: r.get::<_, Option<i64>>(1)?,
+                    joined_seq: r.get::<_, Option<i64>>(2)?,
+                    last_seq: r.get::<_, Option<i64>>(3)?,
+                })
             })
-            .collect())
+            .collect();
+        Ok(Some(SessionView {
+            username: first.get(0),
+            chats,
+        }))
     }
 
     /// The workspaces a user belongs to.
