@@ -27,7 +27,9 @@ serve() { # -> starts Fechatter on 127.0.0.1:$PORT, prints its pid
   echo $pid
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+. "$ROOT/scripts/lib/time-wait.sh"
 for r in $(seq "$RUNS"); do
+  drain_time_wait
   pid=$(serve)
   "$L" baseline-server --addr 127.0.0.1:$BPORT > baseline.log 2>&1 &
   bpid=$!

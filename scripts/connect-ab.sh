@@ -27,6 +27,7 @@ serve() { # SIDE BIN EXTRA_ENV -> starts the server on 127.0.0.1:$PORT, prints i
   for _ in $(seq 150); do curl -sf 127.0.0.1:$PORT/api/health >/dev/null && break; sleep 0.2; done
   echo $pid
 }
+. "$ROOT/scripts/lib/time-wait.sh"  # drain_time_wait: every run starts with free ports
 # Set-up pass (users registered, reused by every round), so the rounds measure connects only.
 for side in A B; do
   bin=$A; [ $side = B ] && bin=$B
@@ -38,6 +39,7 @@ done
 for r in $(seq "$RUNS"); do
   for side in A B; do
     bin=$A; extra=""; [ $side = B ] && { bin=$B; extra=${B_ENV:-}; }
+    drain_time_wait
     pid=$(serve $side "$bin" "$extra")
     dbpid=$(head -1 "$OUT/data-$side/pg/postmaster.pid" 2>/dev/null || echo "")
     load="load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -22,14 +22,17 @@ serve() { # NAME BIN -> starts the server on 127.0.0.1:18081, prints its pid
   for _ in $(seq 150); do curl -sf 127.0.0.1:18081/api/health >/dev/null && break; sleep 0.2; done
   echo $pid
 }
+. "$ROOT/scripts/lib/time-wait.sh"
 BPID=$(pgrep -f "baseline-server" | head -1)
 for r in $(seq "$RUNS"); do
   for side in A B; do
     bin=$A; [ $side = B ] && bin=$B
+    drain_time_wait
     pid=$(serve $side "$bin")
     "$L" fanout --server http://127.0.0.1:18081 --members 10000 --conns-per-user 100 --messages 20 \
       --baseline-url http://127.0.0.1:19091 --server-pid "$pid" --baseline-pid "$BPID" \
       --reuse "fanout-setup-$side.json" --json "fanout-$side-$r.json" --quiet > "fanout-$side-$r.txt" 2>&1 || true
+    drain_time_wait
     "$L" connect --server http://127.0.0.1:18081 --conns 10000 --conns-per-user 100 --hold-secs 5 \
       --server-pid "$pid" --reuse "connect-setup-$side.json" --json "connect-$side-$r.json" --quiet \
       > "connect-$side-$r.txt" 2>&1 || true

@@ -13,16 +13,20 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 L=${FECHATTER_LOAD:-$ROOT/target/release/fechatter-load}
 mkdir -p "$OUT"
 cd "$OUT"
+. "$ROOT/scripts/lib/time-wait.sh"
 for i in 1 2 3; do
+  drain_time_wait
   "$L" fanout --members 10000 --conns-per-user 100 --messages 20 \
     --baseline-url http://127.0.0.1:9090 ${NATS_WS_URL:+--nats-ws-url "$NATS_WS_URL"} \
     --reuse fanout-setup.json --json "fanout-$i.json" --quiet
 done
 for i in 1 2 3; do
+  drain_time_wait
   "$L" connect --conns 19000 --conns-per-user 100 --hold-secs 10 --source-ips 8 --server-pid "$SPID" \
     --reuse connect-setup.json --json "connect-$i.json" --quiet
 done
 for i in 1 2 3; do
+  drain_time_wait
   "$L" chat --users 1000 --rooms 100 --rate 500 --duration-secs 60 --drain-secs 30 \
     --reuse chat-setup.json --setup-concurrency 16 --json "chat-$i.json" --quiet || true
 done

@@ -199,7 +199,7 @@ pub async fn websocket(
         .aggregate_continuations()
         .max_continuation_size(max);
     let state = state.into_inner();
-    actix_web::rt::spawn(ws_connection(
+    let connection = ws_connection(
         state,
         Socket {
             writer,
@@ -209,7 +209,8 @@ pub async fn websocket(
         },
         early_token,
         q.last_event_id.clone(),
-    ));
+    );
+    actix_web::rt::spawn(connection);
     Ok(response)
 }
 
@@ -317,6 +318,10 @@ fn refusal_close(e: &ApiError, otherwise: u16) -> u16 {
 }
 
 /// One WebSocket connection: authentication, then the frame pump between socket and session.
+/// Its future lives as long as the connection, and an `async fn` is as large as the largest
+/// future it awaits: the one-off steps (reading the auth frame, checking the token, starting
+/// the session) are boxed, so their state is freed when they finish instead of being carried by
+/// every idle connection (2,920 → 1,072 bytes per connection, debug build; BENCHMARKS.md).
 async fn ws_connection(
     state: Arc<AppState>,
     mut socket: Socket,
@@ -331,18 +336,18 @@ async fn ws_connection(
     );
     let mut early_user = None;
     if let Some(token) = early_token {
-        if let Ok(user) = state.authenticate(&token).await {
+        if let Ok(user) = Box::pin(state.authenticate(&token)).await {
             early_user = Some(user);
         }
     }
     let (user, resume) = match early_user {
         Some(u) => (u, early_resume),
         None => {
-            let (token, resume) = match await_auth(
+            let (token, resume) = match Box::pin(await_auth(
                 &mut socket,
                 &mut budget,
                 Duration::from_secs(config.ws_auth_timeout_secs),
-            )
+            ))
             .await
             {
                 Ok(auth) => auth,
@@ -359,7 +364,7 @@ async fn ws_connection(
                     return;
                 }
             };
-            match state.authenticate(&token).await {
+            match Box::pin(state.authenticate(&token)).await {
                 Ok(u) => (u, resume),
                 Err(e) => {
                     send_error(&socket.writer, e.code(), &e.to_string());
@@ -378,7 +383,8 @@ async fn ws_connection(
     let Some(out) = socket.out.take() else {
         return; // started once only
     };
-    let started = match start_session(&state, user, Transport::WebSocket, resume, out).await {
+    let start = start_session(&state, user, Transport::WebSocket, resume, out);
+    let started = match Box::pin(start).await {
         Ok(s) => s,
         Err(e) => {
             send_error(&socket.writer, e.code(), &e.to_string());
