@@ -166,10 +166,10 @@ impl Handler<Push> for Sink {
     type Result = ();
 
     fn handle(&mut self, msg: Push, _: &mut Self::Context) {
-        if let Push::Event(event) = msg {
-            if emit(&mut self.positions, &self.out, &event) {
-                self.done.add();
-            }
+        if let Push::Event(event) = msg
+            && emit(&mut self.positions, &self.out, &event)
+        {
+            self.done.add();
         }
     }
 }

@@ -247,10 +247,10 @@ impl Application {
         });
         let bound = Duration::from_secs(self.state.config.shutdown_timeout_secs) + STOP_GRACE;
         let result = serve_bounded(self.server, &self.stop, bound).await;
-        if let Some(m) = metrics {
-            if tokio::time::timeout(bound, m.stop(true)).await.is_err() {
-                tracing::warn!("the /metrics listener did not stop within the bound");
-            }
+        if let Some(m) = metrics
+            && tokio::time::timeout(bound, m.stop(true)).await.is_err()
+        {
+            tracing::warn!("the /metrics listener did not stop within the bound");
         }
         // The sessions are gone with the workers: who was online is known only to presence.
         let drain = self.state.presence.send(crate::actors::presence::Drain);

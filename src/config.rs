@@ -564,23 +564,23 @@ impl Config {
     /// Checks values that clap's types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError(m.to_string()));
-        if let Some(secret) = &self.jwt_secret {
-            if secret.len() < 32 {
-                return fail("JWT_SECRET must be at least 32 bytes");
-            }
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < 32
+        {
+            return fail("JWT_SECRET must be at least 32 bytes");
         }
-        if let Some(token) = &self.admin_token {
-            if token.len() < 16 {
-                return fail("FECHATTER_ADMIN_TOKEN must be at least 16 characters");
-            }
+        if let Some(token) = &self.admin_token
+            && token.len() < 16
+        {
+            return fail("FECHATTER_ADMIN_TOKEN must be at least 16 characters");
         }
         if self.meili_url.is_some() && self.meili_master_key.is_none() {
             return fail("MEILI_URL is set but MEILI_MASTER_KEY is not");
         }
-        if let Some(u) = &self.meili_url {
-            if url::Url::parse(u).is_err() {
-                return fail("MEILI_URL is not a valid URL");
-            }
+        if let Some(u) = &self.meili_url
+            && url::Url::parse(u).is_err()
+        {
+            return fail("MEILI_URL is not a valid URL");
         }
         if url::Url::parse(&self.public_url).is_err() {
             return fail("FECHATTER_PUBLIC_URL is not a valid URL");
@@ -696,10 +696,10 @@ impl Config {
                 "FECHATTER_MAX_CONNECTIONS_PER_IP, FECHATTER_PENDING_BODIES_PER_IP, FECHATTER_MAX_PENDING_BODIES, FECHATTER_BODY_OVER_CAP_MS, FECHATTER_MAX_REQUESTS_PER_FORWARDED_CLIENT, FECHATTER_LOGIN_FAILURES_PER_PAIR, FECHATTER_LOGIN_FAILURES_PER_SEC and FECHATTER_LOGIN_GUARD_KEYS must be positive",
             );
         }
-        if let Some(token) = &self.metrics_token {
-            if token.len() < 16 {
-                return fail("FECHATTER_METRICS_TOKEN must be at least 16 characters");
-            }
+        if let Some(token) = &self.metrics_token
+            && token.len() < 16
+        {
+            return fail("FECHATTER_METRICS_TOKEN must be at least 16 characters");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return fail("FECHATTER_LOG_FORMAT must be `text` or `json`");
@@ -716,10 +716,10 @@ impl Config {
     /// The cluster block's checks (only `REDIS_URL` turns cluster mode on).
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError(m.to_string()));
-        if let Some(u) = &self.redis_url {
-            if redis::Client::open(u.as_str()).is_err() {
-                return fail("REDIS_URL is not a valid Redis URL");
-            }
+        if let Some(u) = &self.redis_url
+            && redis::Client::open(u.as_str()).is_err()
+        {
+            return fail("REDIS_URL is not a valid Redis URL");
         }
         if let Some(id) = &self.node_id {
             let ok = !id.is_empty()

@@ -1,10 +1,11 @@
 //! The stop of a running server, bounded. actix-server's graceful stop waits for every HTTP
 //! worker to finish its connections (at most `FECHATTER_SHUTDOWN_TIMEOUT_SECS`), but it has
-//! no bound of its own beyond that: a worker that never reports back (seen, rarely, in the test
-//! suite; RELIABILITY.md "A graceful stop") would hold the process for ever. So once a stop has
-//! begun — SIGTERM, SIGINT or SIGQUIT, or [`StopHandle::stop`] — the server is given the
-//! shutdown timeout plus [`STOP_GRACE`]; past that it is dropped, the shutdown work
-//! (presence's `last_seen`, leaving the cluster) still runs, and `run` reports the overrun.
+//! no bound of its own beyond that: a worker that never reports back (actix-server 2.6 could
+//! deadlock so, fixed in 2.9.1; RELIABILITY.md "A graceful stop") would hold the process for
+//! ever. So once a stop has begun — SIGTERM, SIGINT or SIGQUIT, or [`StopHandle::stop`] — the
+//! server is given the shutdown timeout plus [`STOP_GRACE`]; past that it is dropped, the
+//! shutdown work (presence's `last_seen`, leaving the cluster) still runs, and `run` reports
+//! the overrun.
 
 use std::future::Future;
 use std::io;

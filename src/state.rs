@@ -128,10 +128,10 @@ impl AppState {
         if self.cluster.is_some() {
             return Ok(self.store.token_version(user_id).await?);
         }
-        if let Some(entry) = self.token_versions.get(&user_id) {
-            if entry.1.elapsed() < TOKEN_VERSION_TTL {
-                return Ok(Some(entry.0));
-            }
+        if let Some(entry) = self.token_versions.get(&user_id)
+            && entry.1.elapsed() < TOKEN_VERSION_TTL
+        {
+            return Ok(Some(entry.0));
         }
         let version = self.store.token_version(user_id).await?;
         match version {

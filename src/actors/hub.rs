@@ -130,10 +130,10 @@ impl Actor for Hub {
 impl Hub {
     /// The chat's room, started on its arbiter if there is none (or it stopped).
     fn room(&mut self, chat_id: i64, hub: Addr<Hub>) -> Addr<ChatRoom> {
-        if let Some(room) = self.rooms.get(&chat_id) {
-            if room.connected() {
-                return room.clone();
-            }
+        if let Some(room) = self.rooms.get(&chat_id)
+            && room.connected()
+        {
+            return room.clone();
         }
         let store = self.store.clone();
         let registry = self.registry.clone();

@@ -142,10 +142,10 @@ impl<T> OutboxReader<T> {
         match q.frames.pop_front() {
             Some(f) => {
                 let mut woken = None;
-                if let Some((n, _)) = &q.space {
-                    if q.max.saturating_sub(q.frames.len()) >= *n {
-                        woken = q.space.take().map(|(_, w)| w);
-                    }
+                if let Some((n, _)) = &q.space
+                    && q.max.saturating_sub(q.frames.len()) >= *n
+                {
+                    woken = q.space.take().map(|(_, w)| w);
                 }
                 if q.frames.is_empty() && q.frames.capacity() > KEEP {
                     q.frames.shrink_to(KEEP);

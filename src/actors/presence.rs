@@ -475,14 +475,14 @@ impl Handler<WorkspaceJoined> for Presence {
     type Result = ();
 
     fn handle(&mut self, msg: WorkspaceJoined, _: &mut Self::Context) {
-        if let Some(o) = self.online.get_mut(&msg.user_id) {
-            if !o.workspaces.contains(&msg.workspace_id) {
-                o.workspaces.push(msg.workspace_id);
-                self.by_workspace
-                    .entry(msg.workspace_id)
-                    .or_default()
-                    .insert(msg.user_id);
-            }
+        if let Some(o) = self.online.get_mut(&msg.user_id)
+            && !o.workspaces.contains(&msg.workspace_id)
+        {
+            o.workspaces.push(msg.workspace_id);
+            self.by_workspace
+                .entry(msg.workspace_id)
+                .or_default()
+                .insert(msg.user_id);
         }
     }
 }

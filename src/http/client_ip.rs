@@ -123,10 +123,10 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
                 let Some((k, v)) = pair.trim().split_once('=') else {
                     continue;
                 };
-                if k.trim().eq_ignore_ascii_case("for") {
-                    if let Some(ip) = parse_node(v.trim().trim_matches('"')) {
-                        found = Some(canonical(ip));
-                    }
+                if k.trim().eq_ignore_ascii_case("for")
+                    && let Some(ip) = parse_node(v.trim().trim_matches('"'))
+                {
+                    found = Some(canonical(ip));
                 }
             }
         }

@@ -60,12 +60,12 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.limits.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some(ip) = self.ip {
-            if let dashmap::Entry::Occupied(mut e) = self.limits.per_ip.entry(ip) {
-                *e.get_mut() -= 1;
-                if *e.get() == 0 {
-                    e.remove();
-                }
+        if let Some(ip) = self.ip
+            && let dashmap::Entry::Occupied(mut e) = self.limits.per_ip.entry(ip)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
             }
         }
     }

@@ -99,14 +99,14 @@ fn json_field(e: &serde_json::Error) -> String {
 /// that is a method the literal path does not serve, 405.
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err: PathError, req| {
-        if let Some(allowed) = super::openapi::static_methods(req.path()) {
-            if !allowed.contains(&req.method().as_str()) {
-                return actix_web::error::InternalError::from_response(
-                    err,
-                    super::method_not_allowed(req, &allowed),
-                )
-                .into();
-            }
+        if let Some(allowed) = super::openapi::static_methods(req.path())
+            && !allowed.contains(&req.method().as_str())
+        {
+            return actix_web::error::InternalError::from_response(
+                err,
+                super::method_not_allowed(req, &allowed),
+            )
+            .into();
         }
         ApiError::validation("path", format!("invalid path parameter: {err}")).into()
     })
@@ -183,10 +183,12 @@ pub fn integral_floats_to_integers(v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
         Value::Number(n) if !n.is_i64() && !n.is_u64() => {
-            if let Some(f) = n.as_f64() {
-                if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
-                    *v = Value::from(f as i64);
-                }
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f >= i64::MIN as f64
+                && f < i64::MAX as f64
+            {
+                *v = Value::from(f as i64);
             }
         }
         Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),

@@ -181,13 +181,13 @@ pub async fn list(
             _ => return Err(ApiError::validation("limit", "must be between 1 and 100")),
         },
     };
-    if let Some(sort) = q.sort.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        if !matches!(sort, "created_at" | "id") {
-            return Err(ApiError::validation(
-                "sort",
-                "messages sort by `created_at` (or `id`) only",
-            ));
-        }
+    if let Some(sort) = q.sort.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        && !matches!(sort, "created_at" | "id")
+    {
+        return Err(ApiError::validation(
+            "sort",
+            "messages sort by `created_at` (or `id`) only",
+        ));
     }
     let ascending = match q.order.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
         None => false,

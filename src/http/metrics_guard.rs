@@ -50,13 +50,13 @@ pub async fn middleware(
             return Ok(req.into_response(resp));
         }
     }
-    if let Some((at, body)) = LAST.lock().as_ref() {
-        if at.elapsed() < REUSE_FOR {
-            let resp = HttpResponse::Ok()
-                .content_type("text/plain; version=0.0.4; charset=utf-8")
-                .body(body.clone());
-            return Ok(req.into_response(resp));
-        }
+    if let Some((at, body)) = LAST.lock().as_ref()
+        && at.elapsed() < REUSE_FOR
+    {
+        let resp = HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(body.clone());
+        return Ok(req.into_response(resp));
     }
     let res = next.call(req).await?;
     if res.status() != StatusCode::OK {

@@ -335,10 +335,10 @@ async fn ws_connection(
         config.ws_frame_excess_close,
     );
     let mut early_user = None;
-    if let Some(token) = early_token {
-        if let Ok(user) = Box::pin(state.authenticate(&token)).await {
-            early_user = Some(user);
-        }
+    if let Some(token) = early_token
+        && let Ok(user) = Box::pin(state.authenticate(&token)).await
+    {
+        early_user = Some(user);
     }
     let (user, resume) = match early_user {
         Some(u) => (u, early_resume),

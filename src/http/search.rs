@@ -240,13 +240,13 @@ impl MessageSearch {
         let sender_ids = ids(filters, "sender_ids")?;
         let from = date(filters, "date_from")?.map(|d| d.start);
         let until = date(filters, "date_to")?.map(|d| d.end);
-        if let (Some(from), Some(until)) = (from, until) {
-            if from >= until {
-                return Err(ApiError::validation(
-                    "filters.date_from",
-                    "must not be after date_to",
-                ));
-            }
+        if let (Some(from), Some(until)) = (from, until)
+            && from >= until
+        {
+            return Err(ApiError::validation(
+                "filters.date_from",
+                "must not be after date_to",
+            ));
         }
         let page = positive(obj, "page", "page")?.unwrap_or(1);
         if page > 1_000_000 {

@@ -34,15 +34,15 @@ impl SocketOptions {
             return;
         };
         let sock = SockRef::from(stream);
-        if self.send_buffer > 0 {
-            if let Err(e) = sock.set_send_buffer_size(self.send_buffer) {
-                tracing::debug!(error = %e, "SO_SNDBUF not set");
-            }
+        if self.send_buffer > 0
+            && let Err(e) = sock.set_send_buffer_size(self.send_buffer)
+        {
+            tracing::debug!(error = %e, "SO_SNDBUF not set");
         }
-        if let Some(t) = self.user_timeout {
-            if let Err(e) = sock.set_tcp_user_timeout(Some(t)) {
-                tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
-            }
+        if let Some(t) = self.user_timeout
+            && let Err(e) = sock.set_tcp_user_timeout(Some(t))
+        {
+            tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
         }
     }
 }

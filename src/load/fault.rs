@@ -731,12 +731,12 @@ async fn pg_outage(a: &FaultArgs, bin: &Path, freeze: bool) -> anyhow::Result<Re
             "only {connected} of {readers} readers connected again after the outage"
         ));
     }
-    if let (Some((before, _)), Some((after, _))) = (pool_before, pool_after) {
-        if after > before.max(1) {
-            failures.push(format!(
-                "database connections in use after the run: {after} (before {before})"
-            ));
-        }
+    if let (Some((before, _)), Some((after, _))) = (pool_before, pool_after)
+        && after > before.max(1)
+    {
+        failures.push(format!(
+            "database connections in use after the run: {after} (before {before})"
+        ));
     }
     let mut figures = base_figures(&o);
     figures["outage_secs"] = json!(outage.as_secs());

@@ -299,18 +299,18 @@ impl Reader {
                             track(&mut seqs, id, &mut out.seq_gaps, false);
                             last_id = Some(id.to_string());
                         }
-                        if let Some((chat, stamp)) = parse_delivery(&t) {
-                            if stamp.run == self.run {
-                                let key = StreamKey {
-                                    room: chat,
-                                    sender: stamp.sender,
-                                };
-                                if out.log.record(key, stamp.n) != Observation::Duplicate {
-                                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                                }
-                                out.latencies_us
-                                    .push(now_nanos().saturating_sub(stamp.sent_nanos) / 1000);
+                        if let Some((chat, stamp)) = parse_delivery(&t)
+                            && stamp.run == self.run
+                        {
+                            let key = StreamKey {
+                                room: chat,
+                                sender: stamp.sender,
+                            };
+                            if out.log.record(key, stamp.n) != Observation::Duplicate {
+                                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                             }
+                            out.latencies_us
+                                .push(now_nanos().saturating_sub(stamp.sent_nanos) / 1000);
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
@@ -328,7 +328,7 @@ impl Reader {
             }
             drop(ws);
             at_url += 1;
-            if !*stop.borrow() && *bounce.borrow() % 2 == 0 {
+            if !*stop.borrow() && (*bounce.borrow()).is_multiple_of(2) {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }

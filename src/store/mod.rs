@@ -257,15 +257,14 @@ impl Store {
         }
         let mut held = Held(Some(client));
         let out = work.await;
-        if let Some(client) = held.0.as_ref() {
-            if client
+        if let Some(client) = held.0.as_ref()
+            && client
                 .execute("SELECT pg_advisory_unlock($1)", &[&key])
                 .await
                 .is_ok()
-            {
-                // Released: the connection may go back to the pool.
-                drop(held.0.take());
-            }
+        {
+            // Released: the connection may go back to the pool.
+            drop(held.0.take());
         }
         Ok(Some(out))
     }

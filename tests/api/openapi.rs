@@ -14,10 +14,10 @@ fn referenced(schema: &Value) -> Option<String> {
         return referenced(&schema["items"]);
     }
     for key in ["oneOf", "allOf", "anyOf"] {
-        if let Some(list) = schema[key].as_array() {
-            if let Some(name) = list.iter().find_map(referenced) {
-                return Some(name);
-            }
+        if let Some(list) = schema[key].as_array()
+            && let Some(name) = list.iter().find_map(referenced)
+        {
+            return Some(name);
         }
     }
     None
@@ -40,10 +40,10 @@ fn conforms(doc: &Value, name: &str, value: &Value, at: &str) {
                 let prop = props
                     .get(key)
                     .unwrap_or_else(|| panic!("{at}.{key} is sent but not in schema {name}"));
-                if let Some(inner) = referenced(prop) {
-                    if !v.is_null() {
-                        conforms(doc, &inner, v, &format!("{at}.{key}"));
-                    }
+                if let Some(inner) = referenced(prop)
+                    && !v.is_null()
+                {
+                    conforms(doc, &inner, v, &format!("{at}.{key}"));
                 }
             }
             for req in schema["required"].as_array().into_iter().flatten() {

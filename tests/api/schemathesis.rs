@@ -18,10 +18,10 @@ const MAX_EXAMPLES: &str = "30";
 const RUN_DEADLINE: Duration = Duration::from_secs(600);
 
 fn binary() -> Option<String> {
-    if let Ok(path) = std::env::var("FECHATTER_SCHEMATHESIS") {
-        if std::path::Path::new(&path).exists() {
-            return Some(path);
-        }
+    if let Ok(path) = std::env::var("FECHATTER_SCHEMATHESIS")
+        && std::path::Path::new(&path).exists()
+    {
+        return Some(path);
     }
     let on_path = std::process::Command::new("schemathesis")
         .arg("--version")

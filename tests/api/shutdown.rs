@@ -44,10 +44,10 @@ async fn sigterm_stops_the_binary_gracefully() {
     // Up when its health check answers (the process is polled, not slept on blindly).
     let up = tokio::time::timeout(BOUND, async {
         loop {
-            if let Ok(r) = http.get(format!("{base}/api/health")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = http.get(format!("{base}/api/health")).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
