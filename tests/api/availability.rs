@@ -189,6 +189,12 @@ async fn inbound_frame_budget_refuses_then_closes() {
 /// Writes `head` on a fresh connection and reads the response until the server closes the
 /// connection or `within` passes; returns (status line, whether the connection was closed).
 async fn raw_exchange(app: &TestApp, head: &str, within: Duration) -> (String, bool) {
+    let (text, closed) = raw_response(app, head, within).await;
+    (text.lines().next().unwrap_or("").to_string(), closed)
+}
+
+/// Like [`raw_exchange`], returning everything the server wrote.
+async fn raw_response(app: &TestApp, head: &str, within: Duration) -> (String, bool) {
     let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
     tcp.write_all(head.as_bytes()).await.expect("write");
     let deadline = tokio::time::Instant::now() + within;
@@ -201,8 +207,35 @@ async fn raw_exchange(app: &TestApp, head: &str, within: Duration) -> (String, b
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
     };
-    let text = String::from_utf8_lossy(&got);
-    (text.lines().next().unwrap_or("").to_string(), closed)
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// A request framed two ways (`Content-Length` and `Transfer-Encoding: chunked`) is refused
+/// and the connection closed, so what follows it is never served as a request of its own:
+/// behind a proxy that reads the other framing, that would be a smuggled request. Before
+/// actix-http 3.12.1 (upgraded in session 8) the chunked framing won and the hidden
+/// `GET /api/health` was answered as a second request.
+#[actix_web::test]
+async fn ambiguous_request_framing_is_refused() {
+    let app = spawn_app().await;
+    let hidden = format!("GET /api/health HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    let head = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}",
+        app.addr,
+        5 + hidden.len()
+    );
+    let (text, closed) = raw_response(&app, &head, Duration::from_secs(10)).await;
+    let answers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(answers.len(), 1, "one answer only:\n{text}");
+    assert!(answers[0].starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        closed,
+        "the connection stays open after an ambiguous request"
+    );
 }
 
 /// A body that never finishes is cut off at the configured bound: 408 and the connection

@@ -224,8 +224,8 @@ pub fn test_config(extra: &[&str]) -> Config {
     Config::from_args(args).expect("test config")
 }
 
-/// How long a test server may take to build or to stop gracefully (normally a few seconds: a
-/// graceful stop waits out the client's idle keep-alive connections, 5 s).
+/// How long a test server may take to build or to stop gracefully (normally well under a
+/// second: a graceful stop closes idle keep-alive connections at once).
 const LIFECYCLE_BOUND: Duration = Duration::from_secs(60);
 
 /// Awaits one step of a test server's life, failing the test loudly (instead of hanging the
