@@ -58,6 +58,22 @@ impl Application {
         let store = Store::with_limits(pg, config.db_limits())?;
         store.migrate().await.context("applying migrations")?;
         let mut search = Search::from_config(&config, &store).await?;
+        // Everything that can fail comes before the first actor starts: an actor dropped
+        // unstarted (when `build` returns an error) would arm its timers outside the runtime
+        // and panic. So the ports are taken, the proxies parsed and Redis reached first.
+        let trusted = http::client_ip::TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("FECHATTER_TRUSTED_PROXIES: {e}"))?;
+        let passwords = Passwords::with_nice(config.hash_concurrency, config.hash_nice)?;
+        let listener = http::socket_opts::listen(config.addr, config.backlog)
+            .with_context(|| format!("binding {}", config.addr))?;
+        let metrics_listener = match config.metrics_addr {
+            Some(metrics_addr) => Some(
+                http::socket_opts::listen(metrics_addr, config.backlog)
+                    .with_context(|| format!("binding FECHATTER_METRICS_ADDR {metrics_addr}"))?,
+            ),
+            None => None,
+        };
+        let cluster = crate::cluster::Cluster::connect(&config).await?;
         // Feeds the configured engine from the outbox; the rooms get its handle from
         // `Search::indexer()` (below, through the Hub).
         search.set_indexer(SearchIndexer::start(
@@ -72,7 +88,6 @@ impl Application {
             }
             crate::store::search::Engine::Postgres => None,
         };
-        let cluster = crate::cluster::Cluster::connect(&config).await?;
         let presence = Presence::new(
             store.clone(),
             &config,
@@ -103,7 +118,7 @@ impl Application {
                 config.access_token_ttl_secs,
                 config.refresh_window_secs,
             ),
-            passwords: Passwords::with_nice(config.hash_concurrency, config.hash_nice)?,
+            passwords,
             config: config.clone(),
             store,
             hub,
@@ -116,8 +131,6 @@ impl Application {
 
         let app_state = state.clone();
         let max_body = config.max_body_bytes;
-        let trusted = http::client_ip::TrustedProxies::parse(&config.trusted_proxies)
-            .map_err(|e| anyhow::anyhow!("FECHATTER_TRUSTED_PROXIES: {e}"))?;
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -184,11 +197,12 @@ impl Application {
         .workers(workers);
         let _ = &mut server;
         let server = server
-            .bind(config.addr)
-            .with_context(|| format!("binding {}", config.addr))?;
+            .listen(listener)
+            .with_context(|| format!("listening on {}", config.addr))?;
         let addr = *server.addrs().first().context("no bound address")?;
-        let metrics_server = match config.metrics_addr {
-            Some(metrics_addr) => {
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                let metrics_addr = listener.local_addr().context("the metrics address")?;
                 let metrics_state = state.clone();
                 let server = HttpServer::new(move || {
                     App::new()
@@ -198,8 +212,8 @@ impl Application {
                         .route("/metrics", web::get().to(http::admin::prometheus))
                 })
                 .workers(1)
-                .bind(metrics_addr)
-                .with_context(|| format!("binding FECHATTER_METRICS_ADDR {metrics_addr}"))?
+                .listen(listener)
+                .with_context(|| format!("listening on FECHATTER_METRICS_ADDR {metrics_addr}"))?
                 .run();
                 tracing::info!(%metrics_addr, "serving /metrics");
                 Some(server)

@@ -46,3 +46,15 @@ impl SocketOptions {
         }
     }
 }
+
+/// A listening socket on `addr`, as actix-web's own `bind` makes one (`SO_REUSEADDR`, then
+/// `listen(backlog)`), for a server that binds before it starts anything that a failed bind
+/// would have to undo.
+pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}

@@ -112,3 +112,36 @@ async fn sigterm_stops_the_binary_gracefully() {
         "last_seen {seen:?}, stopped after {before}"
     );
 }
+
+/// A start-up that fails after the actors were created (here: the port is taken) exits with
+/// the error, not with a panic: the actors a failed start created are dropped while no
+/// runtime runs, and one that had not started yet used to arm its timers there and panic
+/// ("there is no reactor running"), skipping the embedded PostgreSQL's stop.
+#[actix_web::test]
+async fn a_failed_start_exits_with_its_error_not_a_panic() {
+    let database = fresh_database().await;
+    let data = tempfile::tempdir().expect("data dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to occupy");
+    let port = taken.local_addr().expect("its address").port();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_fechatter"))
+        .arg("serve")
+        .env("DATABASE_URL", &database)
+        .env("FECHATTER_ADDR", format!("127.0.0.1:{port}"))
+        .env("FECHATTER_DATA", data.path().join("data"))
+        .env("JWT_SECRET", JWT_SECRET)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(BOUND, run)
+        .await
+        .expect("the server gave up within the bound")
+        .expect("ran the server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("binding 127.0.0.1:"),
+        "names the cause:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "no panic:\n{stderr}");
+    drop(taken);
+}
