@@ -400,6 +400,13 @@ impl Session {
     /// A live event from a room (or presence).
     fn emit_live(&mut self, event: &Event, ctx: &mut Context<Self>) {
         let (Some(chat), Some(seq)) = (event.chat_id, event.seq) else {
+            // Unsequenced chat events (typing) go only to followers too: a relayed one can
+            // arrive before the leave that unsubscribes this session reaches the room.
+            if let Some(chat) = event.chat_id
+                && !self.chats.contains_key(&chat)
+            {
+                return;
+            }
             self.emit(
                 event.kind.as_str(),
                 event.data.clone(),

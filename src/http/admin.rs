@@ -72,9 +72,9 @@ impl Probe {
 
     /// `latency_ms` is whole milliseconds as the contract shows them (rounded; a healthy
     /// sub-millisecond answer reads 0), `latency_us` the same round trip in microseconds; both
-    /// absent when the probe failed.
+    /// `null` when the probe failed (always present, so a client reads one shape).
     fn json(&self) -> Value {
-        let mut v = json!({ "status": self.status });
+        let mut v = json!({ "status": self.status, "latency_ms": null, "latency_us": null });
         if let Some(latency) = self.latency {
             v["latency_ms"] = json!(millis(latency));
             v["latency_us"] = json!(latency.as_micros() as u64);
@@ -192,6 +192,8 @@ pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<H
     services["redis"] = redis.unwrap_or_else(|| {
         json!({
             "status": "disabled",
+            "latency_ms": null,
+            "latency_us": null,
             "reason": "one node: no REDIS_URL, no cluster state to reach",
         })
     });

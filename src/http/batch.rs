@@ -169,6 +169,14 @@ fn validate(op: &Operation) -> Result<reqwest::Method, ApiError> {
             "nested batch requests are not allowed",
         ));
     }
+    // A stream never ends, so its operation would hold the batch (and a connection slot)
+    // until the sub-request timeout and then fail: refuse it up front.
+    if route.eq_ignore_ascii_case("/api/events") {
+        return Err(ApiError::validation(
+            "path",
+            "the event stream cannot run in a batch; open GET /api/events itself",
+        ));
+    }
     Ok(method)
 }
 

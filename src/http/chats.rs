@@ -294,7 +294,7 @@ pub async fn create(
 
 /// `user_ids` of a direct message: 1 to `DIRECT_MAX_USERS` distinct positive ids.
 fn direct_user_ids() -> utoipa::openapi::schema::Array {
-    crate::http::openapi::id_array(DIRECT_MAX_USERS, true)
+    crate::http::openapi::id_array(1, DIRECT_MAX_USERS, true)
 }
 
 #[derive(Deserialize, ToSchema)]

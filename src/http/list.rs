@@ -21,6 +21,12 @@ pub struct ListQuery {
     pub fields: Option<String>,
 }
 
+/// `?fields=` of an endpoint that returns one object (`GET /api/users/me`).
+#[derive(Debug, Default, Deserialize)]
+pub struct FieldsQuery {
+    pub fields: Option<String>,
+}
+
 /// What a list endpoint allows.
 pub struct ListSpec {
     /// (public name, SQL expression) pairs.
@@ -120,23 +126,26 @@ impl ListQuery {
     }
 }
 
-/// Parses `fields=a,b` against the allowed names.
+/// Parses `fields=a,b` against the allowed names. Names the list does not have are skipped
+/// (the contract shows one `fields=id,username,email` for every list, and a client may reuse
+/// one selection across lists); a selection that names none of the list's fields is a 422, so
+/// a typo never silently yields empty objects.
 pub fn parse_fields(raw: Option<&str>, allowed: &[&str]) -> Result<Option<Vec<String>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
-    let mut out = Vec::new();
-    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if !allowed.contains(&name) {
-            return Err(ApiError::validation(
-                "fields",
-                format!("unknown field `{name}`; one of: {}", allowed.join(", ")),
-            ));
-        }
-        if !out.iter().any(|f| f == name) {
+    let mut out: Vec<String> = Vec::new();
+    for name in raw.split(',').map(|n| n.trim_matches([' ', '\t'])) {
+        if allowed.contains(&name) && !out.iter().any(|f| f == name) {
             out.push(name.to_string());
         }
     }
     if out.is_empty() {
-        return Err(ApiError::validation("fields", "names no field"));
+        return Err(ApiError::validation(
+            "fields",
+            format!(
+                "names no field of this list; one of: {}",
+                allowed.join(", ")
+            ),
+        ));
     }
     Ok(Some(out))
 }
@@ -186,10 +195,11 @@ pub fn integer_schema(min: i64, max: i64) -> ObjectBuilder {
         .maximum(Some(max as f64))
 }
 
-/// The regular expression of a `fields=` value: a comma-separated list of `allowed` names.
+/// The regular expression of a `fields=` value [`parse_fields`] accepts: comma-separated
+/// names, at least one of them (spaces and tabs around it aside) one of `allowed`.
 pub fn fields_pattern(allowed: &[&str]) -> String {
     let one = format!("({})", allowed.join("|"));
-    format!("^{one}(,{one})*$")
+    format!("^([^,]*,)*[ \\t]*{one}[ \\t]*(,[^,]*)*$")
 }
 
 /// `fields=`, when `allowed` names any field.
@@ -199,7 +209,8 @@ pub fn fields_param(allowed: &[&str]) -> Vec<Parameter> {
     }
     vec![query_param(
         "fields",
-        "Comma-separated fields to keep in each item (others are left out)",
+        "Comma-separated fields to keep in each item (others are left out; names this list \
+         does not have are skipped, but at least one must be its own)",
         ObjectBuilder::new()
             .schema_type(Type::String)
             .pattern(Some(fields_pattern(allowed))),
@@ -387,12 +398,24 @@ mod tests {
                 prop_assert_eq!(p.sort_sql, SPEC.sortable[sort].1);
                 prop_assert_eq!(p.fields.expect("fields").len(), fields.len());
             }
+
+            /// The documented `fields` pattern accepts exactly what the parser accepts, so a
+            /// client (or a schema-driven fuzzer) can trust it both ways.
+            #[test]
+            fn fields_pattern_agrees_with_the_parser(raw in "(id|name|nam|idx|[a-z]{0,3}|[ \t\u{a0}]|,){0,8}") {
+                let pattern = regex::Regex::new(&fields_pattern(&["id", "name"])).expect("regex");
+                let parsed = parse_fields(Some(&raw), &["id", "name"]);
+                prop_assert_eq!(pattern.is_match(&raw), parsed.is_ok(), "{:?}", raw);
+            }
         }
 
         /// The documented `fields` pattern names the same fields the parser accepts.
         #[test]
         fn fields_pattern_lists_the_selectable_fields() {
-            assert_eq!(fields_pattern(&["id", "name"]), "^(id|name)(,(id|name))*$");
+            assert_eq!(
+                fields_pattern(&["id", "name"]),
+                r"^([^,]*,)*[ \t]*(id|name)[ \t]*(,[^,]*)*$"
+            );
             let params = params(&SPEC);
             let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
             assert_eq!(names, ["page", "limit", "sort", "order", "fields"]);
@@ -401,7 +424,10 @@ mod tests {
 
     #[test]
     fn field_selection() {
-        assert!(parse_fields(Some("id,secret"), SPEC.selectable).is_err());
+        assert!(parse_fields(Some("secret,password_hash"), SPEC.selectable).is_err());
+        assert!(parse_fields(Some(""), SPEC.selectable).is_err());
+        let known = parse_fields(Some("id,secret"), SPEC.selectable).expect("ok");
+        assert_eq!(known, Some(vec!["id".to_string()]));
         let fields = parse_fields(Some("id, id"), SPEC.selectable).expect("ok");
         let mut body = json!({"items": [{"id": 1, "name": "a"}]});
         select_in(&mut body, "items", &fields);

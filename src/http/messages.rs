@@ -232,13 +232,10 @@ pub async fn list(
     };
     let mut rows = state
         .store
-        .messages_page(chat_id, before_seq, limit + 1, offset)
+        .messages_page(chat_id, before_seq, ascending, limit + 1, offset)
         .await?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    if ascending {
-        rows.reverse();
-    }
     let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
     let mut reactions = state.store.reactions_for(&ids).await?;
     let mut messages: Vec<serde_json::Value> = rows

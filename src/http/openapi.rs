@@ -44,7 +44,8 @@ pub struct ServiceHealth {
     /// `disabled`: not used by this server (`redis` on one node, with `reason`).
     #[schema(pattern = "^(healthy|unhealthy|disabled)$")]
     status: String,
-    /// The probe's round trip in whole milliseconds (absent when it failed).
+    /// The probe's round trip in whole milliseconds (`null` when it failed or the service is
+    /// disabled; always present).
     latency_ms: Option<u64>,
     /// The same round trip in microseconds.
     latency_us: Option<u64>,
@@ -454,11 +455,11 @@ fn selectable_items(doc: &mut OpenApiDoc) {
     }
 }
 
-/// An array of 1 to `max` positive ids (`distinct`: no repeats allowed).
-pub fn id_array(max: usize, distinct: bool) -> utoipa::openapi::schema::Array {
+/// An array of `min` to `max` positive ids (`distinct`: no repeats allowed).
+pub fn id_array(min: usize, max: usize, distinct: bool) -> utoipa::openapi::schema::Array {
     utoipa::openapi::schema::ArrayBuilder::new()
         .items(super::list::integer_schema(1, i64::MAX))
-        .min_items(Some(1))
+        .min_items(Some(min))
         .max_items(Some(max))
         .unique_items(distinct)
         .build()

@@ -20,6 +20,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json, require_id};
 use super::list::{ListQuery, ListSpec, parse_fields, select_in};
 use crate::state::AppState;
+use crate::store::search::directory::NameSort;
 use crate::store::search::scope::WorkspaceAccess;
 use crate::store::search::{MessageQuery, SearchError};
 
@@ -172,7 +173,7 @@ pub struct SearchMessagesRequest {
 
 /// `filters.chat_ids` / `filters.sender_ids`: 1 to `MAX_FILTER_IDS` positive ids (repeats are ignored).
 fn filter_ids() -> utoipa::openapi::schema::Array {
-    crate::http::openapi::id_array(MAX_FILTER_IDS, false)
+    crate::http::openapi::id_array(0, MAX_FILTER_IDS, false)
 }
 
 /// `filters` of a message search.
@@ -289,7 +290,7 @@ fn positive(obj: &Map<String, Value>, key: &str, field: &str) -> ApiResult<Optio
     }
 }
 
-/// An optional list of positive ids under `filters.<key>`, deduplicated.
+/// An optional list of positive ids under `filters.<key>`, deduplicated; `[]` is no filter.
 fn ids(filters: &Map<String, Value>, key: &str) -> ApiResult<Option<Vec<i64>>> {
     let field = format!("filters.{key}");
     let list = match filters.get(key) {
@@ -297,8 +298,9 @@ fn ids(filters: &Map<String, Value>, key: &str) -> ApiResult<Option<Vec<i64>>> {
         Some(Value::Array(list)) => list,
         Some(_) => return Err(ApiError::validation(field, "must be an array of ids")),
     };
+    // A client's filter form sends `[]` for "none picked": no filter, as when absent.
     if list.is_empty() {
-        return Err(ApiError::validation(field, "must not be empty"));
+        return Ok(None);
     }
     if list.len() > MAX_FILTER_IDS {
         return Err(ApiError::validation(
@@ -369,9 +371,11 @@ pub struct NameSearchQuery {
     page: Option<String>,
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// Only `relevance` (the default): name searches are ranked, not ordered by a column.
-    #[param(pattern = "^relevance$")]
+    /// `relevance` (the default: exact name, then prefix, then alphabetical), `name` (users:
+    /// also `username`), `created_at` (users: when they signed up) or `id`.
+    #[param(pattern = "^(relevance|name|username|created_at|id)$")]
     sort: Option<String>,
+    /// `desc` is the default for `relevance` (most relevant first), `asc` for the others.
     #[param(pattern = "^(asc|desc)$")]
     order: Option<String>,
     #[param(ignore)]
@@ -381,19 +385,31 @@ pub struct NameSearchQuery {
 crate::fields_params!(UserFieldsParam, USER_FIELDS);
 crate::fields_params!(ChatFieldsParam, CHAT_FIELDS);
 
-const USER_FIELDS: &[&str] = &["id", "username", "avatar_url"];
+/// `email` is shown only when named, as in `GET /api/users`.
+const USER_FIELDS: &[&str] = &["id", "username", "avatar_url", "email"];
 const CHAT_FIELDS: &[&str] = &["id", "name", "type", "description", "is_private"];
 
+/// Page and limit only: the sort of a name search is not a column of the http layer's
+/// choosing but a [`NameSort`] (the store builds its `ORDER BY`).
 const NAME_LIST: ListSpec = ListSpec {
-    sortable: &[("relevance", "")],
+    sortable: &[],
     default_sort: ("", false),
     selectable: &[],
     default_limit: DEFAULT_LIMIT,
     max_limit: MAX_LIMIT,
 };
 
-/// Validated (q, workspace id, limit, offset, page).
-fn parse_name_query(p: &NameSearchQuery) -> ApiResult<(String, i64, i64, i64, i64)> {
+/// A validated user or chat search.
+struct NameQuery {
+    q: String,
+    workspace_id: i64,
+    sort: (NameSort, bool),
+    limit: i64,
+    offset: i64,
+    page: i64,
+}
+
+fn parse_name_query(p: &NameSearchQuery) -> ApiResult<NameQuery> {
     let q = p.q.as_deref().map(str::trim).unwrap_or("");
     if q.is_empty() {
         return Err(ApiError::validation("q", "is required"));
@@ -406,21 +422,43 @@ fn parse_name_query(p: &NameSearchQuery) -> ApiResult<(String, i64, i64, i64, i6
         ));
     }
     let workspace_id = require_id("workspace_id", p.workspace_id.as_deref())?;
+    let sort = match p.sort.as_deref().map(str::trim) {
+        None | Some("") | Some("relevance") => NameSort::Relevance,
+        Some("name" | "username") => NameSort::Name,
+        Some("created_at") => NameSort::CreatedAt,
+        Some("id") => NameSort::Id,
+        Some(other) => {
+            return Err(ApiError::validation(
+                "sort",
+                format!(
+                    "unknown sort field `{other}`; one of: relevance, name, username, created_at, id"
+                ),
+            ));
+        }
+    };
+    let desc = match p.order.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => sort == NameSort::Relevance,
+        Some(o) if o.is_empty() => sort == NameSort::Relevance,
+        Some(o) if o == "asc" => false,
+        Some(o) if o == "desc" => true,
+        Some(_) => return Err(ApiError::validation("order", "must be `asc` or `desc`")),
+    };
     let list = ListQuery {
         page: p.page.clone(),
         limit: p.limit.clone(),
-        sort: p.sort.clone(),
-        order: p.order.clone(),
+        sort: None,
+        order: None,
         fields: None,
     }
     .parse(&NAME_LIST)?;
-    Ok((
-        q.to_string(),
+    Ok(NameQuery {
+        q: q.to_string(),
         workspace_id,
-        list.limit,
-        list.offset(),
-        list.page,
-    ))
+        sort: (sort, desc),
+        limit: list.limit,
+        offset: list.offset(),
+        page: list.page,
+    })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -429,6 +467,9 @@ pub struct UserItem {
     id: i64,
     username: String,
     avatar_url: Option<String>,
+    /// Only when `fields=` names it: fellow members' addresses are not in the default item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -453,12 +494,22 @@ pub async fn users(
     user: AuthUser,
     query: web::Query<NameSearchQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (q, workspace_id, limit, offset, page) = parse_name_query(&query)?;
+    let NameQuery {
+        q,
+        workspace_id,
+        sort,
+        limit,
+        offset,
+        page,
+    } = parse_name_query(&query)?;
     let fields = parse_fields(query.fields.as_deref(), USER_FIELDS)?;
+    let with_email = fields
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|n| n == "email"));
     check_workspace(&state, workspace_id, user.id).await?;
     let (found, total) = state
         .store
-        .search_workspace_users(workspace_id, &q, limit, offset)
+        .search_workspace_users(workspace_id, &q, sort, limit, offset)
         .await?;
     let users: Vec<UserItem> = found
         .into_iter()
@@ -466,6 +517,7 @@ pub async fn users(
             id: u.id,
             username: u.username,
             avatar_url: u.avatar_url,
+            email: with_email.then_some(u.email),
         })
         .collect();
     let mut body = serde_json::json!({ "users": users, "total": total, "page": page });
@@ -484,12 +536,19 @@ pub async fn chats(
     user: AuthUser,
     query: web::Query<NameSearchQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (q, workspace_id, limit, offset, page) = parse_name_query(&query)?;
+    let NameQuery {
+        q,
+        workspace_id,
+        sort,
+        limit,
+        offset,
+        page,
+    } = parse_name_query(&query)?;
     let fields = parse_fields(query.fields.as_deref(), CHAT_FIELDS)?;
     check_workspace(&state, workspace_id, user.id).await?;
     let (found, total) = state
         .store
-        .search_visible_chats(workspace_id, user.id, &q, limit, offset)
+        .search_visible_chats(workspace_id, user.id, &q, sort, limit, offset)
         .await?;
     let chats: Vec<ChatItem> = found
         .into_iter()

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json};
+use super::list::{FieldsQuery, parse_fields, select};
 use crate::state::AppState;
 use crate::store::users::{ProfileUpdate, UserRow};
 use crate::validate;
@@ -77,16 +78,41 @@ pub struct UpdateProfileRequest {
 
 pub const THEMES: &[&str] = &["light", "dark", "system"];
 
-/// `GET /api/users/me`
+/// Fields `GET /api/users/me?fields=` can keep.
+const PROFILE_FIELDS: &[&str] = &[
+    "id",
+    "email",
+    "username",
+    "avatar_url",
+    "created_at",
+    "preferences",
+];
+
+crate::fields_params!(ProfileFieldsParam, PROFILE_FIELDS);
+
+/// `GET /api/users/me` (`fields=` keeps only the named fields, as on lists).
 #[utoipa::path(get, path = "/api/users/me", tag = "users", summary = "The caller's profile",
-    responses((status = 200, body = Profile)))]
-pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
+    params(ProfileFieldsParam),
+    responses((status = 200, body = Profile),
+        (status = 422, description = "`fields` names no field of the profile")))]
+pub async fn me(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<FieldsQuery>,
+) -> ApiResult<HttpResponse> {
+    let fields = parse_fields(q.fields.as_deref(), PROFILE_FIELDS)?;
     let row = state
         .store
         .user_by_id(user.id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("Invalid token"))?;
-    Ok(HttpResponse::Ok().json(Profile::from(row)))
+    if fields.is_none() {
+        return Ok(HttpResponse::Ok().json(Profile::from(row)));
+    }
+    let mut body = serde_json::to_value(Profile::from(row))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding a profile: {e}")))?;
+    select(&mut body, &fields);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `PUT /api/users/me` — partial update of username, avatar and preferences.

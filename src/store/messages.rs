@@ -314,19 +314,22 @@ impl Store {
             .map(from_row))
     }
 
-    /// Up to `limit` live messages of a chat with seq below `before_seq` (or the newest),
-    /// newest first, after skipping `offset` of them.
+    /// Up to `limit` live messages of a chat with seq below `before_seq` (or all of them),
+    /// newest first (or oldest first when `ascending`), after skipping `offset` of them in
+    /// that order.
     pub async fn messages_page(
         &self,
         chat_id: i64,
         before_seq: Option<i64>,
+        ascending: bool,
         limit: i64,
         offset: i64,
     ) -> StoreResult<Vec<MessageRow>> {
         let client = self.client().await?;
+        let direction = if ascending { "ASC" } else { "DESC" };
         let sql = format!(
             "{SELECT_MESSAGE} WHERE m.chat_id = $1 AND m.seq < $2 AND {VISIBLE} \
-             ORDER BY m.seq DESC LIMIT $3 OFFSET $4"
+             ORDER BY m.seq {direction} LIMIT $3 OFFSET $4"
         );
         let stmt = client.prepare_cached(&sql).await?;
         let before = before_seq.unwrap_or(i64::MAX);

@@ -79,7 +79,9 @@ async fn health_reports_dependencies_and_load() {
     let services = body["services"].as_object().expect("services");
     // One node uses no Redis: said so, not faked as healthy, and it does not degrade health.
     assert_eq!(services["redis"]["status"], "disabled", "{body}");
-    assert!(services["redis"].get("latency_ms").is_none(), "{body}");
+    // Every service has the contract's `latency_ms`, `null` where there is nothing to time.
+    assert!(services["redis"]["latency_ms"].is_null(), "{body}");
+    assert!(services["redis"].get("latency_ms").is_some(), "{body}");
     for name in ["database", "search"] {
         assert_eq!(services[name]["status"], "healthy", "{body}");
         // Whole milliseconds as the contract shows them; the microseconds beside them.
@@ -106,6 +108,12 @@ async fn health_is_degraded_when_search_is_unreachable() {
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["services"]["database"]["status"], "healthy");
     assert_eq!(body["services"]["search"]["status"], "unhealthy");
+    // The failed probe still has the contract's `latency_ms` (before: absent).
+    assert!(body["services"]["search"]["latency_ms"].is_null(), "{body}");
+    assert!(
+        body["services"]["search"].get("latency_ms").is_some(),
+        "{body}"
+    );
     assert_eq!(body["services"]["search"]["engine"], "meilisearch");
     assert!(body["services"]["search"]["error"].is_string());
     let search = app

@@ -129,6 +129,32 @@ async fn nested_batch_is_refused() {
     assert_eq!(s[2], 200, "{body}");
 }
 
+/// The event stream never ends, so it is refused in a batch (422 for that operation) rather
+/// than holding the batch until the sub-request timeout (before: 503 after 30 s).
+#[actix_web::test]
+async fn event_stream_is_refused_in_a_batch() {
+    let app = spawn_app().await;
+    let u = app.register("streamer").await;
+    let body = app
+        .post(
+            "/api/batch",
+            &u.token,
+            json!({"operations": [
+                {"method": "GET", "path": "/api/events"},
+                {"method": "GET", "path": "/api/events/?x=1"},
+                {"method": "GET", "path": "/api/users/me"},
+            ]}),
+        )
+        .await
+        .ok(200);
+    let s = statuses(&body);
+    assert_eq!(&s[..], [422, 422, 200], "{body}");
+    assert_eq!(
+        body["results"][0]["body"]["error"]["details"]["field"], "path",
+        "{body}"
+    );
+}
+
 /// Empty batches and batches over FECHATTER_BATCH_MAX_OPS are 422 and run nothing.
 #[actix_web::test]
 async fn operation_count_is_bounded() {

@@ -1,5 +1,6 @@
 //! The contract's list features on every list endpoint: `sort`/`order` and `fields`, with 422
-//! for unknown sort fields, orders and field names.
+//! for unknown sort fields and orders; unknown field names are skipped, but a selection naming
+//! no field of the list is 422.
 
 use serde_json::Value;
 
@@ -71,9 +72,37 @@ async fn check(app: &TestApp, user: &TestUser, case: &ListCase) {
         );
         seen = got.len();
     }
+    // The selection alone, and with a name this list does not have (the contract shows one
+    // `fields=id,username,email` for all lists): the same keys either way.
+    for extra in ["", ",no_such_field"] {
+        check_fields(app, user, case, extra, seen).await;
+    }
+    for (query, field) in [
+        ("sort=no_such_field", "sort"),
+        ("sort=password_hash", "sort"),
+        ("order=sideways", "order"),
+        ("fields=no_such_field", "fields"),
+        ("fields=password_hash,dm_key", "fields"),
+    ] {
+        let err = app
+            .get(&join(&case.path, query), &user.token)
+            .await
+            .err(422, "VALIDATION_ERROR");
+        assert_eq!(
+            err["error"]["details"]["field"], field,
+            "{what}?{query}: {err}"
+        );
+    }
+}
+
+async fn check_fields(app: &TestApp, user: &TestUser, case: &ListCase, extra: &str, seen: usize) {
+    let what = &case.path;
     let body = app
         .get(
-            &join(&case.path, &format!("fields={}", case.fields.join(","))),
+            &join(
+                &case.path,
+                &format!("fields={}{extra}", case.fields.join(",")),
+            ),
             &user.token,
         )
         .await
@@ -94,28 +123,12 @@ async fn check(app: &TestApp, user: &TestUser, case: &ListCase) {
         keys.sort_unstable();
         let mut want = case.fields.to_vec();
         want.sort_unstable();
-        assert_eq!(keys, want, "{what} fields={}", case.fields.join(","));
-    }
-    for (query, field) in [
-        ("sort=no_such_field", "sort"),
-        ("sort=password_hash", "sort"),
-        ("order=sideways", "order"),
-        ("fields=id,no_such_field", "fields"),
-        ("fields=password_hash", "fields"),
-    ] {
-        let err = app
-            .get(&join(&case.path, query), &user.token)
-            .await
-            .err(422, "VALIDATION_ERROR");
-        assert_eq!(
-            err["error"]["details"]["field"], field,
-            "{what}?{query}: {err}"
-        );
+        assert_eq!(keys, want, "{what} fields={}{extra}", case.fields.join(","));
     }
 }
 
 /// Workspaces, workspace users, chats, chat members and messages all sort (both orders), select
-/// fields, and refuse unknown sort fields, orders and field names with 422.
+/// fields, and refuse unknown sort fields, orders and selections of no known field with 422.
 #[actix_web::test]
 async fn every_list_sorts_and_selects_fields() {
     let app = spawn_app().await;
@@ -184,21 +197,67 @@ async fn every_list_sorts_and_selects_fields() {
     assert_eq!(ids, sorted(ids.clone(), true));
 }
 
-/// Name searches select fields, rank by relevance only, and refuse unknown sort/field names.
+/// Name searches select fields (a fellow member's email only when named), sort by relevance
+/// (both orders) or by a column (before: only `relevance` was accepted and `order` ignored),
+/// and refuse unknown sorts, orders and selections of no known field.
 #[actix_web::test]
-async fn name_searches_select_fields_and_refuse_unknown_sorts() {
+async fn name_searches_select_fields_and_sort() {
     let app = crate::common::spawn_app().await;
-    let owner = app.register("searcher").await;
+    let owner = app.register("findme").await;
     let ws = app.create_workspace(&owner, "Acme").await;
-    app.create_channel(&owner, ws, "general").await;
-    let users = app
-        .get(
-            &format!("/api/search/users?q=search&workspace_id={ws}&fields=id"),
-            &owner.token,
-        )
-        .await
-        .ok(200);
-    assert_eq!(users["users"][0].as_object().map(|o| o.len()), Some(1));
+    // Signed up in this order; `findme` is the exact match, `findmeb` a prefix match and
+    // `a-findme` a substring match (alphabetically first).
+    let b = app.register("findmeb").await;
+    let a = app.register("a-findme").await;
+    for u in [&b, &a] {
+        app.add_to_workspace(&owner, ws, u).await;
+    }
+    let names = |r: &serde_json::Value, key: &str, by: &str| -> Vec<String> {
+        r[key]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i[by].as_str().expect("name").to_string())
+            .collect()
+    };
+    let users = |query: &str| {
+        let app = &app;
+        let token = owner.token.clone();
+        let path = format!("/api/search/users?q=findme&workspace_id={ws}&{query}");
+        async move { app.get(&path, &token).await }
+    };
+    let by_relevance = users("").await.ok(200);
+    assert_eq!(
+        names(&by_relevance, "users", "username"),
+        ["findme", "findmeb", "a-findme"]
+    );
+    assert!(
+        by_relevance["users"][0].get("email").is_none(),
+        "{by_relevance}"
+    );
+    let least_relevant = users("sort=relevance&order=asc").await.ok(200);
+    assert_eq!(
+        names(&least_relevant, "users", "username"),
+        ["a-findme", "findmeb", "findme"]
+    );
+    let by_name = users("sort=name").await.ok(200);
+    assert_eq!(
+        names(&by_name, "users", "username"),
+        ["a-findme", "findme", "findmeb"]
+    );
+    let newest = users("sort=created_at&order=desc").await.ok(200);
+    assert_eq!(
+        names(&newest, "users", "username"),
+        ["a-findme", "findmeb", "findme"]
+    );
+    // The contract's selection: the email of each, nothing else.
+    let selected = users("fields=id,username,email&sort=id").await.ok(200);
+    assert_eq!(selected["users"][2]["email"], a.email);
+    assert_eq!(selected["users"][0].as_object().map(|o| o.len()), Some(3));
+
+    for name in ["general", "gen", "a-gen"] {
+        app.create_channel(&owner, ws, name).await;
+    }
     let chats = app
         .get(
             &format!("/api/search/chats?q=gen&workspace_id={ws}&fields=name,type&sort=relevance"),
@@ -206,20 +265,29 @@ async fn name_searches_select_fields_and_refuse_unknown_sorts() {
         )
         .await
         .ok(200);
-    assert_eq!(chats["chats"][0]["name"], "general");
+    assert_eq!(names(&chats, "chats", "name"), ["gen", "general", "a-gen"]);
     assert_eq!(chats["chats"][0].as_object().map(|o| o.len()), Some(2));
-    for bad in ["fields=password", "sort=name", "order=sideways"] {
-        app.get(
-            &format!("/api/search/users?q=s&workspace_id={ws}&{bad}"),
+    let chats = app
+        .get(
+            &format!("/api/search/chats?q=gen&workspace_id={ws}&sort=name&order=desc"),
             &owner.token,
         )
         .await
-        .err(422, "VALIDATION_ERROR");
-        app.get(
-            &format!("/api/search/chats?q=g&workspace_id={ws}&{bad}"),
-            &owner.token,
-        )
-        .await
-        .err(422, "VALIDATION_ERROR");
+        .ok(200);
+    assert_eq!(names(&chats, "chats", "name"), ["general", "gen", "a-gen"]);
+    for bad in [
+        "fields=password",
+        "sort=password",
+        "order=sideways",
+        "sort=email",
+    ] {
+        for kind in ["users", "chats"] {
+            app.get(
+                &format!("/api/search/{kind}?q=g&workspace_id={ws}&{bad}"),
+                &owner.token,
+            )
+            .await
+            .err(422, "VALIDATION_ERROR");
+        }
     }
 }

@@ -212,7 +212,28 @@ async fn pagination_edges() {
         .iter()
         .map(|m| m["id"].as_i64().expect("id"))
         .collect();
-    assert_eq!(got, vec![ids[4], ids[5], ids[6]]);
+    // Oldest first from the chat's beginning (before: the newest page, reversed).
+    assert_eq!(got, vec![ids[0], ids[1], ids[2]]);
+    assert_eq!(asc["has_more"], true);
+    let asc_cursor = page(format!("&limit=3&order=asc&before_id={}", ids[5]))
+        .await
+        .ok(200);
+    let got: Vec<i64> = asc_cursor["messages"]
+        .as_array()
+        .expect("msgs")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(got, vec![ids[0], ids[1], ids[2]]);
+    let asc_last = page("&limit=3&order=asc&page=3".into()).await.ok(200);
+    let got: Vec<i64> = asc_last["messages"]
+        .as_array()
+        .expect("msgs")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(got, vec![ids[6]]);
+    assert_eq!(asc_last["has_more"], false);
     let fields = page("&limit=1&fields=id,content".into()).await.ok(200);
     assert_eq!(fields["messages"][0].as_object().expect("obj").len(), 2);
     // The contract's `page` (before: ignored, so page 2 repeated page 1), also after a cursor.

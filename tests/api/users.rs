@@ -20,6 +20,26 @@ async fn me_has_profile_and_preferences() {
     assert_eq!(me["preferences"]["notifications_enabled"], true);
 }
 
+/// The contract's `?fields=id,username,email` selects on the profile too (before: ignored).
+#[actix_web::test]
+async fn me_selects_fields() {
+    let app = spawn_app().await;
+    let u = app.register("selective").await;
+    let me = app
+        .get("/api/users/me?fields=id,username,email", &u.token)
+        .await
+        .ok(200);
+    assert_eq!(
+        me,
+        json!({"id": u.id, "username": "selective", "email": u.email})
+    );
+    let err = app
+        .get("/api/users/me?fields=password_hash", &u.token)
+        .await
+        .err(422, "VALIDATION_ERROR");
+    assert_eq!(err["error"]["details"]["field"], "fields");
+}
+
 /// Updates are partial: fields not sent keep their values.
 #[actix_web::test]
 async fn update_is_partial() {

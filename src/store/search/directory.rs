@@ -1,8 +1,11 @@
 //! User and chat search within a workspace: case-insensitive prefix and substring matches,
-//! exact names first, then prefixes, then the rest alphabetically. Always PostgreSQL (these
-//! sets are small per workspace and must reflect membership the instant it changes).
+//! by relevance (exact names first, then prefixes, then the rest alphabetically) or by a
+//! column. Always PostgreSQL (these sets are small per workspace and must reflect membership
+//! the instant it changes).
 
 use super::postgres::like_pattern;
+use tokio_postgres::types::Type;
+
 use crate::store::{Store, StoreResult};
 
 /// A workspace member found by name.
@@ -11,6 +14,47 @@ pub struct UserMatch {
     pub id: i64,
     pub username: String,
     pub avatar_url: Option<String>,
+    pub email: String,
+}
+
+/// The order of a name search's matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameSort {
+    /// Exact name, then prefix, then alphabetical; `desc` (the default) is most relevant first.
+    Relevance,
+    /// The name (username), case-insensitively.
+    Name,
+    /// When the user signed up, or the chat was created.
+    CreatedAt,
+    Id,
+}
+
+/// The `ORDER BY` of a name search over `name` (an SQL expression) whose exact and prefix
+/// patterns are the parameters `$exact` and `$prefix`; ties always broken by id.
+fn name_order(
+    sort: NameSort,
+    desc: bool,
+    name: &str,
+    created_at: &str,
+    id: &str,
+    exact: u8,
+    prefix: u8,
+) -> String {
+    let (first, last) = if desc {
+        ("DESC", "ASC")
+    } else {
+        ("ASC", "DESC")
+    };
+    match sort {
+        // Most relevant first is `desc`: true sorts after false ascending, hence the flip.
+        NameSort::Relevance => format!(
+            "lower({name}) = lower(${exact}) {first}, {name} ILIKE ${prefix} {first}, \
+             lower({name}) {last}, {id} {last}"
+        ),
+        NameSort::Name => format!("lower({name}) {first}, {id} {first}"),
+        NameSort::CreatedAt => format!("{created_at} {first}, {id} {first}"),
+        NameSort::Id => format!("{id} {first}"),
+    }
 }
 
 /// A chat found by name.
@@ -38,6 +82,7 @@ impl Store {
         &self,
         workspace_id: i64,
         q: &str,
+        (sort, desc): (NameSort, bool),
         limit: i64,
         offset: i64,
     ) -> StoreResult<(Vec<UserMatch>, i64)> {
@@ -48,13 +93,23 @@ impl Store {
         let count = client
             .prepare_cached(&format!("SELECT count(*) {MATCH}"))
             .await?;
+        // Typed: a column sort leaves the relevance patterns ($3, $4) unused.
         let page = client
-            .prepare_cached(&format!(
-                "SELECT u.id, u.username, u.avatar_url {MATCH} \
-                 ORDER BY lower(u.username) = lower($3) DESC, u.username ILIKE $4 DESC, \
-                          lower(u.username), u.id \
-                 LIMIT $5 OFFSET $6"
-            ))
+            .prepare_typed_cached(
+                &format!(
+                    "SELECT u.id, u.username, u.avatar_url, u.email {MATCH} \
+                     ORDER BY {} LIMIT $5 OFFSET $6",
+                    name_order(sort, desc, "u.username", "u.created_at", "u.id", 3, 4)
+                ),
+                &[
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                ],
+            )
             .await?;
         let contains = like_pattern(q);
         let prefix = prefix_pattern(q);
@@ -74,6 +129,7 @@ impl Store {
                 id: r.get(0),
                 username: r.get(1),
                 avatar_url: r.get(2),
+                email: r.get(3),
             })
             .collect();
         Ok((users, total))
@@ -86,6 +142,7 @@ impl Store {
         workspace_id: i64,
         user_id: i64,
         q: &str,
+        (sort, desc): (NameSort, bool),
         limit: i64,
         offset: i64,
     ) -> StoreResult<(Vec<ChatMatch>, i64)> {
@@ -99,11 +156,22 @@ impl Store {
             .prepare_cached(&format!("SELECT count(*) {MATCH}"))
             .await?;
         let page = client
-            .prepare_cached(&format!(
-                "SELECT c.id, c.name, c.kind, c.description, c.is_private {MATCH} \
-                 ORDER BY lower(c.name) = lower($4) DESC, c.name ILIKE $5 DESC, lower(c.name), c.id \
-                 LIMIT $6 OFFSET $7"
-            ))
+            .prepare_typed_cached(
+                &format!(
+                    "SELECT c.id, c.name, c.kind, c.description, c.is_private {MATCH} \
+                     ORDER BY {} LIMIT $6 OFFSET $7",
+                    name_order(sort, desc, "c.name", "c.created_at", "c.id", 4, 5)
+                ),
+                &[
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                ],
+            )
             .await?;
         let contains = like_pattern(q);
         let prefix = prefix_pattern(q);

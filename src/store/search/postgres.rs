@@ -109,7 +109,9 @@ fn filters<'a>(q: &'a MessageQuery, mut next: usize) -> Filters<'a> {
 }
 
 /// The page of a ranked `hits` CTE (defined by `ctes`) joined with chat and sender names; `extra` selects the
-/// highlight source as the ninth column.
+/// highlight source as the ninth column. A hit whose message was deleted or edited since the
+/// indexer last ran is left out (the derived table lags the commit): search never shows text a
+/// message no longer has, as the Meilisearch engine re-checks its hits too.
 fn page_sql(ctes: &str, limit_param: usize, extra: &str) -> String {
     format!(
         "WITH {ctes}, \
@@ -119,6 +121,8 @@ fn page_sql(ctes: &str, limit_param: usize, extra: &str) -> String {
          SELECT p.id, p.chat_id, c.name, p.sender_id, u.username, p.created_at, p.score, p.total, {extra} \
          FROM page p JOIN message_search m ON m.message_id = p.id JOIN chats c ON c.id = p.chat_id \
          JOIN users u ON u.id = p.sender_id \
+         JOIN messages live ON live.id = p.id AND live.deleted_at IS NULL \
+                           AND live.content = m.content \
          ORDER BY p.score DESC, p.created_at DESC, p.id DESC",
         offset = limit_param + 1,
     )
