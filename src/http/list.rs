@@ -231,20 +231,22 @@ pub fn params(spec: &ListSpec) -> Vec<Parameter> {
             integer_schema(1, spec.max_limit).default(Some(Value::from(spec.default_limit))),
         ),
     ];
-    let names: Vec<&str> = spec.sortable.iter().map(|(n, _)| *n).collect();
+    // An empty value (a form's "nothing chosen") is the default, as the parser has it.
+    let mut names: Vec<&str> = spec.sortable.iter().map(|(n, _)| *n).collect();
+    names.push("");
     out.push(query_param(
         "sort",
-        "Field to sort on",
+        "Field to sort on (empty: the default)",
         ObjectBuilder::new()
             .schema_type(Type::String)
             .enum_values(Some(names)),
     ));
     out.push(query_param(
         "order",
-        "Sort direction",
+        "Sort direction (empty: the sort's default)",
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .enum_values(Some(["asc", "desc"])),
+            .enum_values(Some(["asc", "desc", ""])),
     ));
     out.extend(fields_param(spec.selectable));
     out

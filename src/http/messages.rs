@@ -77,7 +77,7 @@ pub struct ListQuery {
     pub chat_id: Option<String>,
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 50)]
     pub limit: Option<String>,
-    /// Page of `limit` messages, from 1 (newest first, counted from `before_id` when given);
+    /// Page of `limit` messages, from 1 (in `order`, counted from `before_id` when given);
     /// at most `FECHATTER_MAX_MESSAGE_OFFSET` messages deep (10,000 by default: 422 beyond,
     /// read deeper with `before_id`).
     #[param(value_type = Option<i64>, minimum = 1, default = 1)]
@@ -85,9 +85,10 @@ pub struct ListQuery {
     /// Messages before this one (older), for the next page.
     #[param(value_type = Option<i64>, minimum = 1)]
     pub before_id: Option<String>,
-    #[param(pattern = "^(asc|desc)$")]
+    /// `desc` (default): newest first; `asc`: oldest first, from the chat's beginning.
+    #[param(pattern = "^(asc|desc)?$")]
     pub order: Option<String>,
-    #[param(pattern = "^(created_at|id)$")]
+    #[param(pattern = "^(created_at|id)?$")]
     pub sort: Option<String>,
     #[param(ignore)]
     pub fields: Option<String>,
@@ -162,7 +163,7 @@ pub async fn send(
 }
 
 /// `GET /api/messages?chat_id=&limit=&page=&before_id=&order=` — newest first by default.
-#[utoipa::path(get, path = "/api/messages", tag = "messages", summary = "Messages of a chat, newest first",
+#[utoipa::path(get, path = "/api/messages", tag = "messages", summary = "Messages of a chat, newest (or oldest) first",
     params(ListQuery, MessageFieldsParam),
     responses((status = 200, body = crate::http::openapi::MessageList),
         (status = 403, description = "Not a member of the chat"), (status = 404, description = "No such chat"),

@@ -416,11 +416,34 @@ fn conventions(path: &str, method: &str, op: &mut Operation, secured: bool) {
     }
 }
 
-/// List items may be trimmed by `fields=`: in the list schemas, their properties are optional.
+/// List items may be trimmed by `fields=`: in the list schemas, their properties are optional;
+/// so are the profile's in `GET /api/users/me` (its `PUT` answers the whole profile).
 fn selectable_items(doc: &mut OpenApiDoc) {
+    if let Some(get) = doc
+        .paths
+        .paths
+        .get_mut("/api/users/me")
+        .and_then(|item| item.get.as_mut())
+    {
+        let json = serde_json::to_string(&*get).unwrap_or_default().replace(
+            "#/components/schemas/Profile\"",
+            "#/components/schemas/ProfileFields\"",
+        );
+        if let Ok(updated) = serde_json::from_str(&json) {
+            *get = updated;
+        }
+    }
     let Some(components) = doc.components.as_mut() else {
         return;
     };
+    if let Some(RefOr::T(Schema::Object(full))) = components.schemas.get("Profile").cloned() {
+        let mut partial = full;
+        partial.required.clear();
+        partial.description = Some("Profile, with only the fields asked for by `fields=`".into());
+        components
+            .schemas
+            .insert("ProfileFields".into(), RefOr::T(Schema::Object(partial)));
+    }
     let lists = [
         ("UserList", "UserItem"),
         ("WorkspaceList", "WorkspaceItem"),

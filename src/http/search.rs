@@ -373,10 +373,10 @@ pub struct NameSearchQuery {
     limit: Option<String>,
     /// `relevance` (the default: exact name, then prefix, then alphabetical), `name` (users:
     /// also `username`), `created_at` (users: when they signed up) or `id`.
-    #[param(pattern = "^(relevance|name|username|created_at|id)$")]
+    #[param(pattern = "^(relevance|name|username|created_at|id)?$")]
     sort: Option<String>,
     /// `desc` is the default for `relevance` (most relevant first), `asc` for the others.
-    #[param(pattern = "^(asc|desc)$")]
+    #[param(pattern = "^(asc|desc)?$")]
     order: Option<String>,
     #[param(ignore)]
     fields: Option<String>,
