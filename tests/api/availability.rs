@@ -690,12 +690,20 @@ async fn stalled_until_refused(app: &TestApp, held: &mut Vec<TcpStream>) -> (Str
         let mut tcp = stalled_body(app).await;
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
-        let within = tokio::time::Instant::now() + Duration::from_secs(1);
+        // 1 s for the refusal (it comes after the 300 ms the body has); once it has come, up
+        // to 5 s more for the close, far below the 30 s body timeout it must not wait for (a
+        // 1 s bound on both was seen to fail on a loaded CI machine).
+        let mut within = tokio::time::Instant::now() + Duration::from_secs(1);
         let closed = loop {
             match tokio::time::timeout_at(within, tcp.read(&mut buf)).await {
                 Err(_) => break false,
                 Ok(Ok(0)) | Ok(Err(_)) => break true,
-                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Ok(n)) => {
+                    if got.is_empty() {
+                        within = tokio::time::Instant::now() + Duration::from_secs(5);
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
             }
         };
         if got.is_empty() {

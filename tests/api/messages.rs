@@ -182,61 +182,6 @@ async fn pagination_edges() {
                 .await
         }
     };
-    let p1 = page("&limit=3".into()).await.ok(200);
-    let got: Vec<i64> = p1["messages"]
-        .as_array()
-        .expect("msgs")
-        .iter()
-        .map(|m| m["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(got, vec![ids[6], ids[5], ids[4]]);
-    assert_eq!(p1["has_more"], true);
-    let p2 = page(format!("&limit=3&before_id={}", ids[4])).await.ok(200);
-    let got: Vec<i64> = p2["messages"]
-        .as_array()
-        .expect("msgs")
-        .iter()
-        .map(|m| m["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(got, vec![ids[3], ids[2], ids[1]]);
-    assert_eq!(p2["has_more"], true);
-    let p3 = page(format!("&limit=3&before_id={}", ids[1])).await.ok(200);
-    assert_eq!(p3["messages"].as_array().expect("msgs").len(), 1);
-    assert_eq!(p3["has_more"], false);
-    let exact = page(format!("&limit=1&before_id={}", ids[1])).await.ok(200);
-    assert_eq!(exact["has_more"], false);
-    let asc = page("&limit=3&order=asc".into()).await.ok(200);
-    let got: Vec<i64> = asc["messages"]
-        .as_array()
-        .expect("msgs")
-        .iter()
-        .map(|m| m["id"].as_i64().expect("id"))
-        .collect();
-    // Oldest first from the chat's beginning (before: the newest page, reversed).
-    assert_eq!(got, vec![ids[0], ids[1], ids[2]]);
-    assert_eq!(asc["has_more"], true);
-    let asc_cursor = page(format!("&limit=3&order=asc&before_id={}", ids[5]))
-        .await
-        .ok(200);
-    let got: Vec<i64> = asc_cursor["messages"]
-        .as_array()
-        .expect("msgs")
-        .iter()
-        .map(|m| m["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(got, vec![ids[0], ids[1], ids[2]]);
-    let asc_last = page("&limit=3&order=asc&page=3".into()).await.ok(200);
-    let got: Vec<i64> = asc_last["messages"]
-        .as_array()
-        .expect("msgs")
-        .iter()
-        .map(|m| m["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(got, vec![ids[6]]);
-    assert_eq!(asc_last["has_more"], false);
-    let fields = page("&limit=1&fields=id,content".into()).await.ok(200);
-    assert_eq!(fields["messages"][0].as_object().expect("obj").len(), 2);
-    // The contract's `page` (before: ignored, so page 2 repeated page 1), also after a cursor.
     let ids_of = |r: &serde_json::Value| -> Vec<i64> {
         r["messages"]
             .as_array()
@@ -245,6 +190,36 @@ async fn pagination_edges() {
             .map(|m| m["id"].as_i64().expect("id"))
             .collect()
     };
+    let p1 = page("&limit=3".into()).await.ok(200);
+    let got = ids_of(&p1);
+    assert_eq!(got, vec![ids[6], ids[5], ids[4]]);
+    assert_eq!(p1["has_more"], true);
+    let p2 = page(format!("&limit=3&before_id={}", ids[4])).await.ok(200);
+    let got = ids_of(&p2);
+    assert_eq!(got, vec![ids[3], ids[2], ids[1]]);
+    assert_eq!(p2["has_more"], true);
+    let p3 = page(format!("&limit=3&before_id={}", ids[1])).await.ok(200);
+    assert_eq!(p3["messages"].as_array().expect("msgs").len(), 1);
+    assert_eq!(p3["has_more"], false);
+    let exact = page(format!("&limit=1&before_id={}", ids[1])).await.ok(200);
+    assert_eq!(exact["has_more"], false);
+    let asc = page("&limit=3&order=asc".into()).await.ok(200);
+    let got = ids_of(&asc);
+    // Oldest first from the chat's beginning (before: the newest page, reversed).
+    assert_eq!(got, vec![ids[0], ids[1], ids[2]]);
+    assert_eq!(asc["has_more"], true);
+    let asc_cursor = page(format!("&limit=3&order=asc&before_id={}", ids[5]))
+        .await
+        .ok(200);
+    let got = ids_of(&asc_cursor);
+    assert_eq!(got, vec![ids[0], ids[1], ids[2]]);
+    let asc_last = page("&limit=3&order=asc&page=3".into()).await.ok(200);
+    let got = ids_of(&asc_last);
+    assert_eq!(got, vec![ids[6]]);
+    assert_eq!(asc_last["has_more"], false);
+    let fields = page("&limit=1&fields=id,content".into()).await.ok(200);
+    assert_eq!(fields["messages"][0].as_object().expect("obj").len(), 2);
+    // The contract's `page` (before: ignored, so page 2 repeated page 1), also after a cursor.
     let second = page("&page=2&limit=3".into()).await.ok(200);
     assert_eq!(ids_of(&second), vec![ids[3], ids[2], ids[1]]);
     assert_eq!(second["has_more"], true);
