@@ -108,13 +108,7 @@ impl ListQuery {
                 }
             },
         };
-        let desc = match self.order.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
-            None => default_desc,
-            Some(o) if o.is_empty() => default_desc,
-            Some(o) if o == "asc" => false,
-            Some(o) if o == "desc" => true,
-            Some(_) => return Err(ApiError::validation("order", "must be `asc` or `desc`")),
-        };
+        let desc = parse_order(self.order.as_deref(), default_desc)?;
         let fields = parse_fields(self.fields.as_deref(), spec.selectable)?;
         Ok(ListParams {
             page,
@@ -124,6 +118,21 @@ impl ListQuery {
             fields,
         })
     }
+}
+
+/// `order=`: `desc` → true, `asc` → false (any case), absent or empty → `default_desc`.
+pub fn parse_order(raw: Option<&str>, default_desc: bool) -> Result<bool, ApiError> {
+    match raw.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") => Ok(default_desc),
+        Some("asc") => Ok(false),
+        Some("desc") => Ok(true),
+        Some(_) => Err(ApiError::validation("order", "must be `asc` or `desc`")),
+    }
+}
+
+/// Whether a `fields=` selection names `name` (fields shown only when asked for, like `email`).
+pub fn selects(fields: &Option<Vec<String>>, name: &str) -> bool {
+    fields.as_ref().is_some_and(|f| f.iter().any(|n| n == name))
 }
 
 /// Parses `fields=a,b` against the allowed names. Names the list does not have are skipped

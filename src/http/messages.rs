@@ -190,12 +190,7 @@ pub async fn list(
             "messages sort by `created_at` (or `id`) only",
         ));
     }
-    let ascending = match q.order.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
-        None => false,
-        Some(o) if o.is_empty() || o == "desc" => false,
-        Some(o) if o == "asc" => true,
-        Some(_) => return Err(ApiError::validation("order", "must be `asc` or `desc`")),
-    };
+    let ascending = !super::list::parse_order(q.order.as_deref(), true)?;
     let page = match q.page.as_deref().map(str::trim) {
         None | Some("") => 1,
         Some(s) => match s.parse::<i64>() {

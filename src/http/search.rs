@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, Json, require_id};
-use super::list::{ListQuery, ListSpec, parse_fields, select_in};
+use super::list::{ListQuery, ListSpec, parse_fields, parse_order, select_in, selects};
 use crate::state::AppState;
 use crate::store::search::directory::NameSort;
 use crate::store::search::scope::WorkspaceAccess;
@@ -436,13 +436,7 @@ fn parse_name_query(p: &NameSearchQuery) -> ApiResult<NameQuery> {
             ));
         }
     };
-    let desc = match p.order.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
-        None => sort == NameSort::Relevance,
-        Some(o) if o.is_empty() => sort == NameSort::Relevance,
-        Some(o) if o == "asc" => false,
-        Some(o) if o == "desc" => true,
-        Some(_) => return Err(ApiError::validation("order", "must be `asc` or `desc`")),
-    };
+    let desc = parse_order(p.order.as_deref(), sort == NameSort::Relevance)?;
     let list = ListQuery {
         page: p.page.clone(),
         limit: p.limit.clone(),
@@ -494,22 +488,13 @@ pub async fn users(
     user: AuthUser,
     query: web::Query<NameSearchQuery>,
 ) -> ApiResult<HttpResponse> {
-    let NameQuery {
-        q,
-        workspace_id,
-        sort,
-        limit,
-        offset,
-        page,
-    } = parse_name_query(&query)?;
+    let nq = parse_name_query(&query)?;
     let fields = parse_fields(query.fields.as_deref(), USER_FIELDS)?;
-    let with_email = fields
-        .as_ref()
-        .is_some_and(|f| f.iter().any(|n| n == "email"));
-    check_workspace(&state, workspace_id, user.id).await?;
+    let with_email = selects(&fields, "email");
+    check_workspace(&state, nq.workspace_id, user.id).await?;
     let (found, total) = state
         .store
-        .search_workspace_users(workspace_id, &q, sort, limit, offset)
+        .search_workspace_users(nq.workspace_id, &nq.q, nq.sort, nq.limit, nq.offset)
         .await?;
     let users: Vec<UserItem> = found
         .into_iter()
@@ -520,7 +505,7 @@ pub async fn users(
             email: with_email.then_some(u.email),
         })
         .collect();
-    let mut body = serde_json::json!({ "users": users, "total": total, "page": page });
+    let mut body = serde_json::json!({ "users": users, "total": total, "page": nq.page });
     select_in(&mut body, "users", &fields);
     Ok(HttpResponse::Ok().json(body))
 }
@@ -536,19 +521,19 @@ pub async fn chats(
     user: AuthUser,
     query: web::Query<NameSearchQuery>,
 ) -> ApiResult<HttpResponse> {
-    let NameQuery {
-        q,
-        workspace_id,
-        sort,
-        limit,
-        offset,
-        page,
-    } = parse_name_query(&query)?;
+    let nq = parse_name_query(&query)?;
     let fields = parse_fields(query.fields.as_deref(), CHAT_FIELDS)?;
-    check_workspace(&state, workspace_id, user.id).await?;
+    check_workspace(&state, nq.workspace_id, user.id).await?;
     let (found, total) = state
         .store
-        .search_visible_chats(workspace_id, user.id, &q, sort, limit, offset)
+        .search_visible_chats(
+            nq.workspace_id,
+            user.id,
+            &nq.q,
+            nq.sort,
+            nq.limit,
+            nq.offset,
+        )
         .await?;
     let chats: Vec<ChatItem> = found
         .into_iter()
@@ -560,7 +545,7 @@ pub async fn chats(
             is_private: c.is_private,
         })
         .collect();
-    let mut body = serde_json::json!({ "chats": chats, "total": total, "page": page });
+    let mut body = serde_json::json!({ "chats": chats, "total": total, "page": nq.page });
     select_in(&mut body, "chats", &fields);
     Ok(HttpResponse::Ok().json(body))
 }

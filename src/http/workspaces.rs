@@ -472,10 +472,7 @@ pub async fn list_users(
         .await?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let online = crate::actors::presence::online_statuses(&state.presence, &ids).await;
-    let with_email = params
-        .fields
-        .as_ref()
-        .is_some_and(|f| f.iter().any(|n| n == "email"));
+    let with_email = super::list::selects(&params.fields, "email");
     let users: Vec<UserItem> = rows
         .into_iter()
         .map(|r| UserItem {
